@@ -1,0 +1,8 @@
+"""simple_ddpm: DDPM (Ho et al. 2020) as a diffusers scheduler and pipeline, with the exact ELBO in bits/dim."""
+
+from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
+from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
+
+__version__ = "0.1.0"
+
+__all__ = ["ELBOOutput", "SimpleDDPMPipeline", "SimpleDDPMScheduler", "SimpleDDPMSchedulerOutput"]

@@ -1,0 +1,499 @@
+"""The DDPM noise schedule, reverse step and variational bound (Ho et al. 2020; Luo 2022).
+
+Notation. The paper counts t = 1..T; diffusers' tables and a UNet's timestep input count t = 0..T-1. Here
+index ``t`` of every table is the paper's step ``t + 1``: ``alphas_cumprod[t]`` is alpha_bar_{t+1}, and the
+"previous" step of index 0 is the data itself (alpha_bar_0 = 1). Docstrings use the paper's symbols.
+
+Two designs of the network (Luo 2022, sec. 2.1):
+- Design I, ``prediction_type="sample"``: the network predicts x_0 and the reverse mean is mu_q(x_t, x0_hat).
+- Design II, ``prediction_type="epsilon"``: the network predicts the noise eps and
+  mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t)  (Ho et al. eq. 11).
+- ``"v_prediction"`` (Salimans & Ho 2022): v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0.
+
+All tables are float64, built once; ``step`` combines Python-float coefficients precomputed by
+``set_timesteps``, and ``add_noise`` gathers from tables cached per device and dtype.
+"""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.schedulers.scheduling_utils import KarrasDiffusionSchedulers, SchedulerMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine", "sigmoid")
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr")
+
+
+@dataclass
+class SimpleDDPMSchedulerOutput(BaseOutput):
+    """Output of `SimpleDDPMScheduler.step`.
+
+    Args:
+        prev_sample (`torch.Tensor`): x_{t-1}, a draw from p(x_{t-1} | x_t); the next model input.
+        pred_original_sample (`torch.Tensor`): x0_hat, the model's estimate of x_0 (after clipping).
+    """
+
+    prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor
+
+
+def _choose(name: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise ValueError(f"Unknown {name} {value!r}; valid values are: {', '.join(map(repr, valid))}.")
+    return value
+
+
+def cosine_alphas_cumprod(num_train_timesteps: int, s: float = 0.008) -> np.ndarray:
+    """alpha_bar(t) = f(t) / f(0), f(t) = cos^2(((t/T + s) / (1 + s)) pi/2) (Nichol & Dhariwal 2021 eq. 17)."""
+    t = np.arange(num_train_timesteps + 1, dtype=np.float64) / num_train_timesteps
+    f = np.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    return f / f[0]
+
+
+def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float) -> np.ndarray:
+    """beta_1..beta_T of a named schedule, in float64, computed as diffusers' DDPMScheduler does."""
+    if beta_schedule == "linear":  # Ho et al. 2020, sec. 4: 1e-4 .. 0.02 over T = 1000
+        return np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
+    if beta_schedule == "scaled_linear":  # latent diffusion: linear in sqrt(beta)
+        return np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=np.float64) ** 2
+    if beta_schedule == "squaredcos_cap_v2":  # beta_t = 1 - alpha_bar_t / alpha_bar_{t-1}, capped at 0.999
+        alpha_bar = cosine_alphas_cumprod(num_train_timesteps)
+        return np.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], 0.999)
+    if beta_schedule == "sigmoid":  # GeoDiff (Xu et al. 2022)
+        x = np.linspace(-6, 6, num_train_timesteps, dtype=np.float64)
+        return 1 / (1 + np.exp(-x)) * (beta_end - beta_start) + beta_start
+    raise AssertionError(beta_schedule)  # validated in __init__
+
+
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats."""
+    return 0.5 * (logvar2 - logvar1 - 1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor, bin_width: float = 2 / 255
+) -> torch.Tensor:
+    """log P(x) per element for N(mean, e^{2 log_scale}) integrated over x's bin on the 8-bit grid in [-1, 1].
+
+    Ho et al. 2020 eq. 13: the bins have width 2/255; the bins of -1 and 1 extend to -inf and +inf. The normal
+    CDF is exact (``torch.special``), differences of CDFs are taken in the tail where they do not cancel.
+    """
+    inv_std = torch.exp(-log_scale)
+    upper = inv_std * (x - mean + bin_width / 2)
+    lower = inv_std * (x - mean - bin_width / 2)
+    log_cdf_upper = torch.special.log_ndtr(upper)  # log P(X <= x + w/2), the bin of -1
+    log_sf_lower = torch.special.log_ndtr(-lower)  # log P(X > x - w/2), the bin of +1
+    # P(lower < Z <= upper): subtract in the lower tail when both ends are positive, to avoid 1 - 1.
+    mass = torch.where(
+        lower > 0,
+        torch.special.ndtr(-lower) - torch.special.ndtr(-upper),
+        torch.special.ndtr(upper) - torch.special.ndtr(lower),
+    )
+    log_mass = torch.log(mass.clamp(min=torch.finfo(mass.dtype).tiny))
+    edge = 1 - bin_width / 4
+    return torch.where(x < -edge, log_cdf_upper, torch.where(x > edge, log_sf_lower, log_mass))
+
+
+def _mean_over_pixels(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).mean(1)
+
+
+class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
+    """DDPM (Ho et al. 2020) with exact respacing, both designs of the network, training-loss weights and the ELBO.
+
+    The configuration uses diffusers' key names, so ``SimpleDDPMScheduler.from_config(DDPMScheduler().config)``
+    and ``DDPMScheduler.from_config(SimpleDDPMScheduler().config)`` both work.
+
+    Args:
+        num_train_timesteps (`int`, defaults to 1000): T, the number of forward steps.
+        beta_start (`float`, defaults to 1e-4): beta_1 of the "linear", "scaled_linear" and "sigmoid" schedules.
+        beta_end (`float`, defaults to 0.02): beta_T of those schedules.
+        beta_schedule (`str`, defaults to "linear"): one of "linear", "scaled_linear", "squaredcos_cap_v2"
+            (Nichol & Dhariwal's cosine schedule, also accepted as "cosine"), "sigmoid".
+        trained_betas (`list[float]`, *optional*): explicit betas; overrides `beta_schedule`.
+        variance_type (`str`, defaults to "fixed_small"): variance of p(x_{t-1} | x_t): "fixed_small" is the
+            posterior variance sigma^2(t) = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, "fixed_large" is beta_t.
+        clip_sample (`bool`, defaults to True): clip x0_hat to [-clip_sample_range, clip_sample_range].
+        prediction_type (`str`, defaults to "epsilon"): "epsilon" (Design II), "sample" (Design I), "v_prediction".
+        clip_sample_range (`float`, defaults to 1.0): the clipping bound.
+        timestep_spacing (`str`, defaults to "linspace"): how `set_timesteps(n)` picks n of the T steps:
+            "linspace" rounds n evenly spaced points of [0, T-1] (Nichol & Dhariwal's respacing; always includes
+            the first and last step), "leading" takes 0, T//n, 2T//n, ... (+ steps_offset), "trailing" takes
+            T-1, T-1-T/n, ... (rounded). At n = T all three are every step.
+        steps_offset (`int`, defaults to 0): offset added to "leading" timesteps, as in diffusers.
+        thresholding (`bool`, defaults to False): accepted for diffusers config compatibility; must be False.
+        rescale_betas_zero_snr (`bool`, defaults to False): accepted for diffusers config compatibility; must be
+            False.
+    """
+
+    _compatibles = ["DDPMScheduler"] + [e.name for e in KarrasDiffusionSchedulers]
+    order = 1
+
+    @register_to_config
+    def __init__(
+        self,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 0.0001,
+        beta_end: float = 0.02,
+        beta_schedule: str = "linear",
+        trained_betas: np.ndarray | list[float] | None = None,
+        variance_type: str = "fixed_small",
+        clip_sample: bool = True,
+        prediction_type: str = "epsilon",
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "linspace",
+        steps_offset: int = 0,
+        thresholding: bool = False,
+        rescale_betas_zero_snr: bool = False,
+    ):
+        _choose("beta_schedule", beta_schedule, BETA_SCHEDULES)
+        _choose("prediction_type", prediction_type, PREDICTION_TYPES)
+        _choose("variance_type", variance_type, VARIANCE_TYPES)
+        _choose("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        if beta_schedule == "cosine":  # store diffusers' name so DDPMScheduler can read our config
+            beta_schedule = "squaredcos_cap_v2"
+            self.register_to_config(beta_schedule=beta_schedule)
+        if thresholding or rescale_betas_zero_snr:
+            raise ValueError(
+                "SimpleDDPMScheduler implements neither dynamic thresholding nor zero-terminal-SNR rescaling; "
+                "set thresholding=False and rescale_betas_zero_snr=False (or use diffusers' DDPMScheduler)."
+            )
+        if clip_sample_range <= 0:
+            raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}.")
+
+        if trained_betas is not None:
+            betas = np.asarray(trained_betas, dtype=np.float64)
+            if betas.ndim != 1 or len(betas) != num_train_timesteps:
+                raise ValueError(
+                    f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, "
+                    f"got shape {betas.shape}."
+                )
+        else:
+            if num_train_timesteps < 2:
+                raise ValueError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}.")
+            if beta_schedule != "squaredcos_cap_v2" and not beta_start < beta_end:
+                raise ValueError(f"beta_end ({beta_end}) must be greater than beta_start ({beta_start}).")
+            betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
+        if not np.all((betas > 0) & (betas < 1)):
+            bad = betas[~((betas > 0) & (betas < 1))]
+            raise ValueError(f"Every beta must lie in (0, 1); got {bad[:5].tolist()}.")
+
+        # Float64 tables over t = 1..T (index t-1). Names as in diffusers and improved-diffusion.
+        self.betas = torch.from_numpy(betas)  # beta_t
+        self.alphas = 1.0 - self.betas  # alpha_t = 1 - beta_t
+        self.alphas_cumprod = torch.cumprod(self.alphas, 0)  # alpha_bar_t = prod_{s<=t} alpha_s
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+        # q(x_{t-1} | x_t, x_0) = N(coef1 x_0 + coef2 x_t, sigma^2(t))  (Ho et al. eq. 6-7)
+        self.posterior_variance = self.betas * (1 - self.alphas_cumprod_prev) / (1 - self.alphas_cumprod)
+        self.posterior_mean_coef1 = self.betas * self.alphas_cumprod_prev.sqrt() / (1 - self.alphas_cumprod)
+        self.posterior_mean_coef2 = (1 - self.alphas_cumprod_prev) * self.alphas.sqrt() / (1 - self.alphas_cumprod)
+        # sigma^2(1) = 0: its log is replaced by log sigma^2(2), as improved-diffusion does.
+        self.posterior_log_variance_clipped = torch.log(
+            torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
+        )
+        # log-variance of p(x_{t-1} | x_t); at t = 1 both types use sigma^2(2) (improved-diffusion's convention).
+        if variance_type == "fixed_small":
+            self.model_log_variance = self.posterior_log_variance_clipped
+        else:
+            self.model_log_variance = torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]]))
+
+        self.init_noise_sigma = 1.0
+        self.num_inference_steps = None
+        self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
+        self._step_coefficients: dict[int, tuple[float, float, float, float, float]] | None = None
+        self._device_tables: dict[tuple, dict[str, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return self.config.num_train_timesteps
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Forward process and posterior, batched over timesteps (training tables, every t).
+
+    def _table(self, name: str, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Gather table `name` at `timesteps`, on `like`'s device and dtype, shaped to broadcast against it."""
+        key = (like.device, like.dtype)
+        tables = self._device_tables.setdefault(key, {})
+        if name not in tables:
+            tables[name] = getattr(self, name).to(device=like.device, dtype=like.dtype)
+        if not torch.is_tensor(timesteps):
+            timesteps = torch.tensor(timesteps)
+        values = tables[name][timesteps.to(like.device).long()]
+        return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+    @property
+    def sqrt_alphas_cumprod(self) -> torch.Tensor:
+        return self.alphas_cumprod.sqrt()
+
+    @property
+    def sqrt_one_minus_alphas_cumprod(self) -> torch.Tensor:
+        return (1 - self.alphas_cumprod).sqrt()
+
+    def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw from q(x_t | x_0) (Ho et al. eq. 4)."""
+        a = self._table("sqrt_alphas_cumprod", timesteps, original_samples)
+        b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, original_samples)
+        return torch.addcmul(a * original_samples, b, noise)
+
+    def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022); `sample` is x_0."""
+        a = self._table("sqrt_alphas_cumprod", timesteps, sample)
+        b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, sample)
+        return a * noise - b * sample
+
+    def get_target(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the network should output for x_t = add_noise(x_0, eps, t) under `prediction_type`."""
+        if self.config.prediction_type == "epsilon":
+            return noise
+        if self.config.prediction_type == "sample":
+            return original_samples
+        return self.get_velocity(original_samples, noise, timesteps)
+
+    def predict_original_sample(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """x0_hat from the network's output at x_t (before clipping); Ho et al. eq. 15 for Design II."""
+        if self.config.prediction_type == "sample":
+            return model_output
+        a = self._table("sqrt_alphas_cumprod", timesteps, sample)
+        b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, sample)
+        if self.config.prediction_type == "epsilon":
+            return (sample - b * model_output) / a
+        return a * sample - b * model_output
+
+    def q_posterior(
+        self, original_samples: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance of q(x_{t-1} | x_t, x_0) (Ho et al. eq. 6-7), broadcast to the sample's shape.
+
+        mu_q = (sqrt(alpha_t)(1 - alpha_bar_{t-1}) x_t + sqrt(alpha_bar_{t-1}) beta_t x_0) / (1 - alpha_bar_t),
+        sigma^2(t) = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
+        """
+        mean = (
+            self._table("posterior_mean_coef1", timesteps, sample) * original_samples
+            + self._table("posterior_mean_coef2", timesteps, sample) * sample
+        )
+        variance = self._table("posterior_variance", timesteps, sample).expand_as(sample)
+        return mean, variance
+
+    def p_mean_variance(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of the model's p(x_{t-1} | x_t), and x0_hat (clipped when `clip_sample`).
+
+        Both designs go through x0_hat: mu = mu_q(x_t, x0_hat), which equals Ho et al.'s eq. 11 for Design II.
+        """
+        pred_original_sample = self.predict_original_sample(model_output, sample, timesteps)
+        if self.config.clip_sample:
+            r = self.config.clip_sample_range
+            pred_original_sample = pred_original_sample.clamp(-r, r)
+        mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
+        log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
+        return mean, log_variance, pred_original_sample
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Training-loss weights.
+
+    def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), float64, on the timesteps' device."""
+        alpha_bar = self.alphas_cumprod.to(timesteps.device)[timesteps.long()]
+        return alpha_bar / (1 - alpha_bar)
+
+    def loss_weights(self, timesteps: torch.Tensor, weighting: str = "simple", snr_gamma: float = 5.0) -> torch.Tensor:
+        """Per-sample weights w(t) for the loss w(t) * mean((model_output - get_target(...))^2).
+
+        - "simple": 1 (Ho et al.'s L_simple for Design II; the plain MSE of the target for the others).
+        - "elbo": the weight that makes w(t) * ||model_output - target||^2 / 2 ... exactly the KL term
+          KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) of the ELBO, per dimension, in nats (Ho et al. eq. 5, 8-12):
+          Design I:  beta_t^2 alpha_bar_{t-1} / (2 s^2 (1 - alpha_bar_t)^2), which for s^2 = sigma^2(t) is
+                     0.5 (SNR(t-1) - SNR(t));
+          Design II: beta_t^2 / (2 s^2 (1 - alpha_bar_t) alpha_t);
+          v:         Design I's weight times (1 - alpha_bar_t), since x0 - x0_hat = -sqrt(1 - alpha_bar_t)(v - v_hat);
+          with s^2 the model's variance (`variance_type`; at t = 1, where sigma^2(1) = 0, the clipped sigma^2(2)).
+        - "min_snr": Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) on x_0, i.e. min(SNR, gamma) / SNR for
+          Design II, min(SNR, gamma) for Design I and min(SNR, gamma) / (SNR + 1) for v.
+
+        Returned in float32 on the timesteps' device.
+        """
+        _choose("loss weighting", weighting, LOSS_WEIGHTINGS)
+        prediction_type = self.config.prediction_type
+        t = timesteps.long()
+        if weighting == "simple":
+            return torch.ones(t.shape, device=t.device)
+        if weighting == "min_snr":
+            snr = self.snr(t)
+            clipped = snr.clamp(max=snr_gamma)
+            weights = {"epsilon": clipped / snr, "sample": clipped, "v_prediction": clipped / (snr + 1)}
+            return weights[prediction_type].float()
+        tables = {name: getattr(self, name).to(t.device)[t] for name in ("betas", "alphas", "alphas_cumprod")}
+        alpha_bar_prev = self.alphas_cumprod_prev.to(t.device)[t]
+        variance = self.model_log_variance.to(t.device)[t].exp()
+        beta, alpha, alpha_bar = tables["betas"], tables["alphas"], tables["alphas_cumprod"]
+        weight_x0 = beta**2 * alpha_bar_prev / (2 * variance * (1 - alpha_bar) ** 2)
+        weights = {
+            "sample": weight_x0,
+            "epsilon": beta**2 / (2 * variance * (1 - alpha_bar) * alpha),
+            "v_prediction": weight_x0 * (1 - alpha_bar),
+        }
+        return weights[prediction_type].float()
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The variational bound, term by term, in bits per dimension (Ho et al. eq. 5).
+
+    def prior_bpd(self, original_samples: torch.Tensor) -> torch.Tensor:
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per image, in bits/dim."""
+        t = torch.full(original_samples.shape[:1], len(self) - 1, device=original_samples.device)
+        mean = self._table("sqrt_alphas_cumprod", t, original_samples) * original_samples
+        log_variance = torch.log1p(-self._table("alphas_cumprod", t, original_samples)).expand_as(mean)
+        zero = torch.zeros_like(mean)
+        return _mean_over_pixels(normal_kl(mean, log_variance, zero, zero)) / math.log(2)
+
+    def vb_terms_bpd(
+        self,
+        model_output: torch.Tensor,
+        original_samples: torch.Tensor,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
+        """The bound's term at each (x_0, x_t, t) per image, in bits/dim.
+
+        For t >= 2 (index >= 1): L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)).
+        For t = 1 (index 0): L_0 = -log p(x_0 | x_1) under the discretized Gaussian decoder with mean mu(x_1)
+        and the model's log-variance at t = 1 (sigma^2(2), see `model_log_variance`).
+        Compute in float64 for an exact bound.
+        """
+        true_mean, _ = self.q_posterior(original_samples, sample, timesteps)
+        true_log_variance = self._table("posterior_log_variance_clipped", timesteps, sample)
+        mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps)
+        kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
+        nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
+        return torch.where(timesteps.to(kl.device) == 0, nll, kl) / math.log(2)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Sampling.
+
+    def set_timesteps(
+        self,
+        num_inference_steps: int | None = None,
+        device: str | torch.device | None = None,
+        timesteps: list[int] | None = None,
+    ) -> None:
+        """Choose the reverse-process steps: `num_inference_steps` of them by `timestep_spacing`, or `timesteps`.
+
+        Respacing (Nichol & Dhariwal 2021, sec. 4): on the chosen steps t_1 > t_2 > ... > t_n the process is
+        a DDPM of its own with beta'_i = 1 - alpha_bar_{t_i} / alpha_bar_{t_{i+1}} (alpha_bar after the last
+        step is 1), so every `step` samples the exact posterior of that shorter process.
+        """
+        T = self.config.num_train_timesteps
+        if (num_inference_steps is None) == (timesteps is None):
+            raise ValueError("Pass exactly one of `num_inference_steps` or `timesteps`.")
+        if timesteps is not None:
+            steps = np.asarray(list(timesteps), dtype=np.int64)
+            if steps.ndim != 1 or len(steps) == 0:
+                raise ValueError("`timesteps` must be a non-empty list of integers.")
+            if np.any(np.diff(steps) >= 0):
+                raise ValueError(f"`timesteps` must be strictly decreasing, got {steps.tolist()}.")
+            if steps[0] >= T or steps[-1] < 0:
+                raise ValueError(f"`timesteps` must lie in [0, {T - 1}], got {steps[0]} .. {steps[-1]}.")
+        else:
+            n = num_inference_steps
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
+                raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {n!r}.")
+            spacing = self.config.timestep_spacing
+            if spacing == "linspace":
+                steps = np.round(np.linspace(0, T - 1, n)).astype(np.int64)[::-1]
+            elif spacing == "leading":
+                steps = (np.arange(n) * (T // n) + self.config.steps_offset)[::-1]
+            else:
+                steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
+            steps = np.ascontiguousarray(steps)
+            if not (np.all(np.diff(steps) < 0) and 0 <= steps[-1] and steps[0] < T):
+                raise ValueError(f"timestep_spacing={spacing!r} with steps_offset gives invalid steps {steps}.")
+        self.num_inference_steps = len(steps)
+        self.timesteps = torch.from_numpy(steps).to(device)
+
+        # Per-step coefficients as Python floats: x0_hat = c_x * x_t - c_out * output, mean = c0 x0_hat + ct x_t.
+        alpha_bar = self.alphas_cumprod[torch.from_numpy(steps)]
+        alpha_bar_prev = torch.cat([alpha_bar[1:], torch.ones(1, dtype=torch.float64)])
+        beta = 1 - alpha_bar / alpha_bar_prev  # beta'_i of the respaced process
+        coef_x0 = alpha_bar_prev.sqrt() * beta / (1 - alpha_bar)
+        coef_xt = (1 - beta).sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        if self.config.variance_type == "fixed_large":
+            variance = beta
+        std = variance.sqrt()
+        std[-1] = 0.0  # no noise at the last step
+        if self.config.prediction_type == "epsilon":
+            c_x, c_out = 1 / alpha_bar.sqrt(), (1 / alpha_bar - 1).sqrt()
+        elif self.config.prediction_type == "v_prediction":
+            c_x, c_out = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
+        else:
+            c_x, c_out = torch.zeros_like(alpha_bar), -torch.ones_like(alpha_bar)
+        rows = torch.stack([c_x, c_out, coef_x0, coef_xt, std], 1).tolist()
+        self._step_coefficients = dict(zip(steps.tolist(), map(tuple, rows), strict=True))
+
+    def previous_timestep(self, timestep: int) -> int:
+        """The step after `timestep` in the current schedule (-1 after the last)."""
+        steps = self.timesteps.tolist()
+        index = steps.index(int(timestep))
+        return steps[index + 1] if index + 1 < len(steps) else -1
+
+    def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
+        """DDPM feeds x_t to the network unscaled (diffusers interface)."""
+        return sample
+
+    def step(
+        self,
+        model_output: torch.Tensor,
+        timestep: int | torch.Tensor,
+        sample: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        return_dict: bool = True,
+    ) -> SimpleDDPMSchedulerOutput | tuple:
+        """Draw x_{t-1} ~ p(x_{t-1} | x_t) = N(mu_q(x_t, x0_hat), s^2) (Ho et al. Algorithm 2, one iteration).
+
+        Args:
+            model_output (`torch.Tensor`): the network's output at (x_t, t), shaped like `sample`.
+            timestep (`int`): t, one of `self.timesteps`.
+            sample (`torch.Tensor`): x_t.
+            generator (`torch.Generator` or list of them, *optional*): for the added noise; a list gives one
+                generator per image.
+            return_dict (`bool`, defaults to True): return a `SimpleDDPMSchedulerOutput` rather than a tuple.
+        """
+        if self._step_coefficients is None:
+            raise RuntimeError("Call `set_timesteps(num_inference_steps)` before `step`.")
+        if model_output.shape != sample.shape:
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
+                "they must match (learned-variance outputs are not supported)."
+            )
+        t = int(timestep)
+        try:
+            c_x, c_out, coef_x0, coef_xt, std = self._step_coefficients[t]
+        except KeyError:
+            raise ValueError(
+                f"timestep {t} is not in the current schedule of {self.num_inference_steps} steps "
+                f"({self.timesteps[0].item()} .. {self.timesteps[-1].item()}); pass one of `scheduler.timesteps`."
+            ) from None
+
+        if self.config.prediction_type == "sample":
+            pred_original_sample = model_output
+        else:
+            pred_original_sample = torch.add(sample * c_x, model_output, alpha=-c_out)
+        if self.config.clip_sample:
+            r = self.config.clip_sample_range
+            pred_original_sample = pred_original_sample.clamp(-r, r)
+        prev_sample = torch.add(sample * coef_xt, pred_original_sample, alpha=coef_x0)
+        if std > 0:
+            noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
+            prev_sample.add_(noise, alpha=std)
+
+        if not return_dict:
+            return prev_sample, pred_original_sample
+        return SimpleDDPMSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
