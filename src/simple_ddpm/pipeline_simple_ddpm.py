@@ -64,7 +64,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, scheduler=scheduler)
 
     def _unet_dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        parameter = next(self.unet.parameters(), None)
+        return torch.float32 if parameter is None else parameter.dtype
 
     def _predict(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         """The network's output at float32 `sample`, returned in float32 whatever the UNet's dtype."""
