@@ -1,0 +1,298 @@
+"""Sharing a trained SimpleDDPMPipeline on the Hugging Face Hub: token, repo check, background uploads, final push.
+
+Layout of a pushed repo (written into the folder by `make_hub_layout`, so the local folder is file for file what
+the repo holds and what a user downloads):
+
+- ``model_index.json`` names the scheduler ``["diffusers", "DDPMScheduler"]``, as google/ddpm-cifar10-32 does.
+  ``save_pretrained`` writes ``["simple_ddpm.scheduling_simple_ddpm", "SimpleDDPMScheduler"]``, which loads from a
+  local folder but not from a repo id: diffusers' ``DiffusionPipeline.download`` rejects a component library that is
+  neither diffusers/transformers nor a ``.py`` file in the component's folder ("scheduler/....py as defined in
+  `model_index.json` does not exist"). ``scheduler/scheduler_config.json`` is unchanged; our configuration uses
+  diffusers' key names (the scheduler stores "cosine" as "squaredcos_cap_v2"), ``DDPMScheduler`` reads it, and
+  ``SimpleDDPMPipeline.__init__`` converts the ``DDPMScheduler`` back from its config, losslessly. A user with only
+  diffusers can also load the repo as a stock ``DDPMPipeline``.
+- With ``include_code=True``, ``pipeline.py`` (our pipeline module) and the modules it imports relatively
+  (``scheduling_simple_ddpm.py``) at the repo root, so a user with only diffusers runs our pipeline with
+  ``DiffusionPipeline.from_pretrained(repo_id, custom_pipeline=repo_id, trust_remote_code=True)``. ``_class_name``
+  stays the string "SimpleDDPMPipeline": the list form ``["pipeline", "SimpleDDPMPipeline"]`` would let diffusers
+  find the code without ``custom_pipeline``, but diffusers then loads the repo's copy of the class even for
+  ``SimpleDDPMPipeline.from_pretrained`` and refuses without ``trust_remote_code``. Scheduler code in
+  ``scheduler/scheduling_simple_ddpm.py`` is rejected for the same reason: a ``.py`` file in a component folder
+  always takes precedence over the installed package, and its class fails the pipeline's ``isinstance`` check.
+  So package users never execute code from the repo, and the copied files are never downloaded for them except
+  ``pipeline.py``, which diffusers always fetches and does not run unless asked.
+
+The token is only ever handed to ``HfApi``; it is never logged, and a folder that contains it is not uploaded.
+"""
+
+import inspect
+import json
+import os
+import shutil
+import uuid
+import warnings
+from concurrent.futures import Future
+from pathlib import Path
+
+from diffusers import DDPMScheduler
+from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+from huggingface_hub import HfApi, get_token
+from huggingface_hub.errors import HfHubHTTPError
+
+from . import pipeline_simple_ddpm
+
+PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
+SCHEDULER_ENTRY = ["diffusers", "DDPMScheduler"]
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+
+
+class HubAccessError(RuntimeError):
+    """The Hub cannot be used with this token and repo; the message is one line and never contains the token."""
+
+
+def resolve_token(token: str | None) -> str | None:
+    """The Hub token to use: `token` if given, else the `HF_TOKEN` environment variable, else the stored login."""
+    return token or os.environ.get("HF_TOKEN") or get_token()
+
+
+def _require_token(token: str | None) -> str:
+    token = resolve_token(token)
+    if not token:
+        raise HubAccessError(
+            "No Hugging Face token found: pass one explicitly, set HF_TOKEN, or log in with `hf auth login`."
+        )
+    return token
+
+
+def _reason(error: Exception) -> str:
+    """A one-line description of a failed Hub call: the HTTP status, or the exception's type and first line."""
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, HfHubHTTPError) and status is not None:
+        return f"HTTP {status}"
+    first_line = next(iter(str(error).splitlines()), "")
+    return f"{type(error).__name__}: {first_line}" if first_line else type(error).__name__
+
+
+def prepare_repo(repo_id: str, token: str | None, private: bool = False) -> str:
+    """Create `repo_id` if needed and prove that the token can write to it; return the full repo id.
+
+    Meant to run before training, so that a missing, invalid or read-only token fails in seconds. Three calls:
+    `whoami` (the token is valid), `create_repo(exist_ok=True)` (the repo exists), then creating and deleting a
+    uniquely named branch. The last one is the write check: `create_repo(exist_ok=True)` alone succeeds with a
+    read-only token when the repo already exists, whereas a branch is a write to the repo's refs that the Hub
+    authorizes like the commits of the later uploads (fine-grained tokens included), and leaves nothing behind.
+
+    Args:
+        repo_id (`str`): "USER/NAME" or "ORG/NAME" ("NAME" alone means the token's user).
+        token (`str`, *optional*): see `resolve_token`.
+        private (`bool`, defaults to False): visibility of a newly created repo; an existing repo keeps its own.
+
+    Raises:
+        `HubAccessError`: with a one-line reason, at the first check that fails.
+    """
+    api = HfApi(token=_require_token(token))
+    try:
+        user = api.whoami()["name"]
+    except HfHubHTTPError as error:
+        raise HubAccessError(
+            f"The Hugging Face token was rejected ({_reason(error)}): it is invalid or expired."
+        ) from None
+    except Exception as error:
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub ({_reason(error)}).") from None
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    except Exception as error:
+        raise HubAccessError(f"Cannot create or find the repo {repo_id} as {user} ({_reason(error)}).") from None
+    branch = f"simple-ddpm-write-check-{uuid.uuid4().hex[:12]}"
+    try:
+        api.create_branch(repo_id, branch=branch)
+    except Exception as error:
+        raise HubAccessError(
+            f"The token of {user} cannot write to {repo_id} ({_reason(error)} when creating a test branch); "
+            "use a token with write access to this repo."
+        ) from None
+    try:
+        api.delete_branch(repo_id, branch=branch)
+    except Exception as error:
+        warnings.warn(
+            f"Could not delete the test branch {branch} of {repo_id} ({_reason(error)}); delete it by hand.",
+            stacklevel=2,
+        )
+    return repo_id
+
+
+def _check_token_absent(path: Path, token: str) -> None:
+    """Refuse to upload `path` (a file or folder) if any file in it, weights aside, contains the token."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    needle = token.encode()
+    for file in files:
+        if file.suffix not in WEIGHT_SUFFIXES and needle in file.read_bytes():
+            raise ValueError(f"{file} contains the Hugging Face token; refusing to upload it.")
+
+
+def _pipeline_code_files() -> dict[str, Path]:
+    """The source files a diffusers-only user needs, by their name in the repo.
+
+    The relative imports are found with the function diffusers itself uses when it loads the code, so the repo
+    holds exactly the files the loader will ask for.
+    """
+    pipeline_file = Path(inspect.getsourcefile(pipeline_simple_ddpm))
+    files = {PIPELINE_CODE_FILE: pipeline_file}
+    for dependency in get_relative_import_files(str(pipeline_file)):
+        files[Path(dependency).name] = Path(dependency)
+    return files
+
+
+def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
+    """Rewrite a folder saved by `SimpleDDPMPipeline.save_pretrained` in place into the layout described above.
+
+    Idempotent. Args:
+        folder (`str` or `Path`): the saved pipeline.
+        include_code (`bool`, defaults to True): also copy the pipeline's source files for
+            `trust_remote_code` users.
+
+    Raises:
+        `ValueError`: if `folder` is not a SimpleDDPMPipeline folder or its scheduler config is not readable by
+            diffusers' DDPMScheduler.
+    """
+    folder = Path(folder)
+    index_path = folder / "model_index.json"
+    if not index_path.is_file():
+        raise ValueError(f"{folder} is not a pipeline folder: it has no model_index.json.")
+    index = json.loads(index_path.read_text())
+    if index.get("_class_name") != "SimpleDDPMPipeline":
+        raise ValueError(f"{folder} holds a {index.get('_class_name')!r}, not a 'SimpleDDPMPipeline'.")
+    for component in ("unet", "scheduler"):
+        if not (folder / component).is_dir():
+            raise ValueError(f"{folder} is not a complete pipeline folder: it has no {component}/ subfolder.")
+    scheduler_class = index.get("scheduler", [None, None])[1]
+    if scheduler_class not in ("SimpleDDPMScheduler", SCHEDULER_ENTRY[1]):
+        raise ValueError(
+            f"{folder}'s scheduler is a {scheduler_class!r}; SimpleDDPMPipeline needs a SimpleDDPMScheduler."
+        )
+    try:
+        DDPMScheduler.from_pretrained(folder / "scheduler")
+    except Exception as error:
+        raise ValueError(f"diffusers' DDPMScheduler cannot read {folder / 'scheduler'} ({_reason(error)}).") from None
+
+    if index["scheduler"] != SCHEDULER_ENTRY:
+        index["scheduler"] = SCHEDULER_ENTRY
+        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")  # as diffusers writes it
+    if include_code:
+        for name, source in _pipeline_code_files().items():
+            shutil.copyfile(source, folder / name)
+
+
+def push_pipeline_folder(
+    folder: str | Path,
+    repo_id: str,
+    token: str | None,
+    commit_message: str = "Upload SimpleDDPMPipeline",
+    include_code: bool = True,
+    ignore_patterns: list[str] | None = None,
+) -> str:
+    """Upload a trained pipeline folder (pipeline, model card README.md, metrics, samples) in one commit.
+
+    The folder is first rewritten by `make_hub_layout`, so what is uploaded is the folder as it then is on disk.
+    Call `prepare_repo` first; this function neither creates the repo nor checks access.
+
+    Args:
+        folder (`str` or `Path`): saved by `SimpleDDPMPipeline.save_pretrained`, with the card as README.md.
+        repo_id (`str`): the full repo id returned by `prepare_repo`.
+        token (`str`, *optional*): see `resolve_token`.
+        commit_message (`str`): the commit's title.
+        include_code (`bool`, defaults to True): see `make_hub_layout`.
+        ignore_patterns (`list[str]`, *optional*): glob patterns of files not to upload (e.g. "checkpoint-*").
+
+    Returns:
+        `str`: the URL of the commit.
+
+    Raises:
+        `ValueError`: if the folder is not a pipeline folder, has no README.md, or a file contains the token.
+    """
+    token = _require_token(token)
+    folder = Path(folder)
+    make_hub_layout(folder, include_code=include_code)
+    if not (folder / "README.md").is_file():
+        raise ValueError(f"{folder} has no model card (README.md); write the card before pushing.")
+    _check_token_absent(folder, token)
+    commit = HfApi(token=token).upload_folder(
+        repo_id=repo_id, folder_path=folder, commit_message=commit_message, ignore_patterns=ignore_patterns
+    )
+    return commit.commit_url
+
+
+class BackgroundUploader:
+    """Uploads files and folders to one Hub repo in the background while training goes on.
+
+    Uploads run one after another, in the order they were asked for, on `HfApi`'s worker thread (`run_as_future`),
+    so commits never race each other and `upload` returns at once. A path must not change until its upload has
+    finished (a saved checkpoint or sample grid does not). A failed upload does not stop training: it is reported
+    as a warning at the next `upload` or at `wait`.
+
+    Args:
+        repo_id (`str`): the full repo id returned by `prepare_repo`.
+        token (`str`, *optional*): see `resolve_token`.
+    """
+
+    def __init__(self, repo_id: str, token: str | None):
+        self.repo_id = repo_id
+        self._token = _require_token(token)
+        self._api = HfApi(token=self._token)
+        self._pending: list[tuple[str, Future]] = []
+
+    def upload(
+        self,
+        path: str | Path,
+        path_in_repo: str | None = None,
+        commit_message: str | None = None,
+        ignore_patterns: list[str] | None = None,
+    ) -> None:
+        """Queue the upload of a file or folder to `path_in_repo` (default: the file's name, or the repo root).
+
+        Args:
+            path (`str` or `Path`): a checkpoint folder, a sample grid, ...
+            path_in_repo (`str`, *optional*): where it goes in the repo, e.g. "checkpoints/step_5000".
+            commit_message (`str`, *optional*): defaults to "Upload <path_in_repo>".
+            ignore_patterns (`list[str]`, *optional*): for a folder, glob patterns of files to leave out.
+        """
+        self._report(wait=False)
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"Nothing to upload at {path}.")
+        if path_in_repo is None:
+            path_in_repo = path.name if path.is_file() else ""
+        commit_message = commit_message or f"Upload {path_in_repo or path.name}"
+        future = self._api.run_as_future(self._upload, path, path_in_repo, commit_message, ignore_patterns)
+        self._pending.append((f"{path} -> {self.repo_id}/{path_in_repo}", future))
+
+    def _upload(self, path: Path, path_in_repo: str, commit_message: str, ignore_patterns: list[str] | None):
+        _check_token_absent(path, self._token)  # here, so that reading the files does not block training
+        if path.is_file():
+            return self._api.upload_file(
+                path_or_fileobj=path, path_in_repo=path_in_repo, repo_id=self.repo_id, commit_message=commit_message
+            )
+        return self._api.upload_folder(
+            repo_id=self.repo_id,
+            folder_path=path,
+            path_in_repo=path_in_repo or None,
+            commit_message=commit_message,
+            ignore_patterns=ignore_patterns,
+        )
+
+    def _report(self, wait: bool) -> int:
+        still_running, failures = [], 0
+        for description, future in self._pending:
+            if not wait and not future.done():
+                still_running.append((description, future))
+                continue
+            error = future.exception()
+            if error is not None:
+                failures += 1
+                warnings.warn(f"Upload of {description} failed ({_reason(error)}); training goes on.", stacklevel=3)
+        self._pending = still_running
+        return failures
+
+    def wait(self) -> int:
+        """Block until every queued upload has finished; warn about each failure and return how many failed."""
+        return self._report(wait=True)
