@@ -20,6 +20,20 @@ from types import SimpleNamespace
 from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import filter_repo_objects
 
+WRITE_TOKEN = "hf_WriteTokenOfAlice0123456789"
+READ_TOKEN = "hf_ReadTokenOfAlice0123456789"
+
+
+def install_fake_hub(monkeypatch) -> "FakeHub":
+    """Replace `simple_ddpm.hub.HfApi` by a FakeHub where alice has a write and a read-only token; no stored login."""
+    from simple_ddpm import hub
+
+    fake = FakeHub({WRITE_TOKEN: ("alice", True), READ_TOKEN: ("alice", False)})
+    monkeypatch.setattr(hub, "HfApi", fake.api)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    return fake
+
 
 def http_error(status: int, what: str) -> HfHubHTTPError:
     response = SimpleNamespace(status_code=status, headers={}, request=None)

@@ -9,43 +9,12 @@ import warnings
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
-from fake_hub import FakeHub
-from huggingface_hub import ModelCard, ModelCardData
+from diffusers import DDPMPipeline, DDPMScheduler
+from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, install_fake_hub
+from huggingface_hub import ModelCard
+from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, hub
-
-WRITE_TOKEN = "hf_WriteTokenOfAlice0123456789"
-READ_TOKEN = "hf_ReadTokenOfAlice0123456789"
-
-
-def tiny_unet(seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
-
-
-def tiny_pipeline(seed: int = 0, **scheduler_config) -> SimpleDDPMPipeline:
-    scheduler = SimpleDDPMScheduler(**{"num_train_timesteps": 10, "beta_end": 0.2, **scheduler_config})
-    return SimpleDDPMPipeline(unet=tiny_unet(seed), scheduler=scheduler)
-
-
-def save_trained_folder(pipe: SimpleDDPMPipeline, folder) -> None:
-    """What training leaves behind: the pipeline, a card and the metrics."""
-    pipe.save_pretrained(folder)
-    card = ModelCard.from_template(
-        ModelCardData(library_name="diffusers", tags=["simple-ddpm"], pipeline_tag="unconditional-image-generation")
-    )
-    card.save(folder / "README.md")
-    (folder / "metrics.json").write_text(json.dumps({"test_bits_per_dim": 7.25}))
 
 
 def samples(pipe: SimpleDDPMPipeline) -> torch.Tensor:
@@ -54,11 +23,7 @@ def samples(pipe: SimpleDDPMPipeline) -> torch.Tensor:
 
 @pytest.fixture
 def fake_hub(monkeypatch) -> FakeHub:
-    fake = FakeHub({WRITE_TOKEN: ("alice", True), READ_TOKEN: ("alice", False)})
-    monkeypatch.setattr(hub, "HfApi", fake.api)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(hub, "get_token", lambda: None)  # no stored login on this machine
-    return fake
+    return install_fake_hub(monkeypatch)
 
 
 def push(fake: FakeHub, pipe: SimpleDDPMPipeline, folder, repo_id: str = "alice/ddpm") -> str:

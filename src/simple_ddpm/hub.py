@@ -183,6 +183,24 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
             shutil.copyfile(source, folder / name)
 
 
+def prepare_pipeline_folder(folder: str | Path, token: str | None, include_code: bool = True) -> None:
+    """Everything `push_pipeline_folder` does before it uploads, without the network: check a folder early.
+
+    Rewrites the folder with `make_hub_layout`, requires the model card README.md, and refuses a folder in which a
+    file (weights aside) contains the token.
+
+    Raises:
+        `ValueError`: if the folder is not a pipeline folder, has no README.md, or a file contains the token.
+        `HubAccessError`: if no token is found.
+    """
+    token = _require_token(token)
+    folder = Path(folder)
+    make_hub_layout(folder, include_code=include_code)
+    if not (folder / "README.md").is_file():
+        raise ValueError(f"{folder} has no model card (README.md); write the card before pushing.")
+    _check_token_absent(folder, token)
+
+
 def push_pipeline_folder(
     folder: str | Path,
     repo_id: str,
@@ -193,8 +211,8 @@ def push_pipeline_folder(
 ) -> str:
     """Upload a trained pipeline folder (pipeline, model card README.md, metrics, samples) in one commit.
 
-    The folder is first rewritten by `make_hub_layout`, so what is uploaded is the folder as it then is on disk.
-    Call `prepare_repo` first; this function neither creates the repo nor checks access.
+    The folder is first passed through `prepare_pipeline_folder`, so what is uploaded is the folder as it then is on
+    disk. Call `prepare_repo` first; this function neither creates the repo nor checks access.
 
     Args:
         folder (`str` or `Path`): saved by `SimpleDDPMPipeline.save_pretrained`, with the card as README.md.
@@ -208,16 +226,11 @@ def push_pipeline_folder(
         `str`: the URL of the commit.
 
     Raises:
-        `ValueError`: if the folder is not a pipeline folder, has no README.md, or a file contains the token.
+        `ValueError`, `HubAccessError`: see `prepare_pipeline_folder`.
     """
-    token = _require_token(token)
-    folder = Path(folder)
-    make_hub_layout(folder, include_code=include_code)
-    if not (folder / "README.md").is_file():
-        raise ValueError(f"{folder} has no model card (README.md); write the card before pushing.")
-    _check_token_absent(folder, token)
-    commit = HfApi(token=token).upload_folder(
-        repo_id=repo_id, folder_path=folder, commit_message=commit_message, ignore_patterns=ignore_patterns
+    prepare_pipeline_folder(folder, token, include_code=include_code)
+    commit = HfApi(token=resolve_token(token)).upload_folder(
+        repo_id=repo_id, folder_path=Path(folder), commit_message=commit_message, ignore_patterns=ignore_patterns
     )
     return commit.commit_url
 

@@ -1,0 +1,250 @@
+"""The `simple-ddpm` console command: sample from a pipeline, measure its bits/dim, push it to the Hub.
+
+    simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--steps 1000] [--seed 0]
+    simple-ddpm elbo MODEL DATA [--num-images 256] [--timesteps K] [--batch-size 256]
+    simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN]
+
+MODEL is a local pipeline folder or a Hub repo id. Bad input ends the command with one line on stderr and exit
+status 2; a bug still shows its traceback.
+"""
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers.utils import make_image_grid
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .hub import HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
+from .pipeline_simple_ddpm import SimpleDDPMPipeline
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")  # what Dataset.save_to_disk writes
+
+
+class UsageError(Exception):
+    """Bad input to the command; reported as one line, without a traceback."""
+
+
+def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
+    """A SimpleDDPMPipeline from a local folder or a Hub repo id, on `device`, progress bars off."""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise UsageError(f"{model} is not a pipeline folder: it has no model_index.json.")
+    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
+        raise UsageError(f"{model} is neither an existing folder nor a Hub repo id (USER/NAME).")
+    try:
+        pipe = SimpleDDPMPipeline.from_pretrained(
+            str(path) if path.exists() else model, revision=revision, torch_dtype=DTYPES[dtype]
+        )
+    except (OSError, ValueError, TypeError) as error:
+        first_line = next(iter(str(error).splitlines()), type(error).__name__)
+        raise UsageError(f"Cannot load {model}: {first_line}") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def grid_shape(count: int) -> tuple[int, int]:
+    """(rows, cols) of the squarest grid that holds exactly `count` images."""
+    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
+    return rows, count // rows
+
+
+def sample(args: argparse.Namespace) -> None:
+    """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
+    pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
+    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
+    images = []
+    for start in tqdm(range(0, args.num_images, args.batch_size), desc="batches"):
+        batch = generators[start : start + args.batch_size]
+        images += pipe(batch_size=len(batch), generator=batch, num_inference_steps=args.steps).images
+
+    output = Path(args.output)
+    if output.suffix.lower() == ".png":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        make_image_grid(images, *grid_shape(len(images))).save(output)
+        print(f"Wrote a grid of {len(images)} samples to {output}")
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        width = len(str(len(images) - 1))
+        for i, image in enumerate(images):
+            image.save(output / f"{i:0{width}d}.png")
+        print(f"Wrote {len(images)} samples to {output}/")
+
+
+def read_image(path: Path) -> Image.Image:
+    with Image.open(path) as image:  # closes the file: a folder may hold more images than open files allowed
+        return image.copy()
+
+
+def load_images(data: str, split: str, image_column: str | None, count: int) -> list[Image.Image]:
+    """The first `count` images of a folder of image files, a `save_to_disk` folder, or a `datasets` dataset id."""
+    path = Path(data).expanduser()
+    if path.is_dir() and not any((path / marker).is_file() for marker in DATASET_MARKERS):
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise UsageError(f"{data} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no saved dataset.")
+        return [read_image(p) for p in files[:count]]
+
+    try:
+        import datasets
+    except ImportError:
+        raise UsageError(f"Reading {data} needs the `datasets` package: pip install 'simple-ddpm[train]'.") from None
+    if not path.is_dir() and (path.exists() or data.startswith((".", "/", "~"))):
+        raise UsageError(f"{data} is neither an image folder, a saved dataset, nor a dataset id.")
+    try:
+        dataset = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(data, split=split)
+    except (OSError, ValueError) as error:
+        first_line = next(iter(str(error).splitlines()), type(error).__name__)
+        raise UsageError(f"Cannot load the dataset {data}: {first_line}") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        if split not in dataset:
+            raise UsageError(f"{data} has no split {split!r}; its splits are: {', '.join(dataset)}.")
+        dataset = dataset[split]
+    if image_column is None:
+        columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+        if not columns:
+            raise UsageError(f"{data} has no image column; its columns are: {', '.join(dataset.column_names)}.")
+        image_column = columns[0]
+    elif image_column not in dataset.column_names:
+        raise UsageError(f"{data} has no column {image_column!r}; its columns are: {', '.join(dataset.column_names)}.")
+    return list(dataset.select(range(min(count, len(dataset))))[image_column])
+
+
+def to_model_input(image: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """An 8-bit image as x_0 in [-1, 1] on the 8-bit grid, shape (channels, size, size).
+
+    Images of another size are resized (shorter side, bicubic) and center-cropped, the usual evaluation transform.
+    """
+    image = image.convert("L" if channels == 1 else "RGB")
+    if image.size != (size, size):
+        scale = size / min(image.size)
+        image = image.resize(
+            (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BICUBIC
+        )
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).double()
+    pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
+    return pixels / 127.5 - 1
+
+
+def elbo(args: argparse.Namespace) -> None:
+    """Each image gets its own generator (seed + i) and hence its own draw of timesteps and noise.
+
+    The per-image bounds are then independent, so their standard error covers both the spread over images and,
+    with --timesteps, the Monte Carlo error of the timestep sample. Batching is over timesteps of one image.
+    """
+    images = load_images(args.data, args.split, args.image_column, args.num_images)
+    pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
+    size, channels = pipe.unet.config.sample_size, pipe.unet.config.in_channels
+    if not isinstance(size, int):
+        raise UsageError(f"{args.model} has a non-square sample_size {size}; elbo needs square images.")
+    T = len(pipe.scheduler)
+    if args.timesteps is not None and not 1 <= args.timesteps <= T - 1:
+        raise UsageError(f"--timesteps must be in [1, {T - 1}] for this model, got {args.timesteps}.")
+
+    bits = []
+    for i, image in enumerate(tqdm(images, desc="images")):
+        x0 = to_model_input(image, size, channels)[None]
+        generator = torch.Generator().manual_seed(args.seed + i)
+        out = pipe.elbo(x0, generator=generator, batch_size=args.batch_size, num_timesteps=args.timesteps)
+        bits.append(out.bits_per_dim.item())
+
+    bits = np.asarray(bits)
+    terms = f"{args.timesteps} of {T - 1} timesteps per image" if args.timesteps else f"all {T} terms"
+    if len(bits) > 1:
+        error = bits.std(ddof=1) / math.sqrt(len(bits))
+        print(f"bits/dim: {bits.mean():.4f} ± {error:.4f} (mean ± standard error over {len(bits)} images; {terms})")
+    else:
+        print(f"bits/dim: {bits.mean():.4f} (1 image; {terms})")
+
+
+def push(args: argparse.Namespace) -> None:
+    """Checks the folder before the Hub, so that a bad folder leaves no empty repo behind."""
+    folder = Path(args.folder).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"{args.folder} is not a folder.")
+    try:
+        prepare_pipeline_folder(folder, args.token, include_code=not args.no_code)
+    except ValueError as error:  # not a pipeline folder, no card, or the token in a file
+        raise UsageError(str(error)) from None
+    repo_id = prepare_repo(args.repo_id, args.token, private=args.private)
+    url = push_pipeline_folder(
+        folder,
+        repo_id,
+        args.token,
+        commit_message=args.commit_message,
+        include_code=not args.no_code,
+        ignore_patterns=args.exclude,
+    )
+    print(f"Pushed {folder} to https://huggingface.co/{repo_id} ({url})")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="simple-ddpm", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("model", help="a local pipeline folder or a Hub repo id (USER/NAME)")
+    model.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
+    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument("--dtype", choices=list(DTYPES), default="float32", help="dtype of the UNet's weights")
+    model.add_argument("--seed", type=int, default=0, help="image i uses the generator seeded with seed + i")
+
+    sampler = commands.add_parser("sample", parents=[model], help="generate images")
+    sampler.add_argument("--output", default="samples.png", help="a .png file for a grid, else a folder of PNGs")
+    sampler.add_argument("--num-images", type=positive_int, default=16)
+    sampler.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call")
+    sampler.add_argument("--steps", type=positive_int, default=1000, help="reverse steps (fewer respaces the chain)")
+    sampler.set_defaults(run=sample)
+
+    bound = commands.add_parser("elbo", parents=[model], help="bits/dim of the variational bound on images")
+    bound.add_argument("data", help="a folder of images, a datasets save_to_disk folder, or a datasets id")
+    bound.add_argument("--split", default="test", help="split of a dataset (default: test)")
+    bound.add_argument("--image-column", help="default: the first column of Image type")
+    bound.add_argument("--num-images", type=positive_int, default=256, help="the first N images")
+    bound.add_argument("--timesteps", type=positive_int, help="K: estimate from K random timesteps per image")
+    bound.add_argument("--batch-size", type=positive_int, default=256, help="timesteps per network call")
+    bound.set_defaults(run=elbo)
+
+    share = commands.add_parser("push", help="upload a trained pipeline folder with its model card to the Hub")
+    share.add_argument("folder", help="saved by SimpleDDPMPipeline.save_pretrained, with README.md as the card")
+    share.add_argument("repo_id", help="USER/NAME or ORG/NAME; created if missing")
+    share.add_argument("--private", action="store_true", help="create the repo private")
+    share.add_argument("--token", help="default: HF_TOKEN, then the stored login (preferred: not in shell history)")
+    share.add_argument("--commit-message", default="Upload SimpleDDPMPipeline")
+    share.add_argument("--no-code", action="store_true", help="do not add the pipeline code for trust_remote_code")
+    share.add_argument(
+        "--exclude", nargs="*", default=["checkpoint-*"], help="glob patterns not to upload (default: checkpoint-*)"
+    )
+    share.set_defaults(run=push)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `simple-ddpm`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (UsageError, HubAccessError) as error:
+        print(f"simple-ddpm {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
