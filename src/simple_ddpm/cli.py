@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.utils import make_image_grid
 from PIL import Image
 from tqdm.auto import tqdm
 
 from .hub import HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
+from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -50,30 +50,27 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
     return pipe.to(device)
 
 
-def grid_shape(count: int) -> tuple[int, int]:
-    """(rows, cols) of the squarest grid that holds exactly `count` images."""
-    rows = max(r for r in range(1, math.isqrt(count) + 1) if count % r == 0)
-    return rows, count // rows
-
-
 def sample(args: argparse.Namespace) -> None:
     """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
     generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
-    images = []
+    batches = []
     for start in tqdm(range(0, args.num_images, args.batch_size), desc="batches"):
         batch = generators[start : start + args.batch_size]
-        images += pipe(batch_size=len(batch), generator=batch, num_inference_steps=args.steps).images
+        batches.append(
+            pipe(batch_size=len(batch), generator=batch, num_inference_steps=args.steps, output_type="pt")[0]
+        )
+    images = torch.cat(batches).cpu()  # (N, C, H, W) in [0, 1]
 
     output = Path(args.output)
     if output.suffix.lower() == ".png":
         output.parent.mkdir(parents=True, exist_ok=True)
-        make_image_grid(images, *grid_shape(len(images))).save(output)
+        image_grid(images).save(output)
         print(f"Wrote a grid of {len(images)} samples to {output}")
     else:
         output.mkdir(parents=True, exist_ok=True)
         width = len(str(len(images) - 1))
-        for i, image in enumerate(images):
+        for i, image in enumerate(pipe.numpy_to_pil(images.permute(0, 2, 3, 1).numpy())):
             image.save(output / f"{i:0{width}d}.png")
         print(f"Wrote {len(images)} samples to {output}/")
 
@@ -117,29 +114,12 @@ def load_images(data: str, split: str, image_column: str | None, count: int) -> 
     return list(dataset.select(range(min(count, len(dataset))))[image_column])
 
 
-def to_model_input(image: Image.Image, size: int, channels: int) -> torch.Tensor:
-    """An 8-bit image as x_0 in [-1, 1] on the 8-bit grid, shape (channels, size, size).
-
-    Images of another size are resized (shorter side, bicubic) and center-cropped, the usual evaluation transform.
-    """
-    image = image.convert("L" if channels == 1 else "RGB")
-    if image.size != (size, size):
-        scale = size / min(image.size)
-        image = image.resize(
-            (max(size, round(image.width * scale)), max(size, round(image.height * scale))), Image.Resampling.BICUBIC
-        )
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).double()
-    pixels = pixels[None] if pixels.ndim == 2 else pixels.permute(2, 0, 1)
-    return pixels / 127.5 - 1
-
-
 def elbo(args: argparse.Namespace) -> None:
-    """Each image gets its own generator (seed + i) and hence its own draw of timesteps and noise.
+    """Bits/dim of the first --num-images images, converted and resized as training does (`to_pixels`).
 
-    The per-image bounds are then independent, so their standard error covers both the spread over images and,
-    with --timesteps, the Monte Carlo error of the timestep sample. Batching is over timesteps of one image.
+    Each image gets its own generator (seed + i), hence its own draw of timesteps and noise: the per-image bounds
+    are independent, so their standard error covers both the spread over images and, with --timesteps, the Monte
+    Carlo error of the timestep sample. Batching is over the timesteps of one image.
     """
     images = load_images(args.data, args.split, args.image_column, args.num_images)
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
@@ -152,7 +132,7 @@ def elbo(args: argparse.Namespace) -> None:
 
     bits = []
     for i, image in enumerate(tqdm(images, desc="images")):
-        x0 = to_model_input(image, size, channels)[None]
+        x0 = pixels_to_model_input(torch.tensor(to_pixels(image, channels, size)))[None]
         generator = torch.Generator().manual_seed(args.seed + i)
         out = pipe.elbo(x0, generator=generator, batch_size=args.batch_size, num_timesteps=args.timesteps)
         bits.append(out.bits_per_dim.item())
