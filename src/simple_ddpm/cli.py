@@ -175,7 +175,9 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="simple-ddpm", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="simple-ddpm", description="Sample from a SimpleDDPMPipeline, measure its bits/dim, push it to the Hub."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     model = argparse.ArgumentParser(add_help=False)
