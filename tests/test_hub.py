@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -240,6 +241,36 @@ def test_background_uploads_return_at_once_and_commit_in_order(fake_hub, tmp_pat
         ["samples/grid_1.png", "samples/grid_2.png"],
         ["samples/grid_1.png", "samples/grid_2.png", "samples/grid_3.png"],
     ]
+
+
+def test_background_upload_is_a_snapshot_so_training_may_delete_the_path_at_once(fake_hub, tmp_path):
+    repo_id = hub.prepare_repo("alice/ddpm", WRITE_TOKEN)
+    uploader = hub.BackgroundUploader(repo_id, WRITE_TOKEN)
+    checkpoint = tmp_path / "checkpoint-5"
+    tiny_pipeline().save_pretrained(checkpoint)
+    saved = {p.relative_to(checkpoint).as_posix(): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()}
+
+    fake_hub.commit_gate.clear()
+    uploader.upload(checkpoint, path_in_repo="checkpoints/step_5")
+    shutil.rmtree(checkpoint)  # pruned by training before the upload ran
+    fake_hub.commit_gate.set()
+
+    assert uploader.wait() == 0
+    uploaded = {path.removeprefix("checkpoints/step_5/"): data for path, data in fake_hub.files(repo_id).items()}
+    assert {path: uploaded[path] for path in saved} == saved
+    assert list(tmp_path.iterdir()) == []  # the snapshot is gone too
+
+
+def test_final_push_leaves_out_snapshots_of_interrupted_background_uploads(fake_hub, tmp_path):
+    folder = tmp_path / "trained"
+    save_trained_folder(tiny_pipeline(), folder)
+    (folder / "samples" / ".hub-upload-k3j2" / "grid.png").parent.mkdir(parents=True)
+    (folder / "samples" / ".hub-upload-k3j2" / "grid.png").write_bytes(b"stale")
+    repo_id = hub.prepare_repo("alice/ddpm", WRITE_TOKEN)
+
+    hub.push_pipeline_folder(folder, repo_id, WRITE_TOKEN)
+    assert "model_index.json" in fake_hub.files(repo_id)
+    assert not [path for path in fake_hub.files(repo_id) if ".hub-upload-" in path]
 
 
 def test_failed_background_upload_is_a_warning_and_later_uploads_go_on(fake_hub, tmp_path):

@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import shutil
+import tempfile
 import uuid
 import warnings
 from concurrent.futures import Future
@@ -44,6 +45,7 @@ from . import pipeline_simple_ddpm
 PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
 SCHEDULER_ENTRY = ["diffusers", "DDPMScheduler"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+STAGING_PREFIX = ".hub-upload-"  # snapshots of BackgroundUploader, never part of a pushed folder
 
 
 class HubAccessError(RuntimeError):
@@ -230,18 +232,39 @@ def push_pipeline_folder(
     """
     prepare_pipeline_folder(folder, token, include_code=include_code)
     commit = HfApi(token=resolve_token(token)).upload_folder(
-        repo_id=repo_id, folder_path=Path(folder), commit_message=commit_message, ignore_patterns=ignore_patterns
+        repo_id=repo_id,
+        folder_path=Path(folder),
+        commit_message=commit_message,
+        ignore_patterns=[*(ignore_patterns or []), f"*{STAGING_PREFIX}*"],
     )
     return commit.commit_url
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
+
+
+def _snapshot(path: Path) -> Path:
+    """Hard links to `path` (a file or a folder) in a new hidden folder beside it: instant, and immune to the
+    original being deleted or replaced afterwards. Returns the folder, which holds one entry named like `path`."""
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=path.parent))
+    if path.is_file():
+        _link_or_copy(str(path), str(staging / path.name))
+    else:
+        shutil.copytree(path, staging / path.name, copy_function=_link_or_copy)
+    return staging
 
 
 class BackgroundUploader:
     """Uploads files and folders to one Hub repo in the background while training goes on.
 
-    Uploads run one after another, in the order they were asked for, on `HfApi`'s worker thread (`run_as_future`),
-    so commits never race each other and `upload` returns at once. A path must not change until its upload has
-    finished (a saved checkpoint or sample grid does not). A failed upload does not stop training: it is reported
-    as a warning at the next `upload` or at `wait`.
+    `upload` takes a snapshot of the path (hard links, see `_snapshot`) and returns at once, so training may delete
+    or overwrite the path right away (e.g. prune old checkpoints). The uploads then run one after another, in the
+    order they were asked for, on `HfApi`'s worker thread (`run_as_future`), so commits never race each other. A
+    failed upload does not stop training: it is reported as a warning at the next `upload` or at `wait`.
 
     Args:
         repo_id (`str`): the full repo id returned by `prepare_repo`.
@@ -261,37 +284,52 @@ class BackgroundUploader:
         commit_message: str | None = None,
         ignore_patterns: list[str] | None = None,
     ) -> None:
-        """Queue the upload of a file or folder to `path_in_repo` (default: the file's name, or the repo root).
+        """Queue the upload of a file or folder, as it is now, to `path_in_repo`.
 
         Args:
             path (`str` or `Path`): a checkpoint folder, a sample grid, ...
-            path_in_repo (`str`, *optional*): where it goes in the repo, e.g. "checkpoints/step_5000".
+            path_in_repo (`str`, *optional*): where it goes in the repo, e.g. "checkpoints/step_5000"; default: the
+                file's name, or the repo's root for a folder.
             commit_message (`str`, *optional*): defaults to "Upload <path_in_repo>".
             ignore_patterns (`list[str]`, *optional*): for a folder, glob patterns of files to leave out.
         """
         self._report(wait=False)
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"Nothing to upload at {path}.")
         if path_in_repo is None:
             path_in_repo = path.name if path.is_file() else ""
+        description = f"{path} -> {self.repo_id}/{path_in_repo}"
+        try:
+            staging = _snapshot(path)
+        except OSError as error:
+            warnings.warn(f"Upload of {description} skipped ({_reason(error)}); training goes on.", stacklevel=2)
+            return
         commit_message = commit_message or f"Upload {path_in_repo or path.name}"
-        future = self._api.run_as_future(self._upload, path, path_in_repo, commit_message, ignore_patterns)
-        self._pending.append((f"{path} -> {self.repo_id}/{path_in_repo}", future))
-
-    def _upload(self, path: Path, path_in_repo: str, commit_message: str, ignore_patterns: list[str] | None):
-        _check_token_absent(path, self._token)  # here, so that reading the files does not block training
-        if path.is_file():
-            return self._api.upload_file(
-                path_or_fileobj=path, path_in_repo=path_in_repo, repo_id=self.repo_id, commit_message=commit_message
-            )
-        return self._api.upload_folder(
-            repo_id=self.repo_id,
-            folder_path=path,
-            path_in_repo=path_in_repo or None,
-            commit_message=commit_message,
-            ignore_patterns=ignore_patterns,
+        future = self._api.run_as_future(
+            self._upload, staging, staging / path.name, path_in_repo, commit_message, ignore_patterns
         )
+        self._pending.append((description, future))
+
+    def _upload(
+        self, staging: Path, path: Path, path_in_repo: str, commit_message: str, ignore_patterns: list[str] | None
+    ):
+        try:
+            _check_token_absent(path, self._token)  # here, so that reading the files does not block training
+            if path.is_file():
+                return self._api.upload_file(
+                    path_or_fileobj=path,
+                    path_in_repo=path_in_repo,
+                    repo_id=self.repo_id,
+                    commit_message=commit_message,
+                )
+            return self._api.upload_folder(
+                repo_id=self.repo_id,
+                folder_path=path,
+                path_in_repo=path_in_repo or None,
+                commit_message=commit_message,
+                ignore_patterns=ignore_patterns,
+            )
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _report(self, wait: bool) -> int:
         still_running, failures = [], 0
