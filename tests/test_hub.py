@@ -315,17 +315,18 @@ def test_hub_layout_round_trips_the_scheduler_config_through_DDPMScheduler(tmp_p
     torch.testing.assert_close(loaded.scheduler.alphas_cumprod, pipe.scheduler.alphas_cumprod, rtol=0, atol=0)
 
 
-def test_hub_layout_loads_as_a_stock_DDPMPipeline_for_users_without_the_package(tmp_path):
+def test_pushed_repo_loads_as_a_stock_DDPMPipeline_for_users_without_the_package(fake_hub, tmp_path):
     pipe = tiny_pipeline()
-    pipe.save_pretrained(tmp_path)
-    hub.make_hub_layout(tmp_path, include_code=False)
+    repo_id = push(fake_hub, pipe, tmp_path / "trained")
+    fake_hub.export_to_cache(repo_id, tmp_path / "cache")
 
-    stock = DDPMPipeline.from_pretrained(tmp_path)
-    assert type(stock.scheduler) is DDPMScheduler
-    torch.testing.assert_close(
-        stock.scheduler.alphas_cumprod.double(), pipe.scheduler.alphas_cumprod, rtol=1e-6, atol=0
-    )
-    torch.testing.assert_close(stock.unet.conv_in.weight, pipe.unet.conv_in.weight, rtol=0, atol=0)
+    for source in (tmp_path / "trained", repo_id):
+        stock = DDPMPipeline.from_pretrained(source, cache_dir=tmp_path / "cache")
+        assert type(stock.scheduler) is DDPMScheduler
+        torch.testing.assert_close(
+            stock.scheduler.alphas_cumprod.double(), pipe.scheduler.alphas_cumprod, rtol=1e-6, atol=0
+        )
+        torch.testing.assert_close(stock.unet.conv_in.weight, pipe.unet.conv_in.weight, rtol=0, atol=0)
 
 
 def test_stock_DDPMPipeline_checkpoint_loads_with_our_scheduler_locally_and_by_repo_id(fake_hub, tmp_path):

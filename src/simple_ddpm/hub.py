@@ -1,7 +1,7 @@
 """Sharing a trained SimpleDDPMPipeline on the Hugging Face Hub: token, repo check, background uploads, final push.
 
-Layout of a pushed repo (written into the folder by `make_hub_layout`, so the local folder is file for file what
-the repo holds and what a user downloads):
+Layout of a pushed repo (written into the folder by `make_hub_layout` before the upload, so the local folder is,
+file for file, what the repo holds and what a user downloads):
 
 - ``model_index.json`` names the scheduler ``["diffusers", "DDPMScheduler"]``, as google/ddpm-cifar10-32 does.
   ``save_pretrained`` writes ``["simple_ddpm.scheduling_simple_ddpm", "SimpleDDPMScheduler"]``, which loads from a
@@ -148,7 +148,9 @@ def _pipeline_code_files() -> dict[str, Path]:
 def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
     """Rewrite a folder saved by `SimpleDDPMPipeline.save_pretrained` in place into the layout described above.
 
-    Idempotent. Args:
+    Idempotent; the weights and scheduler_config.json are not touched.
+
+    Args:
         folder (`str` or `Path`): the saved pipeline.
         include_code (`bool`, defaults to True): also copy the pipeline's source files for
             `trust_remote_code` users.
