@@ -81,6 +81,12 @@ class FakeHub:
         repo["order"].append(sha)
         return sha
 
+    def publish(self, repo_id: str, folder: Path) -> None:
+        """A folder committed as it is, as anyone could push it without our code."""
+        if repo_id not in self.repos:
+            self.add_repo(repo_id)
+        self.commit(repo_id, folder_files(folder))
+
     def export_to_cache(self, repo_id: str, cache_dir: Path) -> None:
         storage = cache_dir / f"models--{repo_id.replace('/', '--')}"
         repo = self.repos[repo_id]
@@ -96,6 +102,11 @@ class FakeHub:
         for branch, sha in repo["branches"].items():
             (storage / "refs" / branch).parent.mkdir(parents=True, exist_ok=True)
             (storage / "refs" / branch).write_text(sha)
+
+
+def folder_files(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder`, by its relative path with "/" separators."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _commit_sha(files: dict[str, bytes], parent: str) -> str:

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from diffusers import DDPMPipeline, DDPMScheduler
-from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, install_fake_hub
+from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, folder_files, install_fake_hub
 from huggingface_hub import ModelCard
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
@@ -96,11 +96,7 @@ def test_pushed_folder_is_what_loads_by_repo_id_from_the_offline_cache(fake_hub,
     repo_id = push(fake_hub, pipe, tmp_path / "trained")
     fake_hub.export_to_cache(repo_id, tmp_path / "cache")
 
-    local_files = {
-        p.relative_to(tmp_path / "trained").as_posix(): p.read_bytes()
-        for p in (tmp_path / "trained").rglob("*")
-        if p.is_file()
-    }
+    local_files = folder_files(tmp_path / "trained")
     uploaded = {path: data for path, data in fake_hub.files(repo_id).items() if path != ".gitattributes"}
     assert uploaded == local_files  # file for file
 
@@ -125,15 +121,7 @@ def test_pushed_folder_is_what_loads_by_repo_id_from_the_offline_cache(fake_hub,
 def test_default_save_pretrained_layout_does_not_load_by_repo_id_which_is_why_push_rewrites_it(fake_hub, tmp_path):
     # The cache carries the repo's file listing, so diffusers runs the same checks offline as online.
     tiny_pipeline().save_pretrained(tmp_path / "plain")
-    fake_hub.add_repo("alice/plain")
-    fake_hub.commit(
-        "alice/plain",
-        {
-            p.relative_to(tmp_path / "plain").as_posix(): p.read_bytes()
-            for p in (tmp_path / "plain").rglob("*")
-            if p.is_file()
-        },
-    )
+    fake_hub.publish("alice/plain", tmp_path / "plain")
     fake_hub.export_to_cache("alice/plain", tmp_path / "cache")
 
     with pytest.raises(ValueError, match="simple_ddpm.scheduling_simple_ddpm.py as defined in `model_index.json`"):
@@ -248,7 +236,7 @@ def test_background_upload_is_a_snapshot_so_training_may_delete_the_path_at_once
     uploader = hub.BackgroundUploader(repo_id, WRITE_TOKEN)
     checkpoint = tmp_path / "checkpoint-5"
     tiny_pipeline().save_pretrained(checkpoint)
-    saved = {p.relative_to(checkpoint).as_posix(): p.read_bytes() for p in checkpoint.rglob("*") if p.is_file()}
+    saved = folder_files(checkpoint)
 
     fake_hub.commit_gate.clear()
     uploader.upload(checkpoint, path_in_repo="checkpoints/step_5")
@@ -334,15 +322,7 @@ def test_stock_DDPMPipeline_checkpoint_loads_with_our_scheduler_locally_and_by_r
     DDPMPipeline(unet=tiny_unet(), scheduler=ddpm_scheduler).save_pretrained(tmp_path / "stock")
     index = json.loads((tmp_path / "stock" / "model_index.json").read_text())
     assert index["_class_name"] == "DDPMPipeline" and index["scheduler"] == ["diffusers", "DDPMScheduler"]
-    fake_hub.add_repo("google/tiny-ddpm")
-    fake_hub.commit(
-        "google/tiny-ddpm",
-        {
-            p.relative_to(tmp_path / "stock").as_posix(): p.read_bytes()
-            for p in (tmp_path / "stock").rglob("*")
-            if p.is_file()
-        },
-    )
+    fake_hub.publish("google/tiny-ddpm", tmp_path / "stock")
     fake_hub.export_to_cache("google/tiny-ddpm", tmp_path / "cache")
 
     for source in (tmp_path / "stock", "google/tiny-ddpm"):
