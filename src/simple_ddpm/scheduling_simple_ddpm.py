@@ -224,8 +224,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             tables[name] = getattr(self, name).to(device=like.device, dtype=like.dtype)
         if not torch.is_tensor(timesteps):
             timesteps = torch.tensor(timesteps)
-        values = tables[name][timesteps.to(like.device).long()]
-        return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+        values = tables[name].take(timesteps.to(like.device).long())
+        return values.view(*values.shape, *(1,) * (like.ndim - values.ndim))
 
     @property
     def sqrt_alphas_cumprod(self) -> torch.Tensor:
@@ -239,7 +239,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, a draw from q(x_t | x_0) (Ho et al. eq. 4)."""
         a = self._table("sqrt_alphas_cumprod", timesteps, original_samples)
         b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, original_samples)
-        return torch.addcmul(a * original_samples, b, noise)
+        return torch.mul(original_samples, a).addcmul_(b, noise)
 
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022); `sample` is x_0."""
@@ -482,14 +482,17 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 f"({self.timesteps[0].item()} .. {self.timesteps[-1].item()}); pass one of `scheduler.timesteps`."
             ) from None
 
+        # One pass over the batch per line, in place on the tensors made here. In-place ops keep their left
+        # operand's dtype, so x_t is first cast to the dtype that torch.add would promote mixed inputs to.
+        x_t = sample.to(torch.promote_types(sample.dtype, model_output.dtype))
+        r = self.config.clip_sample_range
         if self.config.prediction_type == "sample":
-            pred_original_sample = model_output
+            pred_original_sample = model_output.clamp(-r, r) if self.config.clip_sample else model_output
         else:
-            pred_original_sample = torch.add(sample * c_x, model_output, alpha=-c_out)
-        if self.config.clip_sample:
-            r = self.config.clip_sample_range
-            pred_original_sample = pred_original_sample.clamp(-r, r)
-        prev_sample = torch.add(sample * coef_xt, pred_original_sample, alpha=coef_x0)
+            pred_original_sample = torch.mul(x_t, c_x).sub_(model_output, alpha=c_out)
+            if self.config.clip_sample:
+                pred_original_sample.clamp_(-r, r)
+        prev_sample = torch.mul(x_t, coef_xt).add_(pred_original_sample, alpha=coef_x0)
         if std > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
             prev_sample.add_(noise, alpha=std)
