@@ -153,6 +153,14 @@ def test_push_uploads_the_folder_without_checkpoints_and_never_prints_the_token(
     assert fake.repos["alice/ddpm"]["private"] is True
 
 
+def test_push_with_an_empty_exclude_list_uploads_the_checkpoints_too(monkeypatch, pipe_folder):
+    fake = install_fake_hub(monkeypatch)
+    tiny_pipeline().save_pretrained(pipe_folder / "checkpoint-10")
+
+    assert main(["push", str(pipe_folder), "alice/ddpm", "--token", WRITE_TOKEN, "--exclude"]) == 0
+    assert "checkpoint-10/model_index.json" in fake.files("alice/ddpm")
+
+
 def test_push_of_a_folder_without_a_card_fails_before_touching_the_hub(monkeypatch, tmp_path, capsys):
     fake = install_fake_hub(monkeypatch)
     tiny_pipeline().save_pretrained(tmp_path / "model")

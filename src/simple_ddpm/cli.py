@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .hub import HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
+from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
@@ -211,7 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     share.add_argument("--commit-message", default="Upload SimpleDDPMPipeline")
     share.add_argument("--no-code", action="store_true", help="do not add the pipeline code for trust_remote_code")
     share.add_argument(
-        "--exclude", nargs="*", default=["checkpoint-*"], help="glob patterns not to upload (default: checkpoint-*)"
+        "--exclude",
+        nargs="*",
+        help=f"glob patterns not to upload (default: {' '.join(DEFAULT_IGNORE_PATTERNS)}; none: upload everything)",
     )
     share.set_defaults(run=push)
     return parser

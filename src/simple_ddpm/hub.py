@@ -46,6 +46,7 @@ PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipe
 SCHEDULER_ENTRY = ["diffusers", "DDPMScheduler"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 STAGING_PREFIX = ".hub-upload-"  # snapshots of BackgroundUploader, never part of a pushed folder
+DEFAULT_IGNORE_PATTERNS = ["checkpoint-*"]  # training state, uploaded during training if at all
 
 
 class HubAccessError(RuntimeError):
@@ -224,7 +225,8 @@ def push_pipeline_folder(
         token (`str`, *optional*): see `resolve_token`.
         commit_message (`str`): the commit's title.
         include_code (`bool`, defaults to True): see `make_hub_layout`.
-        ignore_patterns (`list[str]`, *optional*): glob patterns of files not to upload (e.g. "checkpoint-*").
+        ignore_patterns (`list[str]`, *optional*): glob patterns of files not to upload; default
+            `DEFAULT_IGNORE_PATTERNS`, the checkpoint-* folders. `[]` uploads everything.
 
     Returns:
         `str`: the URL of the commit.
@@ -237,7 +239,10 @@ def push_pipeline_folder(
         repo_id=repo_id,
         folder_path=Path(folder),
         commit_message=commit_message,
-        ignore_patterns=[*(ignore_patterns or []), f"*{STAGING_PREFIX}*"],
+        ignore_patterns=[
+            *(DEFAULT_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns),
+            f"*{STAGING_PREFIX}*",
+        ],
     )
     return commit.commit_url
 
