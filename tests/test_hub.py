@@ -69,6 +69,13 @@ def test_invalid_token_fails_in_one_line_that_does_not_show_the_token(fake_hub):
     assert error.value.__cause__ is None and error.value.__suppress_context__
 
 
+def test_unreachable_hub_fails_in_one_line_with_the_real_client(monkeypatch):
+    monkeypatch.setattr(hub, "get_token", lambda: None)
+    with pytest.raises(hub.HubAccessError, match="Cannot reach the Hugging Face Hub .OfflineModeIsEnabled") as error:
+        hub.prepare_repo("alice/ddpm", WRITE_TOKEN)  # HfApi itself; tests run with HF_HUB_OFFLINE=1
+    assert WRITE_TOKEN not in str(error.value) and "\n" not in str(error.value)
+
+
 def test_read_only_token_fails_the_write_check_even_when_the_repo_exists(fake_hub):
     hub.prepare_repo("alice/ddpm", WRITE_TOKEN)
     fake_hub.calls.clear()
