@@ -1,0 +1,160 @@
+"""The sampling loop's overhead: `SimpleDDPMPipeline` for N steps against N bare UNet calls on the same batch.
+
+    python benchmarks/bench_sampling.py [--steps 50] [--batch-size 16] [--threads 1] [--rounds 7] [--profile]
+
+The limit of any DDPM sampler is N forward passes of its network; everything else (the initial noise, N
+scheduler steps with their noise draws, the progress bar, the final conversion) is overhead. The UNet is a
+small `UNet2DModel` of the size one trains on a CPU (32 x 32, block_out_channels (32, 64, 64)), randomly
+initialised (its weights do not change the time). Each round runs the pipeline once and the bare loop once,
+in alternating order; the ratio is the median over rounds of the ratio within a round. Target (issue 5):
+<= 1.03.
+
+On a shared CPU that ratio carries a percent or two of noise, more than the overhead itself, so the overhead is
+also measured directly: the same pipeline around a network that costs nothing (it returns its input), timed
+against the UNet call in interleaved blocks. `--profile` prints where that overhead goes (torch.profiler).
+"""
+
+import argparse
+import os
+import sys
+from types import SimpleNamespace
+
+import torch
+from diffusers import UNet2DModel
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from interleaved_timer import InterleavedTimer, synchronizer  # noqa: E402
+
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
+
+TARGET = 1.03
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=50, help="N, the number of sampling steps (default 50)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, see RESULTS.md)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--output-type", default="pt", choices=("pt", "np", "pil"), help="pipeline output_type")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--profile", action="store_true", help="profile one pipeline call and print the top ops")
+    args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda given but torch.cuda.is_available() is False")
+    return args
+
+
+def small_unet() -> UNet2DModel:
+    torch.manual_seed(0)
+    return UNet2DModel(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=2,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+
+
+class FreeNetwork(torch.nn.Module):
+    """A stand-in for the UNet that costs nothing: returns its input as the prediction."""
+
+    def __init__(self, config: object):
+        super().__init__()
+        self.config = config
+        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the pipeline a device and dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.anchor.dtype
+
+    def forward(self, sample: torch.Tensor, timestep: torch.Tensor) -> SimpleNamespace:
+        return SimpleNamespace(sample=sample)
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    unet = small_unet().to(device)
+    pipe = SimpleDDPMPipeline(unet=unet, scheduler=SimpleDDPMScheduler()).to(device)
+    pipe.set_progress_bar_config(leave=False)
+    pipe.scheduler.set_timesteps(args.steps)
+    timesteps = pipe.scheduler.timesteps.to(device)
+    shape = (args.batch_size, 3, 32, 32)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    generator = torch.Generator(device).manual_seed(0)
+
+    def pipeline() -> None:
+        pipe(
+            batch_size=args.batch_size,
+            generator=generator,
+            num_inference_steps=args.steps,
+            output_type=args.output_type,
+        )
+
+    @torch.no_grad()
+    def bare_unet() -> None:
+        for t in timesteps:
+            unet(x, t)
+
+    timer = InterleavedTimer(
+        {"pipeline": pipeline, "bare UNet": bare_unet}, args.rounds, block_s=0.0, warmup=1, sync=synchronizer(device)
+    ).run()
+    parameters = sum(p.numel() for p in unet.parameters())
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"UNet2DModel 32x32, block_out_channels (32, 64, 64), {parameters / 1e6:.2f}M parameters; "
+        f"batch {args.batch_size}, {args.steps} steps, output_type {args.output_type!r}; "
+        f"medians of {args.rounds} interleaved rounds\n"
+    )
+    header = f"{'':<28} {'seconds':>8} {'per step (ms)':>14}"
+    print(header)
+    print("-" * len(header))
+    for label in ("pipeline", "bare UNet"):
+        seconds = timer.median(label)
+        print(f"{label + ' x ' + str(args.steps):<28} {seconds:8.3f} {seconds / args.steps * 1e3:14.2f}")
+    ratio = timer.ratio("pipeline", "bare UNet")
+    print(f"\npipeline / bare UNet: {ratio:.4f} (target <= {TARGET}: {'ok' if ratio <= TARGET else 'MISS'})")
+
+    free = SimpleDDPMPipeline(unet=FreeNetwork(unet.config), scheduler=SimpleDDPMScheduler()).to(device)
+    free.set_progress_bar_config(disable=False, leave=False)
+
+    def free_pipeline() -> None:
+        free(
+            batch_size=args.batch_size,
+            generator=generator,
+            num_inference_steps=args.steps,
+            output_type=args.output_type,
+        )
+
+    @torch.no_grad()
+    def one_unet_call() -> None:
+        unet(x, timesteps[0])
+
+    overhead = InterleavedTimer(
+        {"free": free_pipeline, "unet": one_unet_call}, 2 * args.rounds + 1, block_s=0.2, sync=synchronizer(device)
+    ).run()
+    per_step = overhead.median("free") / args.steps
+    share = overhead.ratio("free", "unet") / args.steps
+    print(
+        f"pipeline overhead, measured with a free network: {per_step * 1e3:.3f} ms per step "
+        f"= {share:.2%} of one UNet call, i.e. pipeline / bare UNet = {1 + share:.4f}"
+    )
+
+    if args.profile:
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            free_pipeline()
+        print(profile.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
