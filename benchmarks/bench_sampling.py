@@ -17,6 +17,7 @@ against the UNet call in interleaved blocks. `--profile` prints where that overh
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import torch
@@ -84,21 +85,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     unet = small_unet().to(device)
-    pipe = SimpleDDPMPipeline(unet=unet, scheduler=SimpleDDPMScheduler()).to(device)
-    pipe.set_progress_bar_config(leave=False)
-    pipe.scheduler.set_timesteps(args.steps)
-    timesteps = pipe.scheduler.timesteps.to(device)
-    shape = (args.batch_size, 3, 32, 32)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    scheduler = SimpleDDPMScheduler()
+    scheduler.set_timesteps(args.steps)
+    timesteps = scheduler.timesteps.to(device)
+    x = torch.randn((args.batch_size, 3, 32, 32), generator=torch.Generator().manual_seed(0)).to(device)
     generator = torch.Generator(device).manual_seed(0)
 
-    def pipeline() -> None:
-        pipe(
-            batch_size=args.batch_size,
-            generator=generator,
-            num_inference_steps=args.steps,
-            output_type=args.output_type,
-        )
+    def sampling(network: torch.nn.Module) -> Callable[[], object]:
+        """One call of the pipeline as a user makes it (progress bar on) around `network`."""
+        pipe = SimpleDDPMPipeline(unet=network, scheduler=SimpleDDPMScheduler()).to(device)
+        pipe.set_progress_bar_config(leave=False)
+        options = {"batch_size": args.batch_size, "num_inference_steps": args.steps, "output_type": args.output_type}
+        return lambda: pipe(generator=generator, **options)
+
+    pipeline = sampling(unet)
 
     @torch.no_grad()
     def bare_unet() -> None:
@@ -125,16 +125,7 @@ def main() -> None:
     ratio = timer.ratio("pipeline", "bare UNet")
     print(f"\npipeline / bare UNet: {ratio:.4f} (target <= {TARGET}: {'ok' if ratio <= TARGET else 'MISS'})")
 
-    free = SimpleDDPMPipeline(unet=FreeNetwork(unet.config), scheduler=SimpleDDPMScheduler()).to(device)
-    free.set_progress_bar_config(disable=False, leave=False)
-
-    def free_pipeline() -> None:
-        free(
-            batch_size=args.batch_size,
-            generator=generator,
-            num_inference_steps=args.steps,
-            output_type=args.output_type,
-        )
+    free_pipeline = sampling(FreeNetwork(unet.config))
 
     @torch.no_grad()
     def one_unet_call() -> None:

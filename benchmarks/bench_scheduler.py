@@ -9,17 +9,17 @@ the least element-wise work a DDPM step can do. Times are medians over interleav
 `interleaved_timer.py`); the ratios are medians of ratios measured in the same round. Targets (issue 5):
 ours <= 0.5x diffusers and <= 1.5x the floor.
 
-Page faults. The last two columns count the minor page faults of one call. On this machine's VM, touching a
-batch-sized temporary sometimes faults its ~190 pages again (the kernel reclaims idle memory here), at a few
-microseconds a page; it hits the implementation with the most temporaries and varies from run to run, so the
-diffusers column moves more than the others. The rows at t = 0 (the last step, which draws no noise) compare
-the arithmetic alone; at t > 0 the noise draw (the randn column) is most of every implementation's time.
+Page faults. The last two columns are the minor page faults per call during the timed blocks. On this
+machine's VM, touching a batch-sized temporary sometimes faults its ~190 pages in again (we suspect the DAMON
+page reclaimer that runs here), at a few microseconds a page; it hits the implementation with the most
+temporaries and varies from run to run, so the diffusers column moves more than the others. The rows at t = 0
+(the last step, which draws no noise) compare the arithmetic alone; at t > 0 the noise draw (the randn
+column) is most of every implementation's time.
 """
 
 import argparse
 import math
 import os
-import resource
 import sys
 from collections.abc import Callable
 
@@ -146,26 +146,17 @@ COLUMNS = (
 )
 
 
-def page_faults_per_call(function: Callable[[], object], calls: int = 20) -> float:
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(calls):
-        function()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
-
-
 def print_row(label: str, timer: InterleavedTimer) -> None:
     """One line of the table: medians in microseconds, then the ratios with their verdicts."""
 
     def verdict(ratio: float, target: float) -> str:
-        return f"{ratio:.2f} {'ok' if ratio <= target else 'MISS':<4}"
+        return f"{ratio:.3f} {'ok' if ratio <= target else 'MISS':<4}"
 
     cells = [f"{timer.median(name) * 1e6:{width}.1f}" for name, width in (("ours", 7), ("diffusers", 9), ("floor", 7))]
     cells.append(f"{timer.median('randn') * 1e6:7.1f}" if "randn" in timer.seconds else f"{'-':>7}")
     cells.append(f"{verdict(timer.ratio('ours', 'diffusers'), TARGET_VS_DIFFUSERS):>14}")
     cells.append(f"{verdict(timer.ratio('ours', 'floor'), TARGET_VS_FLOOR):>10}")
-    cells += [
-        f"{page_faults_per_call(timer.functions[name]):{width}.0f}" for name, width in (("ours", 12), ("diffusers", 9))
-    ]
+    cells += [f"{timer.median_page_faults(name):{width}.0f}" for name, width in (("ours", 12), ("diffusers", 9))]
     print(f"{label:<34} " + " ".join(cells))
 
 

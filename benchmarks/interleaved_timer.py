@@ -5,6 +5,7 @@ jobs come and go, two windows see different loads and their ratio is noise. Here
 calls of each callable, in a rotating order, and a ratio is the median over rounds of the ratio within a round.
 """
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -45,31 +46,42 @@ class InterleavedTimer:
         self.warmup = warmup
         self.sync = sync
         self.seconds: dict[str, list[float]] = {name: [] for name in functions}
+        self.page_faults: dict[str, list[float]] = {name: [] for name in functions}
 
-    def _time_block(self, function: Callable[[], object], calls: int) -> float:
+    def _time_block(self, function: Callable[[], object], calls: int) -> tuple[float, float]:
+        """Seconds and minor page faults per call, over a block of `calls` calls."""
         self.sync()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         for _ in range(calls):
             function()
         self.sync()
-        return (time.perf_counter() - start) / calls
+        seconds = time.perf_counter() - start
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        return seconds / calls, faults / calls
 
     def run(self) -> "InterleavedTimer":
         for function in self.functions.values():
             for _ in range(self.warmup):
                 function()
-        slowest = max(self._time_block(function, 1) for function in self.functions.values())
+        slowest = max(self._time_block(function, 1)[0] for function in self.functions.values())
         calls = max(1, round(self.block_s / slowest))
         names = list(self.functions)
         for r in range(self.rounds):
             order = names[r % len(names) :] + names[: r % len(names)]
             for name in order:
-                self.seconds[name].append(self._time_block(self.functions[name], calls))
+                seconds, faults = self._time_block(self.functions[name], calls)
+                self.seconds[name].append(seconds)
+                self.page_faults[name].append(faults)
         return self
 
     def median(self, name: str) -> float:
         """Median over rounds of the per-call seconds of `name`."""
         return statistics.median(self.seconds[name])
+
+    def median_page_faults(self, name: str) -> float:
+        """Median over rounds of the minor page faults per call of `name` (memory the kernel had to map again)."""
+        return statistics.median(self.page_faults[name])
 
     def ratio(self, numerator: str, denominator: str) -> float:
         """Median over rounds of time(numerator) / time(denominator) measured in the same round."""
