@@ -1,0 +1,289 @@
+"""Command-line options of training/train.py, and their validation in one place.
+
+Problems that the options alone reveal end the run through `parser.error` (usage and one line, exit status 2);
+problems that need the data or the model (a dataset without images, a resolution the UNet cannot halve) raise
+`InvalidTrainingInput`, which train.py reports as one line before any training step.
+"""
+
+import argparse
+import os
+from pathlib import Path
+
+from diffusers.optimization import SchedulerType
+
+from simple_ddpm.scheduling_simple_ddpm import BETA_SCHEDULES, LOSS_WEIGHTINGS, PREDICTION_TYPES, VARIANCE_TYPES
+
+MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
+# With no data option, the run trains on scikit-learn's digits for this many steps (the README's quickstart).
+QUICKSTART_TRAIN_STEPS = 4000
+
+
+class InvalidTrainingInput(ValueError):
+    """Bad data, model or checkpoint input, found before training; train.py prints it as one line."""
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a UNet2DModel with SimpleDDPMScheduler and save a SimpleDDPMPipeline. With no data "
+        "option it trains on scikit-learn's 8x8 digits (the quickstart).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset_name",
+        help="A Hub dataset id, a local dataset folder (imagefolder, parquet, ...) that `load_dataset` reads, or "
+        "a folder written by `Dataset.save_to_disk`. Default: scikit-learn's 8x8 digits, no network needed.",
+    )
+    data.add_argument("--dataset_config_name", help="The dataset's configuration name, if it has several.")
+    data.add_argument("--train_data_dir", help="A local folder of images (read with the imagefolder builder).")
+    data.add_argument("--cache_dir", help="Where `datasets` caches downloads and preprocessed data.")
+    data.add_argument("--image_column", help="The column holding the images; found automatically if only one is.")
+    data.add_argument("--split", default="train", help="The split to train on.")
+    data.add_argument("--eval_split", help="The held-out split for the bits/dim; default: hold out --eval_fraction.")
+    data.add_argument(
+        "--eval_fraction",
+        type=fraction,
+        default=0.1,
+        help="Without --eval_split, the fraction of --split held out for evaluation (at most --num_eval_images "
+        "with --streaming).",
+    )
+    data.add_argument("--max_train_samples", type=positive_int, help="Train on at most this many images.")
+    data.add_argument(
+        "--streaming",
+        action="store_true",
+        help="Read the dataset as a stream (for data larger than memory or disk); images are decoded on the fly.",
+    )
+    data.add_argument(
+        "--shuffle_buffer_size", type=positive_int, default=1000, help="With --streaming, the shuffle buffer."
+    )
+    data.add_argument(
+        "--resolution",
+        type=positive_int,
+        help="Image size. Default: the model config's sample_size, else the shorter side of the first image.",
+    )
+    data.add_argument(
+        "--crop",
+        choices=("center", "random"),
+        default="center",
+        help="After resizing the shorter side to --resolution, crop the longer side at the center or at random.",
+    )
+    data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
+    data.add_argument(
+        "--num_channels",
+        type=int,
+        choices=(1, 3, 4),
+        help="Channels the model sees. Default: the model config's, else 1 if the images are grayscale, else 3.",
+    )
+    data.add_argument(
+        "--preprocessing_num_workers", type=positive_int, help="Processes that decode and resize the images once."
+    )
+
+    model = parser.add_argument_group("model and objective")
+    model.add_argument(
+        "--model_preset",
+        choices=MODEL_PRESETS,
+        default="tiny",
+        help="UNet size; ddpm-cifar10 is the 35.7M-parameter network of Ho et al. for 32x32 images.",
+    )
+    model.add_argument(
+        "--model_config_name_or_path",
+        help="A UNet2DModel config .json (random init), or a pretrained UNet or pipeline folder or Hub id to "
+        "fine-tune. Overrides --model_preset.",
+    )
+    model.add_argument(
+        "--prediction_type", choices=PREDICTION_TYPES, default="epsilon", help="What the UNet predicts."
+    )
+    model.add_argument(
+        "--loss_weighting",
+        choices=LOSS_WEIGHTINGS,
+        default="simple",
+        help="Per-timestep loss weight: simple (Ho et al.'s L_simple), elbo (the true bound), min_snr.",
+    )
+    model.add_argument("--snr_gamma", type=float, default=5.0, help="Gamma of --loss_weighting min_snr.")
+    model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear", help="Noise schedule.")
+    model.add_argument("--num_train_timesteps", type=positive_int, default=1000, help="T, the diffusion length.")
+    model.add_argument(
+        "--variance_type", choices=VARIANCE_TYPES, default="fixed_small", help="Reverse-process variance."
+    )
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--train_batch_size", type=positive_int, default=128, help="Images per step per process.")
+    optim.add_argument(
+        "--max_train_steps",
+        type=positive_int,
+        help=f"Optimizer steps. Default: {QUICKSTART_TRAIN_STEPS} unless --num_epochs is given; with both, "
+        "training stops at whichever comes first.",
+    )
+    optim.add_argument("--num_epochs", type=positive_int, help="Passes over the training set.")
+    optim.add_argument(
+        "--gradient_accumulation_steps", type=positive_int, default=1, help="Batches per optimizer step."
+    )
+    optim.add_argument("--learning_rate", type=float, default=1e-3, help="Peak learning rate of AdamW.")
+    optim.add_argument(
+        "--lr_scheduler",
+        choices=[kind.value for kind in SchedulerType],
+        default="cosine",
+        help="Learning-rate schedule after warmup (diffusers.optimization.get_scheduler).",
+    )
+    optim.add_argument("--lr_warmup_steps", type=non_negative_int, default=200, help="Linear warmup steps.")
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument(
+        "--max_grad_norm", type=float, default=1.0, help="Clip the gradient norm to this; 0 turns clipping off."
+    )
+    optim.add_argument(
+        "--mixed_precision",
+        choices=("no", "fp16", "bf16"),
+        help="Autocast precision; default: what `accelerate config` or `accelerate launch` set, else no.",
+    )
+    optim.add_argument("--seed", type=int, default=0, help="Seeds weights, data order, noise and evaluation.")
+    optim.add_argument(
+        "--use_ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Keep an EMA of the weights, used for samples, evaluation and the saved pipeline.",
+    )
+    optim.add_argument("--ema_max_decay", type=float, default=0.9999, help="Upper limit of the EMA decay.")
+    optim.add_argument(
+        "--ema_power",
+        type=float,
+        default=0.75,
+        help="EMA warmup: decay = 1 - (1 + step / inv_gamma) ** -power (3/4 for short runs, 2/3 for long).",
+    )
+    optim.add_argument("--ema_inv_gamma", type=float, default=1.0, help="EMA warmup inverse multiplicative factor.")
+
+    logging = parser.add_argument_group("logging, samples and evaluation")
+    logging.add_argument(
+        "--output_dir",
+        default="outputs/simple-ddpm",
+        help="Where the pipeline, samples, metrics, model card and checkpoints go.",
+    )
+    logging.add_argument(
+        "--report_to",
+        choices=("tensorboard", "wandb", "none"),
+        default="tensorboard",
+        help="Tracker for loss, lr, grad norm, images/s, samples and bits/dim (logs under OUTPUT_DIR/logs).",
+    )
+    logging.add_argument("--logging_steps", type=positive_int, default=10, help="Log training metrics every N steps.")
+    logging.add_argument(
+        "--sample_every",
+        type=non_negative_int,
+        default=1000,
+        help="Write a sample grid every N steps; 0: only at the end.",
+    )
+    logging.add_argument("--num_samples", type=positive_int, default=64, help="Images in each sample grid.")
+    logging.add_argument(
+        "--num_inference_steps", type=positive_int, help="Reverse steps for sample grids; default: T."
+    )
+    logging.add_argument(
+        "--eval_every",
+        type=non_negative_int,
+        default=1000,
+        help="Evaluate the held-out bits/dim every N steps; 0: only at the end.",
+    )
+    logging.add_argument(
+        "--num_eval_images", type=positive_int, default=256, help="Size of the fixed held-out subset evaluated."
+    )
+    logging.add_argument(
+        "--eval_timesteps",
+        type=positive_int,
+        default=100,
+        help="During training, estimate the bound from this many random timesteps (unbiased).",
+    )
+    logging.add_argument(
+        "--final_eval_timesteps",
+        type=positive_int,
+        help="Timesteps for the final bits/dim; default: all T, the exact bound.",
+    )
+    logging.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size of the ELBO.")
+
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument(
+        "--checkpointing_steps",
+        type=non_negative_int,
+        default=1000,
+        help="Save the training state every N steps; 0: never.",
+    )
+    checkpoints.add_argument(
+        "--checkpoints_total_limit", type=positive_int, default=2, help="Keep at most this many checkpoints."
+    )
+    checkpoints.add_argument(
+        "--resume_from_checkpoint",
+        help='Continue from a checkpoint folder, or "latest" (the newest in OUTPUT_DIR, or a fresh start if none).',
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and validate the options; an invalid combination ends the program with a one-line message."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        validate_args(args)
+    except InvalidTrainingInput as error:
+        parser.error(str(error))
+    return args
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Checks of the options alone, so that a bad command fails before any data is read."""
+    if args.dataset_name and args.train_data_dir:
+        raise InvalidTrainingInput("Give either --dataset_name or --train_data_dir, not both.")
+    if args.train_data_dir and not Path(args.train_data_dir).is_dir():
+        raise InvalidTrainingInput(f"--train_data_dir {args.train_data_dir} is not a folder.")
+    if args.streaming and args.max_train_steps is None:
+        raise InvalidTrainingInput("--streaming needs --max_train_steps: a stream's length is unknown.")
+    if args.streaming and not (args.dataset_name or args.train_data_dir):
+        raise InvalidTrainingInput("--streaming needs --dataset_name or --train_data_dir.")
+    if args.max_train_steps is None and args.num_epochs is None:
+        args.max_train_steps = QUICKSTART_TRAIN_STEPS
+    if args.learning_rate <= 0:
+        raise InvalidTrainingInput(f"--learning_rate must be positive, got {args.learning_rate}.")
+    if args.max_grad_norm < 0:
+        raise InvalidTrainingInput(f"--max_grad_norm must be >= 0, got {args.max_grad_norm}.")
+    if not 0 < args.ema_max_decay < 1:
+        raise InvalidTrainingInput(f"--ema_max_decay must be strictly between 0 and 1, got {args.ema_max_decay}.")
+    for name in ("num_inference_steps", "eval_timesteps", "final_eval_timesteps"):
+        value = getattr(args, name)
+        if value is not None and value > args.num_train_timesteps:
+            raise InvalidTrainingInput(f"--{name} {value} exceeds --num_train_timesteps {args.num_train_timesteps}.")
+    resume = args.resume_from_checkpoint
+    if resume not in (None, "latest") and not Path(resume).is_dir():
+        raise InvalidTrainingInput(f"--resume_from_checkpoint {resume} does not exist (give a folder or 'latest').")
+    check_output_dir_writable(Path(args.output_dir))
+
+
+def check_output_dir_writable(output_dir: Path) -> None:
+    """Create output_dir if needed and prove a file can be written there, before hours of training."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise InvalidTrainingInput(f"--output_dir {output_dir} is not writable: {reason}.") from None

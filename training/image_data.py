@@ -1,0 +1,341 @@
+"""Training and held-out images for train.py, read with `datasets`, decoded and resized once.
+
+Every image is decoded, converted to the model's channel count and resized a single time (a `datasets.map`
+whose output `datasets` caches on disk for file-backed datasets) and kept in memory as uint8 pixels, ~C*R*R bytes
+per image. Batches are then index lookups into that tensor, so two CPU cores spend their time in the UNet, not in
+PIL. Only `--streaming` decodes on the fly, once per pass, since its data need not fit in memory.
+"""
+
+import io
+import logging
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import torch
+from arguments import InvalidTrainingInput
+from PIL import Image
+
+from simple_ddpm.image_processing import is_grayscale, to_pixels
+
+logger = logging.getLogger(__name__)
+
+DIGITS_DATASET_ID = "scikit-learn/digits"  # how the card names the embedded default (sklearn.datasets.load_digits)
+SAVED_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")  # written by save_to_disk
+INSPECTED_IMAGES = 64  # images whose mode and size decide the default channels and resolution
+CORRUPT_EXAMPLES_SHOWN = 5
+
+
+@dataclass
+class PreparedImages:
+    """What train.py needs from the data.
+
+    `train` holds uint8 pixels: one (N, C, R, R) tensor, or with `--crop random` a list of (C, H, W) tensors with
+    min(H, W) = R, cropped per batch. With `--streaming` it is None and `stream` yields decoded examples instead.
+    `eval` is the fixed held-out subset, uint8 (M, C, R, R), center-cropped.
+    """
+
+    train: torch.Tensor | list[torch.Tensor] | None
+    stream: datasets.IterableDataset | None
+    eval: torch.Tensor
+    channels: int
+    resolution: int
+    dataset_id: str
+    num_skipped: int = 0
+
+
+def digits_dataset() -> datasets.Dataset:
+    """scikit-learn's 1,797 8x8 handwritten digits (values 0..16) as 8-bit grayscale images, with labels."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255 / 16)).astype(np.uint8)
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(d) for d in range(10)])}
+    )
+    return datasets.Dataset.from_dict({"image": list(pixels), "label": digits.target.tolist()}, features=features)
+
+
+def _first_line(error: Exception) -> str:
+    return next(iter(str(error).splitlines()), type(error).__name__)
+
+
+def load_splits(args) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, str]:
+    """All splits of the chosen dataset, and the id the model card names it by."""
+    if not (args.dataset_name or args.train_data_dir):
+        return datasets.DatasetDict({"train": digits_dataset()}), DIGITS_DATASET_ID
+    name = args.dataset_name or args.train_data_dir
+    path = Path(name).expanduser()
+    try:
+        if args.dataset_name and path.is_dir() and any((path / m).is_file() for m in SAVED_DATASET_MARKERS):
+            loaded = datasets.load_from_disk(str(path))
+            if args.streaming:
+                loaded = _to_iterable(loaded)
+        elif args.train_data_dir:
+            loaded = datasets.load_dataset(
+                "imagefolder", data_dir=args.train_data_dir, cache_dir=args.cache_dir, streaming=args.streaming
+            )
+        else:
+            loaded = datasets.load_dataset(
+                args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, streaming=args.streaming
+            )
+    except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise InvalidTrainingInput(f"Dataset {name} not found: {_first_line(error)}") from None
+    except (OSError, ValueError) as error:
+        raise InvalidTrainingInput(f"Cannot load the dataset {name}: {_first_line(error)}") from None
+    if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
+        loaded = type_of_dict(loaded)({args.split: loaded})
+    return loaded, name if args.dataset_name else path.name
+
+
+def type_of_dict(dataset: datasets.Dataset | datasets.IterableDataset) -> type:
+    return datasets.IterableDatasetDict if isinstance(dataset, datasets.IterableDataset) else datasets.DatasetDict
+
+
+def _to_iterable(loaded: datasets.Dataset | datasets.DatasetDict):
+    if isinstance(loaded, datasets.DatasetDict):
+        return datasets.IterableDatasetDict({split: ds.to_iterable_dataset() for split, ds in loaded.items()})
+    return loaded.to_iterable_dataset()
+
+
+def pick_split(splits, split: str, dataset_id: str):
+    if split not in splits:
+        raise InvalidTrainingInput(f"{dataset_id} has no split {split!r}; its splits are: {', '.join(splits)}.")
+    return splits[split]
+
+
+def find_image_column(dataset: datasets.Dataset | datasets.IterableDataset, image_column: str | None) -> str:
+    """The column named by --image_column, else the only column of type datasets.Image."""
+    features = dataset.features or {}
+    if image_column is not None:
+        if image_column not in features:
+            raise InvalidTrainingInput(
+                f"--image_column {image_column!r} is not a column; the columns are: {', '.join(features)}."
+            )
+        return image_column
+    image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
+    if len(image_columns) == 1:
+        return image_columns[0]
+    if not image_columns:
+        raise InvalidTrainingInput(
+            f"The dataset has no image column (columns: {', '.join(features) or 'none'}); name the column that "
+            "holds images or image paths with --image_column."
+        )
+    raise InvalidTrainingInput(
+        f"The dataset has several image columns ({', '.join(image_columns)}); choose one with --image_column."
+    )
+
+
+def undecoded(dataset, column: str):
+    """The dataset with `column` as {"bytes", "path"} dicts, so that we decode, and can name a corrupt file."""
+    try:
+        return dataset.cast_column(column, datasets.Image(decode=False))
+    except (TypeError, ValueError) as error:
+        raise InvalidTrainingInput(f"Column {column!r} does not hold images: {_first_line(error)}") from None
+
+
+def open_image(encoded: dict) -> Image.Image:
+    """Decode one {"bytes", "path"} cell fully (Image.open alone reads only the header)."""
+    image = Image.open(io.BytesIO(encoded["bytes"])) if encoded.get("bytes") else Image.open(encoded["path"])
+    image.load()
+    return image
+
+
+def describe(encoded: dict, index: int) -> str:
+    return encoded.get("path") or f"row {index}"
+
+
+def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]:
+    """--num_channels and --resolution, or from the data: 1 channel if every inspected image is grayscale (so
+    digits stay 1-channel instead of tripled to RGB), and the shorter side of the first image."""
+    channels, resolution = args.num_channels, args.resolution
+    if channels is not None and resolution is not None:
+        return channels, resolution
+    images = []
+    for i, encoded in enumerate(examples):
+        try:
+            images.append(open_image(encoded))
+        except (OSError, SyntaxError, ValueError):
+            logger.warning("Cannot read image %s while inspecting the data.", describe(encoded, i))
+    if not images:
+        raise InvalidTrainingInput("None of the first images of the dataset can be read; is it an image dataset?")
+    if channels is None:
+        channels = 1 if all(is_grayscale(image) for image in images) else 3
+    if resolution is None:
+        resolution = min(images[0].size)
+    return channels, resolution
+
+
+def decode_batch(batch: dict, indices: list[int], column: str, channels: int, resolution: int, crop: bool) -> dict:
+    """datasets.map function: each image to uint8 pixels (bytes and shape); unreadable ones are flagged, not raised."""
+    out = {"pixels": [], "height": [], "width": [], "corrupt": []}
+    for encoded, index in zip(batch[column], indices, strict=True):
+        try:
+            pixels = to_pixels(open_image(encoded), channels, resolution, crop=crop)
+            out["corrupt"].append(None)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            pixels = np.zeros((channels, 0, 0), np.uint8)
+            out["corrupt"].append(f"{describe(encoded, index)} ({_first_line(error)})")
+        out["pixels"].append(pixels.tobytes())
+        out["height"].append(pixels.shape[1])
+        out["width"].append(pixels.shape[2])
+    return out
+
+
+def decode_all(
+    dataset: datasets.Dataset, column: str, channels: int, resolution: int, crop: bool, num_proc: int | None
+) -> tuple[torch.Tensor | list[torch.Tensor], list[str]]:
+    """Decode and resize every image once; returns the pixels and a description of each unreadable image."""
+    decoded = dataset.map(
+        decode_batch,
+        batched=True,
+        with_indices=True,
+        fn_kwargs={"column": column, "channels": channels, "resolution": resolution, "crop": crop},
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc="Decoding and resizing images (once)",
+    )
+    corrupt = [c for c in decoded["corrupt"] if c is not None]
+    if corrupt:
+        decoded = decoded.filter(lambda flag: flag is None, input_columns="corrupt")
+    heights, widths = decoded["height"], decoded["width"]
+    images = [
+        torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(channels, h, w)
+        for raw, h, w in zip(decoded["pixels"], heights, widths, strict=True)
+    ]
+    if len(set(heights)) <= 1 and len(set(widths)) <= 1 and images:
+        return torch.stack(images), corrupt
+    return images, corrupt
+
+
+def warn_corrupt(corrupt: list[str], split: str) -> None:
+    if corrupt:
+        shown = "; ".join(corrupt[:CORRUPT_EXAMPLES_SHOWN]) + (" ..." if len(corrupt) > CORRUPT_EXAMPLES_SHOWN else "")
+        warnings.warn(f"Skipped {len(corrupt)} unreadable image(s) in the {split} data: {shown}", stacklevel=2)
+
+
+def prepare_images(args) -> PreparedImages:
+    """Load, split, decode and resize the data as the options say, or raise InvalidTrainingInput."""
+    splits, dataset_id = load_splits(args)
+    train = pick_split(splits, args.split, dataset_id)
+    column = find_image_column(train, args.image_column)
+    train = undecoded(train, column)
+    if args.streaming:
+        return prepare_stream(args, splits, train, column, dataset_id)
+
+    if len(train) == 0:
+        raise InvalidTrainingInput(f"The {args.split!r} split of {dataset_id} is empty.")
+    if args.eval_split:
+        held_out = undecoded(pick_split(splits, args.eval_split, dataset_id), column)
+    else:
+        if len(train) < 2:
+            raise InvalidTrainingInput(f"{dataset_id} has a single image: nothing to hold out for evaluation.")
+        parts = train.train_test_split(test_size=args.eval_fraction, seed=args.seed)
+        train, held_out = parts["train"], parts["test"]
+    if args.max_train_samples is not None and args.max_train_samples < len(train):
+        train = train.shuffle(seed=args.seed).select(range(args.max_train_samples))
+    held_out = held_out.select(range(min(args.num_eval_images, len(held_out))))
+
+    inspected = train.select(range(min(INSPECTED_IMAGES, len(train))))[column]
+    channels, resolution = infer_channels_and_resolution(inspected, args)
+    random_crop = args.crop == "random"
+    train_pixels, corrupt = decode_all(
+        train, column, channels, resolution, not random_crop, args.preprocessing_num_workers
+    )
+    warn_corrupt(corrupt, "training")
+    eval_pixels, eval_corrupt = decode_all(
+        held_out, column, channels, resolution, True, args.preprocessing_num_workers
+    )
+    warn_corrupt(eval_corrupt, "held-out")
+    if len(train_pixels) == 0:
+        raise InvalidTrainingInput(f"No readable training images in {dataset_id} ({len(corrupt)} unreadable).")
+    if len(eval_pixels) == 0:
+        raise InvalidTrainingInput(f"No readable held-out images in {dataset_id}.")
+    return PreparedImages(
+        train=train_pixels,
+        stream=None,
+        eval=eval_pixels,
+        channels=channels,
+        resolution=resolution,
+        dataset_id=dataset_id,
+        num_skipped=len(corrupt) + len(eval_corrupt),
+    )
+
+
+def prepare_stream(args, splits, train: datasets.IterableDataset, column: str, dataset_id: str) -> PreparedImages:
+    """Streaming: the held-out images are --eval_split's first --num_eval_images, or the stream's first ones
+    (then skipped for training); training examples are decoded as they arrive."""
+    if args.eval_split:
+        held_out = undecoded(pick_split(splits, args.eval_split, dataset_id), column)
+    else:
+        held_out, train = train.take(args.num_eval_images), train.skip(args.num_eval_images)
+    held_out_examples = [example[column] for example in held_out.take(args.num_eval_images)]
+    if not held_out_examples:
+        raise InvalidTrainingInput(f"The {args.split!r} stream of {dataset_id} is empty.")
+    channels, resolution = infer_channels_and_resolution(held_out_examples[:INSPECTED_IMAGES], args)
+    eval_list, corrupt = [], []
+    for i, encoded in enumerate(held_out_examples):
+        try:
+            eval_list.append(torch.from_numpy(to_pixels(open_image(encoded), channels, resolution)))
+        except (OSError, SyntaxError, ValueError) as error:
+            corrupt.append(f"{describe(encoded, i)} ({_first_line(error)})")
+    warn_corrupt(corrupt, "held-out")
+    if args.max_train_samples is not None:
+        train = train.take(args.max_train_samples)
+    return PreparedImages(
+        train=None,
+        stream=train.select_columns([column]).rename_column(column, "image") if column != "image" else train,
+        eval=torch.stack(eval_list),
+        channels=channels,
+        resolution=resolution,
+        dataset_id=dataset_id,
+        num_skipped=len(corrupt),
+    )
+
+
+def epoch_order(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of the training images in `epoch`; a function of (seed, epoch) alone, so a resumed run
+    recomputes it instead of restoring it."""
+    return torch.randperm(num_images, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+def batches_per_epoch(num_images: int, batch_size: int, num_processes: int) -> int:
+    """Full global batches per epoch (the remainder is dropped; a new order each epoch drops different images)."""
+    return num_images // (batch_size * num_processes)
+
+
+def epoch_batches(
+    num_images: int, batch_size: int, seed: int, epoch: int, process_index: int, num_processes: int, start: int = 0
+) -> Iterator[torch.Tensor]:
+    """Indices of this process's batches in `epoch`, from batch `start` on: global batch b is
+    order[b*B*P : (b+1)*B*P] and process p takes the p-th slice of B."""
+    order = epoch_order(num_images, seed, epoch)
+    global_batch = batch_size * num_processes
+    for b in range(start, batches_per_epoch(num_images, batch_size, num_processes)):
+        first = b * global_batch + process_index * batch_size
+        yield order[first : first + batch_size]
+
+
+def crop_and_flip(
+    images: torch.Tensor | list[torch.Tensor], resolution: int, random_crop: bool, flip: bool
+) -> torch.Tensor:
+    """uint8 (B, C, R, R) from a batch of uint8 images, cropped (at random or at the center) and flipped at
+    random; randomness from torch's global generator, which checkpoints save and restore."""
+    if random_crop or not isinstance(images, torch.Tensor):
+        cropped = []
+        for image in images:
+            height, width = image.shape[-2:]
+            if random_crop:
+                top = int(torch.randint(height - resolution + 1, ()))
+                left = int(torch.randint(width - resolution + 1, ()))
+            else:
+                top, left = (height - resolution) // 2, (width - resolution) // 2
+            cropped.append(image[:, top : top + resolution, left : left + resolution])
+        images = torch.stack(cropped)
+    if flip:
+        flipped = torch.rand(images.shape[0]) < 0.5
+        images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
+    return images

@@ -1,0 +1,482 @@
+"""Train a UNet2DModel with SimpleDDPMScheduler and save a SimpleDDPMPipeline (Ho et al. 2020, Algorithm 1).
+
+    python training/train.py                                  # quickstart: 8x8 digits, minutes on a CPU
+    accelerate launch training/train.py --dataset_name DATASET --model_preset small --output_dir outputs/run
+
+Reads top to bottom: options, accelerator, data, model, optimizer, the loop, then the saved pipeline with its
+samples, held-out bits/dim and model card. See training/README_TRAINING.md for every option.
+"""
+
+import json
+import logging
+import math
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from arguments import InvalidTrainingInput, parse_args
+from checkpoints import (
+    TrainingProgress,
+    check_compatible,
+    checkpoint_dir,
+    list_checkpoints,
+    prune_checkpoints,
+    resolve_resume,
+    write_unet_config,
+)
+from diffusers import UNet2DModel
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from image_data import PreparedImages, batches_per_epoch, crop_and_flip, epoch_batches, prepare_images
+from model_card import METRICS_NAME, write_model_card
+from tqdm.auto import tqdm
+from unet_presets import build_unet, pretrained_unet_config
+
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.image_processing import image_grid, pixels_to_model_input
+
+logger = logging.getLogger("train")
+
+SAMPLES_DIR = "samples"
+FINAL_GRID_NAME = "samples.png"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the run stops without writing another checkpoint."""
+
+
+@contextmanager
+def reported_as_one_line(accelerator: Accelerator):
+    """Bad input ends the run with `error: <message>` (exit status 2) instead of a traceback."""
+    try:
+        yield
+    except InvalidTrainingInput as error:
+        if accelerator.is_main_process:
+            print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def build_accelerator(args) -> Accelerator:
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    if not accelerator.is_main_process:
+        logging.getLogger().setLevel(logging.ERROR)
+    return accelerator
+
+
+def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
+    """Decoded images, channels and resolution defaulting to the fine-tuned model's; the main process decodes
+    first so that the others read `datasets`' cache."""
+    if args.model_config_name_or_path is not None:
+        config = pretrained_unet_config(args.model_config_name_or_path)
+        sample_size = config.get("sample_size")
+        args.num_channels = args.num_channels or config.get("in_channels")
+        args.resolution = args.resolution or (sample_size if isinstance(sample_size, int) else None)
+    with accelerator.main_process_first():
+        data = prepare_images(args)
+    count = len(data.train) if data.train is not None else "streamed"
+    logger.info(
+        "Data: %s, %s training and %d held-out images, %dx%d, %d channel(s)",
+        data.dataset_id,
+        count,
+        len(data.eval),
+        data.resolution,
+        data.resolution,
+        data.channels,
+    )
+    if (
+        data.train is not None
+        and batches_per_epoch(len(data.train), args.train_batch_size, accelerator.num_processes) == 0
+    ):
+        raise InvalidTrainingInput(
+            f"{len(data.train)} training images do not fill one batch of {args.train_batch_size} x "
+            f"{accelerator.num_processes} process(es); lower --train_batch_size."
+        )
+    return data
+
+
+def total_train_steps(args, data: PreparedImages, num_processes: int) -> int:
+    """Optimizer steps: --max_train_steps, or --num_epochs of full batches, whichever ends first."""
+    steps = [args.max_train_steps] if args.max_train_steps else []
+    if args.num_epochs and data.train is not None:
+        per_epoch = batches_per_epoch(len(data.train), args.train_batch_size, num_processes)
+        steps.append(max(1, args.num_epochs * per_epoch // args.gradient_accumulation_steps))
+    return min(steps)
+
+
+def build_scheduler(args) -> SimpleDDPMScheduler:
+    return SimpleDDPMScheduler(
+        num_train_timesteps=args.num_train_timesteps,
+        beta_schedule=args.beta_schedule,
+        prediction_type=args.prediction_type,
+        variance_type=args.variance_type,
+        clip_sample=True,
+    )
+
+
+def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
+    folder = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
+    if folder is not None:
+        check_compatible(folder, unet.config, unet.state_dict())
+    return folder
+
+
+def training_batches(data: PreparedImages, args, accelerator: Accelerator, first_batch: int) -> Iterator[torch.Tensor]:
+    """This process's uint8 batches, epoch after epoch, from micro-batch `first_batch` on (0 for a new run).
+
+    In memory, batch b of epoch e is fixed by (seed, e, b) alone, so a resumed run continues with the very
+    batch an uninterrupted run would have taken.
+    """
+    if data.stream is not None:
+        yield from streamed_batches(data, args, accelerator, first_batch)
+        return
+    per_epoch = batches_per_epoch(len(data.train), args.train_batch_size, accelerator.num_processes)
+    epoch, start = divmod(first_batch, per_epoch)
+    while True:
+        for indices in epoch_batches(
+            len(data.train),
+            args.train_batch_size,
+            args.seed,
+            epoch,
+            accelerator.process_index,
+            accelerator.num_processes,
+            start,
+        ):
+            images = data.train[indices] if isinstance(data.train, torch.Tensor) else [data.train[i] for i in indices]
+            yield crop_and_flip(images, data.resolution, args.crop == "random", args.random_flip)
+        epoch, start = epoch + 1, 0
+
+
+def streamed_batches(data: PreparedImages, args, accelerator: Accelerator, first_batch: int) -> Iterator[torch.Tensor]:
+    """Batches decoded on the fly from this process's shard of the shuffled stream. A resumed run replays the
+    stream, skipping (without decoding) the examples an uninterrupted run would already have used."""
+    from datasets.distributed import split_dataset_by_node
+    from image_data import open_image
+
+    from simple_ddpm.image_processing import to_pixels
+
+    shard = split_dataset_by_node(
+        data.stream.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size),
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+    )
+    to_skip, epoch = first_batch * args.train_batch_size, 0
+    while True:
+        shard.set_epoch(epoch)
+        batch, seen = [], 0
+        for example in shard:
+            seen += 1
+            if seen <= to_skip:
+                continue
+            try:
+                image = open_image(example["image"])
+            except (OSError, SyntaxError, ValueError):
+                logger.warning("Skipping an unreadable streamed image: %s", example["image"].get("path"))
+                continue
+            batch.append(torch.from_numpy(to_pixels(image, data.channels, data.resolution, crop=False)))
+            if len(batch) == args.train_batch_size:
+                yield crop_and_flip(batch, data.resolution, args.crop == "random", args.random_flip)
+                batch = []
+        if seen == 0:
+            raise InvalidTrainingInput("The training stream is empty.")
+        to_skip, epoch = max(0, to_skip - seen), epoch + 1
+
+
+def diffusion_loss(
+    unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, x0: torch.Tensor, loss_weighting: str, snr_gamma: float
+) -> torch.Tensor:
+    """Ho et al. Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), regress the target of the prediction type at
+    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, each image's MSE weighted by w(t)."""
+    noise = torch.randn_like(x0)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    target = scheduler.get_target(x0, noise, timesteps)
+    model_output = unet(noisy, timesteps).sample
+    mse_per_image = (model_output.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    return (scheduler.loss_weights(timesteps, loss_weighting, snr_gamma) * mse_per_image).mean()
+
+
+def sampling_pipeline(accelerator: Accelerator, unet, ema: EMAModel | None, scheduler) -> SimpleDDPMPipeline:
+    """A pipeline with a float32 copy of the EMA weights (or the raw weights without EMA), in eval mode."""
+    raw = accelerator.unwrap_model(unet)
+    with torch.random.fork_rng(devices=[]):  # a fresh UNet's random init must not move the training noise
+        copy = UNet2DModel.from_config(raw.config)
+    if ema is not None:
+        ema.copy_to(copy.parameters())
+    else:
+        copy.load_state_dict(raw.state_dict())
+    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(accelerator.device)
+
+
+def write_samples(pipe: SimpleDDPMPipeline, args, path: Path) -> np.ndarray:
+    """A grid of --num_samples images (the same seed every time, so grids over training compare) as a PNG."""
+    images = pipe(
+        batch_size=args.num_samples,
+        generator=torch.Generator().manual_seed(args.seed),
+        num_inference_steps=args.num_inference_steps or args.num_train_timesteps,
+        output_type="pt",
+    ).images
+    grid = image_grid(images)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return np.asarray(grid.convert("RGB"))
+
+
+def held_out_bits_per_dim(
+    pipe: SimpleDDPMPipeline, eval_pixels: torch.Tensor, args, num_timesteps: int | None
+) -> float:
+    """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare);
+    `num_timesteps` K < T - 1 gives the unbiased estimate from K random terms, None the exact bound."""
+    if num_timesteps is not None and num_timesteps >= args.num_train_timesteps - 1:
+        num_timesteps = None
+    output = pipe.elbo(
+        pixels_to_model_input(eval_pixels).to(pipe.device),
+        generator=torch.Generator().manual_seed(args.seed),
+        batch_size=args.eval_batch_size,
+        num_timesteps=num_timesteps,
+    )
+    return output.bits_per_dim.mean().item()
+
+
+def log_grid(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("samples", grid, step, dataformats="HWC")
+        elif tracker.name == "wandb":
+            tracker.log_images({"samples": [grid]}, step=step)
+
+
+def save_checkpoint(accelerator: Accelerator, args, unet, step: int) -> None:
+    """All processes save (each its own RNG state); the main one prunes old checkpoints."""
+    folder = checkpoint_dir(Path(args.output_dir), step)
+    accelerator.save_state(str(folder))
+    if accelerator.is_main_process:
+        write_unet_config(folder, accelerator.unwrap_model(unet).config)
+        prune_checkpoints(Path(args.output_dir), args.checkpoints_total_limit)
+    accelerator.wait_for_everyone()
+
+
+def train(
+    args, accelerator, data, unet, scheduler, ema, optimizer, lr_scheduler, progress: TrainingProgress, max_steps: int
+) -> float:
+    """The loop; returns the last logged loss. Sampling and evaluation use their own generators, never torch's
+    global one, and a checkpoint is the last thing in a step, so a resumed run draws the same noise."""
+    output_dir = Path(args.output_dir)
+    batches = training_batches(data, args, accelerator, progress.global_step * args.gradient_accumulation_steps)
+    bar = tqdm(
+        total=max_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process, desc="steps"
+    )
+    window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
+    unet.train()
+    while progress.global_step < max_steps:
+        x0 = pixels_to_model_input(next(batches).to(accelerator.device))
+        with accelerator.accumulate(unet):
+            loss = diffusion_loss(unet, scheduler, x0, args.loss_weighting, args.snr_gamma)
+            mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
+            if not torch.isfinite(mean_loss):
+                raise TrainingDiverged(
+                    f"error: the loss is {mean_loss.item()} at step {progress.global_step + 1}; stopping. "
+                    f"Last good checkpoint: {(list_checkpoints(output_dir) or ['none'])[-1]}."
+                )
+            accelerator.backward(loss)
+            grad_norm = None
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm or math.inf)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        window_images += x0.shape[0] * accelerator.num_processes
+        if not accelerator.sync_gradients:
+            continue
+
+        if ema is not None:
+            ema.step(unet.parameters())
+        progress.global_step += 1
+        progress.images_seen += args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+        step, loss_value = progress.global_step, mean_loss.item()
+        bar.update(1)
+        lr = lr_scheduler.get_last_lr()[0]
+        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
+        if step % args.logging_steps == 0:
+            elapsed = time.perf_counter() - window_start
+            metrics = {"train/loss": loss_value, "train/lr": lr, "train/images_per_s": window_images / elapsed}
+            if grad_norm is not None:
+                metrics["train/grad_norm"] = float(grad_norm)
+            accelerator.log(metrics, step=step)
+            window_start, window_images = time.perf_counter(), 0
+
+        if step < max_steps and (periodic(step, args.sample_every) or periodic(step, args.eval_every)):
+            if accelerator.is_main_process:
+                pipe = sampling_pipeline(accelerator, unet, ema, scheduler)
+                if periodic(step, args.sample_every):
+                    grid = write_samples(pipe, args, output_dir / SAMPLES_DIR / f"step_{step:07d}.png")
+                    log_grid(accelerator, grid, step)
+                if periodic(step, args.eval_every):
+                    bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
+                    accelerator.log({"eval/bits_per_dim": bits}, step=step)
+                    bar.write(f"step {step}: held-out bits/dim {bits:.4f} ({args.eval_timesteps} timesteps)")
+            accelerator.wait_for_everyone()
+            window_start = time.perf_counter()
+        if periodic(step, args.checkpointing_steps):
+            save_checkpoint(accelerator, args, unet, step)
+    bar.close()
+    return loss_value
+
+
+def periodic(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def finish(args, accelerator, data, unet, scheduler, ema, progress: TrainingProgress) -> None:
+    """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md."""
+    output_dir = Path(args.output_dir)
+    pipe = sampling_pipeline(accelerator, unet, ema, scheduler)
+    pipe.save_pretrained(output_dir)
+    grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME)
+    log_grid(accelerator, grid, progress.global_step)
+    bits = held_out_bits_per_dim(pipe, data.eval, args, args.final_eval_timesteps)
+    accelerator.log({"eval/bits_per_dim": bits}, step=progress.global_step)
+    metrics = {
+        "held_out_bits_per_dim": bits,
+        "held_out_images": len(data.eval),
+        "eval_timesteps": min(args.final_eval_timesteps or args.num_train_timesteps, args.num_train_timesteps),
+        "steps": progress.global_step,
+        "images_seen": progress.images_seen,
+        "wall_time_s": progress.wall_time_s(),
+        "sample_grid": FINAL_GRID_NAME,
+        "num_samples": args.num_samples,
+        "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
+        "skipped_images": data.num_skipped,
+        "training": training_setup(args, accelerator, data, pipe.unet),
+    }
+    (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
+    write_model_card(output_dir)
+    logger.info("Held-out bits/dim %.4f after %d steps; pipeline saved to %s", bits, progress.global_step, output_dir)
+
+
+def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: UNet2DModel) -> dict:
+    """What the model card reports about the run."""
+    return {
+        "dataset": data.dataset_id,
+        "eval_split": args.eval_split or f"{args.eval_fraction:.0%} of {args.split} held out",
+        "resolution": data.resolution,
+        "channels": data.channels,
+        "model_description": (
+            f"`{args.model_config_name_or_path}`"
+            if args.model_config_name_or_path
+            else f"`{args.model_preset}` preset"
+        ),
+        "num_parameters": sum(p.numel() for p in unet.parameters()),
+        "num_train_timesteps": args.num_train_timesteps,
+        "beta_schedule": args.beta_schedule,
+        "prediction_type": args.prediction_type,
+        "loss_weighting": args.loss_weighting,
+        "learning_rate": args.learning_rate,
+        "lr_scheduler": args.lr_scheduler,
+        "lr_warmup_steps": args.lr_warmup_steps,
+        "train_batch_size": args.train_batch_size,
+        "num_processes": accelerator.num_processes,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "total_batch_size": args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps,
+        "use_ema": args.use_ema,
+        "ema_max_decay": args.ema_max_decay,
+        "ema_power": args.ema_power,
+        "mixed_precision": accelerator.mixed_precision,
+        "seed": args.seed,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    progress = TrainingProgress()  # counts wall time from here
+    args = parse_args(argv)
+    accelerator = build_accelerator(args)
+
+    with reported_as_one_line(accelerator):
+        data = prepare_data(args, accelerator)
+        set_seed(args.seed)  # the same initial weights on every process
+        unet = build_unet(args, data.channels, data.resolution)
+        resume_from = checkpoint_to_resume(args, unet)
+        max_steps = total_train_steps(args, data, accelerator.num_processes)
+    set_seed(args.seed, device_specific=True)  # but different noise on each process
+    scheduler = build_scheduler(args)
+    logger.info(
+        "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps
+    )
+
+    ema = None
+    if args.use_ema:
+        ema = EMAModel(
+            unet.parameters(),
+            decay=args.ema_max_decay,
+            use_ema_warmup=True,
+            inv_gamma=args.ema_inv_gamma,
+            power=args.ema_power,
+            model_cls=UNet2DModel,
+            model_config=unet.config,
+        )
+        ema.to(accelerator.device)
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # accelerate steps a prepared lr scheduler once per process per optimizer step.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_steps * accelerator.num_processes,
+    )
+    unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    accelerator.register_for_checkpointing(progress)
+    if ema is not None:
+        accelerator.register_for_checkpointing(ema)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        if ema is not None:
+            ema.to(accelerator.device)
+        logger.info("Resumed from %s at step %d", resume_from, progress.global_step)
+    if accelerator.is_main_process:
+        accelerator.init_trackers("simple-ddpm", config=tracker_config(args))
+
+    try:
+        with reported_as_one_line(accelerator):
+            train(args, accelerator, data, unet, scheduler, ema, optimizer, lr_scheduler, progress, max_steps)
+    except TrainingDiverged as error:
+        if accelerator.is_main_process:
+            print(error, file=sys.stderr)
+        accelerator.end_training()
+        sys.exit(1)
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        finish(args, accelerator, data, unet, scheduler, ema, progress)
+    accelerator.end_training()
+
+
+def tracker_config(args) -> dict:
+    """The options as TensorBoard hparams accept them (no None, no lists)."""
+    return {
+        key: value if isinstance(value, int | float | str | bool) else str(value) for key, value in vars(args).items()
+    }
+
+
+if __name__ == "__main__":
+    main()
