@@ -17,6 +17,7 @@ import datasets
 import numpy as np
 import torch
 from arguments import InvalidTrainingInput
+from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
 from simple_ddpm.image_processing import is_grayscale, to_pixels
@@ -82,6 +83,8 @@ def load_splits(args) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDi
             loaded = datasets.load_dataset(
                 args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, streaming=args.streaming
             )
+    except datasets.data_files.EmptyDatasetError as error:
+        raise InvalidTrainingInput(f"Dataset {name} is empty: {_first_line(error)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
         raise InvalidTrainingInput(f"Dataset {name} not found: {_first_line(error)}") from None
     except (OSError, ValueError) as error:
@@ -161,7 +164,7 @@ def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]
         except (OSError, SyntaxError, ValueError):
             logger.warning("Cannot read image %s while inspecting the data.", describe(encoded, i))
     if not images:
-        raise InvalidTrainingInput("None of the first images of the dataset can be read; is it an image dataset?")
+        raise InvalidTrainingInput(f"No readable images among the first {len(examples)} of the dataset.")
     if channels is None:
         channels = 1 if all(is_grayscale(image) for image in images) else 3
     if resolution is None:
@@ -317,6 +320,63 @@ def epoch_batches(
     for b in range(start, batches_per_epoch(num_images, batch_size, num_processes)):
         first = b * global_batch + process_index * batch_size
         yield order[first : first + batch_size]
+
+
+def training_batches(
+    data: PreparedImages, args, process_index: int, num_processes: int, first_batch: int
+) -> Iterator[torch.Tensor]:
+    """This process's uint8 batches (B, C, R, R), epoch after epoch, from micro-batch `first_batch` on (0 for a
+    new run). In memory, batch b of epoch e is fixed by (seed, e, b) alone, so a resumed run continues with the
+    very batch an uninterrupted run would have taken."""
+    if data.stream is not None:
+        yield from streamed_batches(data, args, process_index, num_processes, first_batch)
+        return
+    random_crop = args.crop == "random"
+    per_epoch = batches_per_epoch(len(data.train), args.train_batch_size, num_processes)
+    epoch, start = divmod(first_batch, per_epoch)
+    while True:
+        for indices in epoch_batches(
+            len(data.train), args.train_batch_size, args.seed, epoch, process_index, num_processes, start
+        ):
+            images = data.train[indices] if isinstance(data.train, torch.Tensor) else [data.train[i] for i in indices]
+            yield crop_and_flip(images, data.resolution, random_crop, args.random_flip)
+        epoch, start = epoch + 1, 0
+
+
+def streamed_batches(
+    data: PreparedImages, args, process_index: int, num_processes: int, first_batch: int
+) -> Iterator[torch.Tensor]:
+    """Batches decoded as they arrive from this process's shard of the shuffled stream (a new order each epoch).
+
+    A resumed run replays the stream and skips, without decoding, the examples of the batches already taken;
+    this is exact when every image of the stream is readable (an unreadable one is skipped with a warning)."""
+    shard = split_dataset_by_node(
+        data.stream.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size),
+        rank=process_index,
+        world_size=num_processes,
+    )
+    batch_size, random_crop = args.train_batch_size, args.crop == "random"
+    batches_to_skip, epoch = first_batch, 0
+    while True:
+        shard.set_epoch(epoch)
+        batch, count = [], 0
+        for count, example in enumerate(shard, start=1):
+            if count <= batches_to_skip * batch_size:
+                continue
+            try:
+                image = open_image(example["image"])
+            except (OSError, SyntaxError, ValueError) as error:
+                warnings.warn(
+                    f"Skipped an unreadable image: {describe(example['image'], count)} ({error})", stacklevel=2
+                )
+                continue
+            batch.append(torch.from_numpy(to_pixels(image, data.channels, data.resolution, crop=False)))
+            if len(batch) == batch_size:
+                yield crop_and_flip(batch, data.resolution, random_crop, args.random_flip)
+                batch = []
+        if count == 0:
+            raise InvalidTrainingInput("The training stream is empty.")
+        batches_to_skip, epoch = max(0, batches_to_skip - count // batch_size), epoch + 1
 
 
 def crop_and_flip(

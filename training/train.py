@@ -10,12 +10,15 @@ samples, held-out bits/dim and model card. See training/README_TRAINING.md for e
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator
@@ -33,7 +36,7 @@ from checkpoints import (
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from image_data import PreparedImages, batches_per_epoch, crop_and_flip, epoch_batches, prepare_images
+from image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
 from model_card import METRICS_NAME, write_model_card
 from tqdm.auto import tqdm
 from unet_presets import build_unet, pretrained_unet_config
@@ -64,7 +67,11 @@ def reported_as_one_line(accelerator: Accelerator):
 
 def build_accelerator(args) -> Accelerator:
     output_dir = Path(args.output_dir)
+    # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
+    # alone unless accelerate is told to use the CPU; it then joins them with gloo.
+    no_gpu = not (torch.cuda.is_available() or torch.xpu.is_available())
     accelerator = Accelerator(
+        cpu=no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
@@ -74,6 +81,7 @@ def build_accelerator(args) -> Accelerator:
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.ERROR)
+        datasets.disable_progress_bars()
     return accelerator
 
 
@@ -127,72 +135,46 @@ def build_scheduler(args) -> SimpleDDPMScheduler:
     )
 
 
+def build_ema(args, unet: UNet2DModel, device: torch.device) -> EMAModel | None:
+    """EMA of the weights with warmup: decay = min(max_decay, 1 - (1 + step / inv_gamma) ** -power)."""
+    if not args.use_ema:
+        return None
+    ema = EMAModel(
+        unet.parameters(),
+        decay=args.ema_max_decay,
+        use_ema_warmup=True,
+        inv_gamma=args.ema_inv_gamma,
+        power=args.ema_power,
+        model_cls=UNet2DModel,
+        model_config=unet.config,
+    )
+    ema.to(device)
+    return ema
+
+
+def build_optimizer(args, unet: UNet2DModel, max_steps: int, num_processes: int):
+    optimizer = torch.optim.AdamW(
+        unet.parameters(),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+        eps=args.adam_epsilon,
+    )
+    # accelerate steps a prepared lr scheduler once per process per optimizer step.
+    lr_scheduler = get_scheduler(
+        args.lr_scheduler,
+        optimizer=optimizer,
+        num_warmup_steps=args.lr_warmup_steps * num_processes,
+        num_training_steps=max_steps * num_processes,
+    )
+    return optimizer, lr_scheduler
+
+
 def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
     folder = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
     if folder is not None:
         check_compatible(folder, unet.config, unet.state_dict())
     return folder
-
-
-def training_batches(data: PreparedImages, args, accelerator: Accelerator, first_batch: int) -> Iterator[torch.Tensor]:
-    """This process's uint8 batches, epoch after epoch, from micro-batch `first_batch` on (0 for a new run).
-
-    In memory, batch b of epoch e is fixed by (seed, e, b) alone, so a resumed run continues with the very
-    batch an uninterrupted run would have taken.
-    """
-    if data.stream is not None:
-        yield from streamed_batches(data, args, accelerator, first_batch)
-        return
-    per_epoch = batches_per_epoch(len(data.train), args.train_batch_size, accelerator.num_processes)
-    epoch, start = divmod(first_batch, per_epoch)
-    while True:
-        for indices in epoch_batches(
-            len(data.train),
-            args.train_batch_size,
-            args.seed,
-            epoch,
-            accelerator.process_index,
-            accelerator.num_processes,
-            start,
-        ):
-            images = data.train[indices] if isinstance(data.train, torch.Tensor) else [data.train[i] for i in indices]
-            yield crop_and_flip(images, data.resolution, args.crop == "random", args.random_flip)
-        epoch, start = epoch + 1, 0
-
-
-def streamed_batches(data: PreparedImages, args, accelerator: Accelerator, first_batch: int) -> Iterator[torch.Tensor]:
-    """Batches decoded on the fly from this process's shard of the shuffled stream. A resumed run replays the
-    stream, skipping (without decoding) the examples an uninterrupted run would already have used."""
-    from datasets.distributed import split_dataset_by_node
-    from image_data import open_image
-
-    from simple_ddpm.image_processing import to_pixels
-
-    shard = split_dataset_by_node(
-        data.stream.shuffle(seed=args.seed, buffer_size=args.shuffle_buffer_size),
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-    )
-    to_skip, epoch = first_batch * args.train_batch_size, 0
-    while True:
-        shard.set_epoch(epoch)
-        batch, seen = [], 0
-        for example in shard:
-            seen += 1
-            if seen <= to_skip:
-                continue
-            try:
-                image = open_image(example["image"])
-            except (OSError, SyntaxError, ValueError):
-                logger.warning("Skipping an unreadable streamed image: %s", example["image"].get("path"))
-                continue
-            batch.append(torch.from_numpy(to_pixels(image, data.channels, data.resolution, crop=False)))
-            if len(batch) == args.train_batch_size:
-                yield crop_and_flip(batch, data.resolution, args.crop == "random", args.random_flip)
-                batch = []
-        if seen == 0:
-            raise InvalidTrainingInput("The training stream is empty.")
-        to_skip, epoch = max(0, to_skip - seen), epoch + 1
 
 
 def diffusion_loss(
@@ -237,18 +219,21 @@ def write_samples(pipe: SimpleDDPMPipeline, args, path: Path) -> np.ndarray:
     return np.asarray(grid.convert("RGB"))
 
 
+def sampled_timesteps(num_timesteps: int | None, num_train_timesteps: int) -> int | None:
+    """K for `pipe.elbo(num_timesteps=K)`: None (every term, the exact bound) unless K < T - 1."""
+    return num_timesteps if num_timesteps is not None and num_timesteps < num_train_timesteps - 1 else None
+
+
 def held_out_bits_per_dim(
     pipe: SimpleDDPMPipeline, eval_pixels: torch.Tensor, args, num_timesteps: int | None
 ) -> float:
-    """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare);
-    `num_timesteps` K < T - 1 gives the unbiased estimate from K random terms, None the exact bound."""
-    if num_timesteps is not None and num_timesteps >= args.num_train_timesteps - 1:
-        num_timesteps = None
+    """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare):
+    exact, or the unbiased estimate from `num_timesteps` random terms."""
     output = pipe.elbo(
         pixels_to_model_input(eval_pixels).to(pipe.device),
         generator=torch.Generator().manual_seed(args.seed),
         batch_size=args.eval_batch_size,
-        num_timesteps=num_timesteps,
+        num_timesteps=sampled_timesteps(num_timesteps, args.num_train_timesteps),
     )
     return output.bits_per_dim.mean().item()
 
@@ -271,81 +256,102 @@ def save_checkpoint(accelerator: Accelerator, args, unet, step: int) -> None:
     accelerator.wait_for_everyone()
 
 
-def train(
-    args, accelerator, data, unet, scheduler, ema, optimizer, lr_scheduler, progress: TrainingProgress, max_steps: int
-) -> float:
-    """The loop; returns the last logged loss. Sampling and evaluation use their own generators, never torch's
-    global one, and a checkpoint is the last thing in a step, so a resumed run draws the same noise."""
-    output_dir = Path(args.output_dir)
-    batches = training_batches(data, args, accelerator, progress.global_step * args.gradient_accumulation_steps)
-    bar = tqdm(
-        total=max_steps, initial=progress.global_step, disable=not accelerator.is_local_main_process, desc="steps"
-    )
-    window_start, window_images, loss_value = time.perf_counter(), 0, float("nan")
-    unet.train()
-    while progress.global_step < max_steps:
+@dataclass
+class Trainee:
+    """What the loop updates: the prepared UNet, its optimizer and learning-rate schedule, and the EMA."""
+
+    unet: torch.nn.Module
+    scheduler: SimpleDDPMScheduler
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: EMAModel | None
+
+
+def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iterator[torch.Tensor], step: int):
+    """One optimizer step over --gradient_accumulation_steps batches; returns the mean loss over all processes
+    and the gradient norm before clipping. A non-finite loss stops training before the weights see it."""
+    losses = []
+    for _ in range(args.gradient_accumulation_steps):
         x0 = pixels_to_model_input(next(batches).to(accelerator.device))
-        with accelerator.accumulate(unet):
-            loss = diffusion_loss(unet, scheduler, x0, args.loss_weighting, args.snr_gamma)
-            mean_loss = accelerator.reduce(loss.detach(), reduction="mean")
-            if not torch.isfinite(mean_loss):
+        with accelerator.accumulate(model.unet):
+            loss = diffusion_loss(model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma)
+            losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
+            if not torch.isfinite(losses[-1]):
+                last_checkpoint = (list_checkpoints(Path(args.output_dir)) or ["none"])[-1]
                 raise TrainingDiverged(
-                    f"error: the loss is {mean_loss.item()} at step {progress.global_step + 1}; stopping. "
-                    f"Last good checkpoint: {(list_checkpoints(output_dir) or ['none'])[-1]}."
+                    f"error: the loss is {losses[-1].item()} at step {step}; stopping. "
+                    f"Last good checkpoint: {last_checkpoint}."
                 )
             accelerator.backward(loss)
-            grad_norm = None
             if accelerator.sync_gradients:
-                grad_norm = accelerator.clip_grad_norm_(unet.parameters(), args.max_grad_norm or math.inf)
-            optimizer.step()
-            lr_scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-        window_images += x0.shape[0] * accelerator.num_processes
-        if not accelerator.sync_gradients:
-            continue
+                grad_norm = accelerator.clip_grad_norm_(model.unet.parameters(), args.max_grad_norm or math.inf)
+            model.optimizer.step()
+            model.lr_scheduler.step()
+            model.optimizer.zero_grad(set_to_none=True)
+    if model.ema is not None:
+        model.ema.step(model.unet.parameters())
+    return torch.stack(losses).mean().item(), float(grad_norm)
 
-        if ema is not None:
-            ema.step(unet.parameters())
-        progress.global_step += 1
-        progress.images_seen += args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
-        step, loss_value = progress.global_step, mean_loss.item()
-        bar.update(1)
-        lr = lr_scheduler.get_last_lr()[0]
-        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}")
-        if step % args.logging_steps == 0:
-            elapsed = time.perf_counter() - window_start
-            metrics = {"train/loss": loss_value, "train/lr": lr, "train/images_per_s": window_images / elapsed}
-            if grad_norm is not None:
-                metrics["train/grad_norm"] = float(grad_norm)
-            accelerator.log(metrics, step=step)
-            window_start, window_images = time.perf_counter(), 0
 
-        if step < max_steps and (periodic(step, args.sample_every) or periodic(step, args.eval_every)):
-            if accelerator.is_main_process:
-                pipe = sampling_pipeline(accelerator, unet, ema, scheduler)
-                if periodic(step, args.sample_every):
-                    grid = write_samples(pipe, args, output_dir / SAMPLES_DIR / f"step_{step:07d}.png")
-                    log_grid(accelerator, grid, step)
-                if periodic(step, args.eval_every):
-                    bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
-                    accelerator.log({"eval/bits_per_dim": bits}, step=step)
-                    bar.write(f"step {step}: held-out bits/dim {bits:.4f} ({args.eval_timesteps} timesteps)")
-            accelerator.wait_for_everyone()
-            window_start = time.perf_counter()
-        if periodic(step, args.checkpointing_steps):
-            save_checkpoint(accelerator, args, unet, step)
-    bar.close()
-    return loss_value
+def write_periodic_outputs(args, accelerator: Accelerator, model: Trainee, data: PreparedImages, step: int) -> None:
+    """On the main process: a sample grid every --sample_every steps, the held-out bits/dim every --eval_every."""
+    if accelerator.is_main_process:
+        pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
+        if periodic(step, args.sample_every):
+            grid = write_samples(pipe, args, Path(args.output_dir) / SAMPLES_DIR / f"step_{step:07d}.png")
+            log_grid(accelerator, grid, step)
+        if periodic(step, args.eval_every):
+            bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
+            accelerator.log({"eval/bits_per_dim": bits}, step=step)
+            tqdm.write(f"step {step}: held-out bits/dim {bits:.4f}")
+    accelerator.wait_for_everyone()
+
+
+def train(args, accelerator, data: PreparedImages, model: Trainee, progress: TrainingProgress, max_steps: int) -> None:
+    """Ho et al. Algorithm 1 until `max_steps`. Sampling and evaluation use their own generators, not torch's
+    global one, and a checkpoint is the last thing in a step, so a resumed run draws the same noise."""
+    images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    first_batch = progress.global_step * args.gradient_accumulation_steps
+    batches = training_batches(data, args, accelerator.process_index, accelerator.num_processes, first_batch)
+    window_start, window_steps = time.perf_counter(), 0
+    model.unet.train()
+    with tqdm(
+        total=max_steps, initial=progress.global_step, desc="steps", disable=not accelerator.is_main_process
+    ) as bar:
+        while progress.global_step < max_steps:
+            loss, grad_norm = optimizer_step(args, accelerator, model, batches, progress.global_step + 1)
+            progress.global_step += 1
+            progress.images_seen += images_per_step
+            step, lr, window_steps = progress.global_step, model.lr_scheduler.get_last_lr()[0], window_steps + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if step % args.logging_steps == 0:
+                images_per_s = window_steps * images_per_step / (time.perf_counter() - window_start)
+                accelerator.log(
+                    {
+                        "train/loss": loss,
+                        "train/lr": lr,
+                        "train/grad_norm": grad_norm,
+                        "train/images_per_s": images_per_s,
+                    },
+                    step=step,
+                )
+                window_start, window_steps = time.perf_counter(), 0
+            if step < max_steps and (periodic(step, args.sample_every) or periodic(step, args.eval_every)):
+                write_periodic_outputs(args, accelerator, model, data, step)
+                window_start, window_steps = time.perf_counter(), 0  # images/s counts training only
+            if periodic(step, args.checkpointing_steps):
+                save_checkpoint(accelerator, args, model.unet, step)
 
 
 def periodic(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def finish(args, accelerator, data, unet, scheduler, ema, progress: TrainingProgress) -> None:
+def finish(args, accelerator: Accelerator, data: PreparedImages, model: Trainee, progress: TrainingProgress) -> None:
     """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md."""
     output_dir = Path(args.output_dir)
-    pipe = sampling_pipeline(accelerator, unet, ema, scheduler)
+    pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
     pipe.save_pretrained(output_dir)
     grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME)
     log_grid(accelerator, grid, progress.global_step)
@@ -354,7 +360,8 @@ def finish(args, accelerator, data, unet, scheduler, ema, progress: TrainingProg
     metrics = {
         "held_out_bits_per_dim": bits,
         "held_out_images": len(data.eval),
-        "eval_timesteps": min(args.final_eval_timesteps or args.num_train_timesteps, args.num_train_timesteps),
+        "eval_timesteps": sampled_timesteps(args.final_eval_timesteps, args.num_train_timesteps)
+        or args.num_train_timesteps,
         "steps": progress.global_step,
         "images_seen": progress.images_seen,
         "wall_time_s": progress.wall_time_s(),
@@ -413,38 +420,14 @@ def main(argv: list[str] | None = None) -> None:
         resume_from = checkpoint_to_resume(args, unet)
         max_steps = total_train_steps(args, data, accelerator.num_processes)
     set_seed(args.seed, device_specific=True)  # but different noise on each process
-    scheduler = build_scheduler(args)
     logger.info(
         "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps
     )
 
-    ema = None
-    if args.use_ema:
-        ema = EMAModel(
-            unet.parameters(),
-            decay=args.ema_max_decay,
-            use_ema_warmup=True,
-            inv_gamma=args.ema_inv_gamma,
-            power=args.ema_power,
-            model_cls=UNet2DModel,
-            model_config=unet.config,
-        )
-        ema.to(accelerator.device)
-    optimizer = torch.optim.AdamW(
-        unet.parameters(),
-        lr=args.learning_rate,
-        betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-        eps=args.adam_epsilon,
-    )
-    # accelerate steps a prepared lr scheduler once per process per optimizer step.
-    lr_scheduler = get_scheduler(
-        args.lr_scheduler,
-        optimizer=optimizer,
-        num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-        num_training_steps=max_steps * accelerator.num_processes,
-    )
+    ema = build_ema(args, unet, accelerator.device)
+    optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema)
     accelerator.register_for_checkpointing(progress)
     if ema is not None:
         accelerator.register_for_checkpointing(ema)
@@ -458,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         with reported_as_one_line(accelerator):
-            train(args, accelerator, data, unet, scheduler, ema, optimizer, lr_scheduler, progress, max_steps)
+            train(args, accelerator, data, model, progress, max_steps)
     except TrainingDiverged as error:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
@@ -467,7 +450,7 @@ def main(argv: list[str] | None = None) -> None:
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        finish(args, accelerator, data, unet, scheduler, ema, progress)
+        finish(args, accelerator, data, model, progress)
     accelerator.end_training()
 
 

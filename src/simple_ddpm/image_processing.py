@@ -68,8 +68,8 @@ def to_pixels(image: Image.Image, channels: int, size: int, crop: bool = True) -
     image = resize_shorter_side(convert_to_channels(image, channels), size)
     if crop:
         image = center_crop(image, size)
-    pixels = np.asarray(image, dtype=np.uint8)
-    return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+    pixels = np.array(image, dtype=np.uint8)  # a writable copy, unlike np.asarray
+    return pixels[None] if pixels.ndim == 2 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
 def pixels_to_model_input(pixels: torch.Tensor) -> torch.Tensor:

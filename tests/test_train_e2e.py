@@ -1,0 +1,130 @@
+"""End-to-end runs of training/train.py on small data: the saved pipeline, exact resume, and two processes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from PIL import Image
+from safetensors.torch import load_file
+
+from simple_ddpm import SimpleDDPMPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "training" / "train.py"
+sys.path.insert(0, str(ROOT / "training"))
+
+from image_data import digits_dataset  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+# Small but complete: every periodic action (samples, evaluation, checkpoints) happens during the run.
+SMALL_RUN = [
+    "--report_to", "none", "--max_train_samples", "96", "--train_batch_size", "16", "--num_train_timesteps", "50",
+    "--lr_warmup_steps", "2", "--num_samples", "4", "--num_inference_steps", "10", "--num_eval_images", "8",
+    "--eval_timesteps", "5", "--sample_every", "3", "--eval_every", "3", "--checkpointing_steps", "3",
+]  # fmt: skip
+
+
+def run_train(*arguments: str, launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.CompletedProcess:
+    result = subprocess.run([*launcher, str(TRAIN), *arguments], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def held_out_digits(count: int) -> torch.Tensor:
+    """The first `count` held-out digits as x_0 in [-1, 1], recomputed from scikit-learn, not from train.py."""
+    held_out = digits_dataset().train_test_split(test_size=0.1, seed=0)["test"]
+    pixels = np.stack([np.asarray(image) for image in held_out[:count]["image"]])
+    return torch.from_numpy(pixels).float()[:, None] / 127.5 - 1
+
+
+def test_training_writes_a_loadable_pipeline_with_measured_bits_per_dim_samples_and_card(tmp_path):
+    output_dir = tmp_path / "run"
+    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "6", "--final_eval_timesteps", "7")
+
+    pipe = SimpleDDPMPipeline.from_pretrained(output_dir)
+    assert (pipe.unet.config.sample_size, pipe.unet.config.in_channels) == (8, 1)
+    assert pipe.scheduler.config.num_train_timesteps == 50
+    assert (output_dir / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+    # The saved weights are the EMA of the last checkpoint's, not the raw ones.
+    raw = load_file(output_dir / "checkpoint-6" / "model.safetensors")
+    ema = pickle_load(output_dir / "checkpoint-6" / "custom_checkpoint_1.pkl")
+    saved = pipe.unet.state_dict()
+    names = [name for name, _ in pipe.unet.named_parameters()]
+    assert all(torch.equal(saved[name], shadow) for name, shadow in zip(names, ema["shadow_params"], strict=True))
+    assert any(not torch.equal(saved[name], raw[name]) for name in names)
+
+    # metrics.json holds what the saved pipeline measures on the held-out digits, recomputed here.
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    bits = pipe.elbo(held_out_digits(8), generator=torch.Generator().manual_seed(0), num_timesteps=7).bits_per_dim
+    assert metrics["held_out_bits_per_dim"] == pytest.approx(bits.mean().item(), rel=1e-6)
+    assert (metrics["steps"], metrics["images_seen"], metrics["held_out_images"]) == (6, 6 * 16, 8)
+    assert metrics["wall_time_s"] > 0
+
+    grid = Image.open(output_dir / "samples.png")
+    assert grid.size == (2 * 33 + 1, 2 * 33 + 1)  # 2x2 cells of 8x8 shown at 32x32, 1-pixel borders
+    assert sorted(p.name for p in (output_dir / "samples").iterdir()) == ["step_0000003.png"]
+
+    card = ModelCard.load(output_dir / "README.md")
+    assert card.data.library_name == "diffusers"
+    assert card.data.pipeline_tag == "unconditional-image-generation"
+    assert {"simple-ddpm", "diffusers:SimpleDDPMPipeline"} <= set(card.data.tags)
+    assert card.data.datasets == ["scikit-learn/digits"]
+    assert card.data.eval_results[0].metric_value == round(metrics["held_out_bits_per_dim"], 4)
+    assert f"{metrics['held_out_bits_per_dim']:.4f}" in card.text and "![Samples](samples.png)" in card.text
+    assert f'SimpleDDPMPipeline.from_pretrained("{output_dir}")' in card.text
+
+
+def pickle_load(path: Path):
+    return torch.load(path, weights_only=False)
+
+
+def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    # Random flips, gradient accumulation and periodic sampling all draw randomness that must not drift.
+    common = [*SMALL_RUN, "--max_train_steps", "6", "--random_flip", "--gradient_accumulation_steps", "2"]
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_train(*common, "--output_dir", str(uninterrupted), "--checkpoints_total_limit", "5")
+    # The run as it stood after step 3, copied elsewhere, then continued with the same command.
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(uninterrupted / "checkpoint-3"), str(resumed)], check=True)
+    result = run_train(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    assert "Resumed from" in result.stderr and "at step 3" in result.stderr
+
+    for name in ("model.safetensors",):
+        first = load_file(uninterrupted / "checkpoint-6" / name)
+        second = load_file(resumed / "checkpoint-6" / name)
+        assert all(torch.equal(first[key], second[key]) for key in first)
+    first = load_file(uninterrupted / "unet" / "diffusion_pytorch_model.safetensors")
+    second = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    first_state = pickle_load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl")
+    second_state = pickle_load(resumed / "checkpoint-6" / "custom_checkpoint_0.pkl")
+    assert (
+        (first_state["global_step"], first_state["images_seen"])
+        == (second_state["global_step"], second_state["images_seen"])
+        == (6, 6 * 32)
+    )
+    # Sanity: training moved the weights, so equality is not that of two untouched models.
+    start = load_file(uninterrupted / "checkpoint-3" / "model.safetensors")
+    assert any(not torch.equal(start[key], first[key]) for key in start)
+
+
+def test_two_processes_split_each_batch_and_the_main_one_saves(tmp_path):
+    output_dir = tmp_path / "run"
+    # `accelerate launch --multi_gpu` starts the processes with torchrun; without GPUs they join over gloo.
+    launcher = (
+        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+    )
+    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", launcher=launcher)
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert metrics["training"]["num_processes"] == 2
+    assert metrics["images_seen"] == 4 * 16 * 2
+    assert (output_dir / "checkpoint-3" / "random_states_1.pkl").is_file()  # each process saved its own RNG
+    SimpleDDPMPipeline.from_pretrained(output_dir)

@@ -1,0 +1,181 @@
+"""Bad input to training/train.py ends it with one clear line before any training step."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "training"))
+
+from arguments import InvalidTrainingInput, parse_args  # noqa: E402
+from checkpoints import UNET_CONFIG_NAME, check_compatible, write_unet_config  # noqa: E402
+from image_data import prepare_images  # noqa: E402
+from unet_presets import build_unet  # noqa: E402
+
+
+def options(tmp_path: Path, *extra: str):
+    return parse_args(["--output_dir", str(tmp_path / "out"), *extra])
+
+
+def run_train(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training" / "train.py"), "--report_to", "none", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def image_folder(folder: Path, count: int, size: int = 8) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8)).save(folder / f"{i}.png")
+    return folder
+
+
+def test_unknown_preset_is_refused_with_the_valid_choices(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--model_preset", "huge"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "invalid choice: 'huge'" in error and "tiny" in error and "ddpm-cifar10" in error
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "valid"),
+    [
+        ("--prediction_type", "noise", "v_prediction"),
+        ("--loss_weighting", "snr", "min_snr"),
+        ("--beta_schedule", "quadratic", "squaredcos_cap_v2"),
+        ("--mixed_precision", "fp8", "bf16"),
+        ("--report_to", "mlflow", "tensorboard"),
+    ],
+)
+def test_unknown_option_value_lists_the_valid_ones(capsys, option, value, valid):
+    with pytest.raises(SystemExit):
+        parse_args([option, value])
+    assert valid in capsys.readouterr().err
+
+
+def test_missing_resume_checkpoint_fails_at_parse_time(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        options(tmp_path, "--resume_from_checkpoint", str(tmp_path / "nowhere"))
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_unwritable_output_dir_fails_at_parse_time(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit):
+        parse_args(["--output_dir", str(blocker / "run")])
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_missing_dataset_is_named(tmp_path):
+    with pytest.raises(InvalidTrainingInput, match="no-such-dataset.*not found"):
+        prepare_images(options(tmp_path, "--dataset_name", str(tmp_path / "no-such-dataset")))
+
+
+def test_empty_dataset_is_refused(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidTrainingInput, match="Dataset .*empty is empty"):
+        prepare_images(options(tmp_path, "--train_data_dir", str(tmp_path / "empty")))
+    unreadable = tmp_path / "unreadable"
+    unreadable.mkdir()
+    for i in range(4):
+        (unreadable / f"{i}.png").write_bytes(b"not an image")
+    with pytest.raises(InvalidTrainingInput, match="No readable images among the first 3"):
+        prepare_images(options(tmp_path, "--train_data_dir", str(unreadable)))
+
+
+def test_dataset_without_images_asks_for_an_image_column(tmp_path):
+    datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}).save_to_disk(tmp_path / "text")
+    with pytest.raises(InvalidTrainingInput, match=r"no image column \(columns: text, label\).*--image_column"):
+        prepare_images(options(tmp_path, "--dataset_name", str(tmp_path / "text")))
+
+
+def test_wrong_image_column_lists_the_columns(tmp_path):
+    with pytest.raises(InvalidTrainingInput, match="'picture' is not a column; the columns are: image, label"):
+        prepare_images(options(tmp_path, "--image_column", "picture"))
+
+
+def test_corrupt_images_are_skipped_with_a_warning_that_names_them(tmp_path):
+    folder = image_folder(tmp_path / "images", 9)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.warns(
+        UserWarning, match=r"Skipped 1 unreadable image\(s\) in the (training|held-out) data: .*broken\.png"
+    ):
+        data = prepare_images(options(tmp_path, "--train_data_dir", str(folder), "--eval_fraction", "0.2"))
+    assert len(data.train) + len(data.eval) == 9
+    assert data.num_skipped == 1
+
+
+def test_resolution_the_unet_cannot_halve_is_refused(tmp_path):
+    args = options(tmp_path, "--model_preset", "small")
+    with pytest.raises(InvalidTrainingInput, match="Resolution 10 is not divisible by 4"):
+        build_unet(args, channels=1, resolution=10)
+
+
+def test_ddpm_cifar10_preset_is_the_papers_35_7m_parameter_network(tmp_path):
+    unet = build_unet(options(tmp_path, "--model_preset", "ddpm-cifar10"), channels=3, resolution=32)
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 35.7
+    assert unet.config.dropout == 0.1
+    # self-attention only in the 16x16 level (the second of four at 32x32)
+    assert [hasattr(block, "attentions") for block in unet.down_blocks] == [False, True, False, False]
+
+
+def test_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
+    tiny = build_unet(options(tmp_path), channels=1, resolution=8)
+    small = build_unet(options(tmp_path, "--model_preset", "small"), channels=1, resolution=8)
+    folder = tmp_path / "checkpoint-10"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, folder / "model.safetensors")
+    write_unet_config(folder, tiny.config)
+    check_compatible(folder, tiny.config, tiny.state_dict())  # its own model fits
+    with pytest.raises(InvalidTrainingInput, match="is from a different model.*block_out_channels"):
+        check_compatible(folder, small.config, small.state_dict())
+    (folder / UNET_CONFIG_NAME).unlink()  # without the config, the weights' shapes still tell
+    with pytest.raises(InvalidTrainingInput, match="does not fit the model"):
+        check_compatible(folder, small.config, small.state_dict())
+
+
+def test_bad_input_in_the_script_is_one_line_and_exit_status_2(tmp_path):
+    result = run_train("--output_dir", str(tmp_path / "out"), "--dataset_name", str(tmp_path / "missing"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: Dataset")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    output_dir = tmp_path / "out"
+    # A learning rate of 1e30 makes Adam's first update ~1e30 per weight: the second forward overflows.
+    result = run_train(
+        "--output_dir", str(output_dir), "--max_train_samples", "64", "--train_batch_size", "16",
+        "--learning_rate", "1e30", "--lr_scheduler", "constant", "--lr_warmup_steps", "0",
+        "--checkpointing_steps", "1", "--max_train_steps", "5", "--sample_every", "0", "--eval_every", "0",
+    )  # fmt: skip
+    assert result.returncode == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert "the loss is nan at step 2" in message or "the loss is inf at step 2" in message
+    assert message.endswith(f"Last good checkpoint: {output_dir / 'checkpoint-1'}.")
+    assert [p.name for p in output_dir.glob("checkpoint-*")] == ["checkpoint-1"]
+    assert not (output_dir / "model_index.json").exists()
+    from safetensors.torch import load_file
+
+    weights = load_file(output_dir / "checkpoint-1" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    config = json.loads((output_dir / "checkpoint-1" / UNET_CONFIG_NAME).read_text())
+    assert config["sample_size"] == 8
+    # The checkpoint loads: a resumed run continues at step 2 (and meets the same overflow there).
+    resumed = run_train(*result.args[4:], "--resume_from_checkpoint", str(output_dir / "checkpoint-1"))
+    assert "at step 2;" in resumed.stderr.strip().splitlines()[-1]
