@@ -171,3 +171,17 @@ def test_sample_grid_upscales_each_image_with_nearest_neighbour(size):
     top, left = 1 + row * (cell + 1), 1 + col * (cell + 1)
     upscaled = pixels[top : top + cell, left : left + cell]
     assert np.array_equal(upscaled[:: cell // size, :: cell // size], expected)
+
+
+def test_a_column_of_image_paths_is_read_as_images(tmp_path):
+    (tmp_path / "csv").mkdir()
+    rows = ["file,label"]
+    for level in range(6):
+        path = tmp_path / f"{level}.png"
+        Image.fromarray(np.full((8, 8), level * 40, np.uint8)).save(path)
+        rows.append(f"{path},{level % 2}")
+    (tmp_path / "csv" / "train.csv").write_text("\n".join(rows))
+    args = options(tmp_path, "--dataset_name", str(tmp_path / "csv"), "--image_column", "file")
+    data = prepare_images(args)
+    levels = sorted(torch.cat([data.train, data.eval])[:, 0, 0, 0].tolist())
+    assert levels == [0, 40, 80, 120, 160, 200]

@@ -67,8 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval_fraction",
         type=fraction,
         default=0.1,
-        help="Without --eval_split, the fraction of --split held out for evaluation (at most --num_eval_images "
-        "with --streaming).",
+        help="Without --eval_split, the fraction of --split held out for evaluation (a seeded split). With "
+        "--streaming, the stream's first --num_eval_images images are held out instead.",
     )
     data.add_argument("--max_train_samples", type=positive_int, help="Train on at most this many images.")
     data.add_argument(
@@ -149,10 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Learning-rate schedule after warmup (diffusers.optimization.get_scheduler).",
     )
     optim.add_argument("--lr_warmup_steps", type=non_negative_int, default=200, help="Linear warmup steps.")
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
-    optim.add_argument("--adam_epsilon", type=float, default=1e-8)
+    optim.add_argument("--adam_beta1", type=float, default=0.9, help="AdamW's first-moment decay.")
+    optim.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW's second-moment decay.")
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0, help="AdamW's decoupled weight decay.")
+    optim.add_argument("--adam_epsilon", type=float, default=1e-8, help="AdamW's denominator epsilon.")
     optim.add_argument(
         "--max_grad_norm", type=float, default=1.0, help="Clip the gradient norm to this; 0 turns clipping off."
     )
@@ -236,6 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume_from_checkpoint",
         help='Continue from a checkpoint folder, or "latest" (the newest in OUTPUT_DIR, or a fresh start if none).',
     )
+
+    hub = parser.add_argument_group("sharing on the Hugging Face Hub")
+    hub.add_argument(
+        "--push_to_hub",
+        action="store_true",
+        help="Push to --hub_model_id: write access is checked before training, checkpoints and sample grids are "
+        "uploaded in the background, the pipeline with its card and metrics at the end.",
+    )
+    hub.add_argument("--hub_model_id", help='The repo, "USER/NAME" or "ORG/NAME"; created if missing.')
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repo private.")
+    hub.add_argument(
+        "--hub_token",
+        help="Default: HF_TOKEN, then the stored login (`hf auth login`), which keep it out of the process list.",
+    )
     return parser
 
 
@@ -275,10 +289,27 @@ def validate_args(args: argparse.Namespace) -> None:
             f"--num_inference_steps {args.num_inference_steps} exceeds T = --num_train_timesteps "
             f"{args.num_train_timesteps}."
         )
+    if args.push_to_hub and not args.hub_model_id:
+        raise InvalidTrainingInput("--push_to_hub needs --hub_model_id USER/NAME.")
+    hub_options = [name for name in ("hub_model_id", "hub_private_repo", "hub_token") if getattr(args, name)]
+    if hub_options and not args.push_to_hub:
+        raise InvalidTrainingInput(f"--{hub_options[0]} needs --push_to_hub.")
+    if args.hub_token and args.report_to == "wandb":  # wandb records the command line
+        raise InvalidTrainingInput("--hub_token would be recorded by wandb; set HF_TOKEN or run `hf auth login`.")
     resume = args.resume_from_checkpoint
     if resume not in (None, "latest") and not Path(resume).is_dir():
         raise InvalidTrainingInput(f"--resume_from_checkpoint {resume} does not exist (give a folder or 'latest').")
     check_output_dir_writable(Path(args.output_dir))
+
+
+def check_mixed_precision(mixed_precision: str, device_type: str) -> None:
+    """fp16 autocast needs a GPU: on a CPU it runs, several times slower than float32, and gains nothing. The
+    precision may come from the option or from `accelerate launch`/`accelerate config`, so this runs once the
+    accelerator is built."""
+    if mixed_precision == "fp16" and device_type == "cpu":
+        raise InvalidTrainingInput(
+            "--mixed_precision fp16 needs a GPU and this run is on the CPU; use --mixed_precision bf16 or no."
+        )
 
 
 def check_output_dir_writable(output_dir: Path) -> None:

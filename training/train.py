@@ -7,10 +7,15 @@ Reads top to bottom: options, accelerator, data, model, optimizer, the loop, the
 samples, held-out bits/dim and model card. See training/README_TRAINING.md for every option.
 """
 
+import os
+
+# OpenMP threads that spin while they wait collapse when another process shares the cores: on a busy 2-core
+# machine a tiny-UNet step took 6.2 s with libgomp's default policy and 0.43 s with PASSIVE. Must precede torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -23,7 +28,8 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
-from arguments import InvalidTrainingInput, parse_args
+from arguments import InvalidTrainingInput, check_mixed_precision, parse_args
+from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
 from checkpoints import (
     TrainingProgress,
     check_compatible,
@@ -37,29 +43,41 @@ from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
-from model_card import METRICS_NAME, write_model_card
+from stop_signals import TrainingInterrupted, stop_signals
 from tqdm.auto import tqdm
 from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.hub import (
+    BackgroundUploader,
+    HubAccessError,
+    error_summary,
+    prepare_repo,
+    push_pipeline_folder,
+    resolve_token,
+)
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
+from simple_ddpm.model_card import METRICS_NAME, write_model_card
 
 logger = logging.getLogger("train")
 
 SAMPLES_DIR = "samples"
 FINAL_GRID_NAME = "samples.png"
+HUB_CHECKPOINT_DIR = "last-checkpoint"  # in the Hub repo: the newest training state, overwritten each time
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the run stops without writing another checkpoint."""
 
+    exit_status = 1
+
 
 @contextmanager
 def reported_as_one_line(accelerator: Accelerator):
-    """Bad input ends the run with `error: <message>` (exit status 2) instead of a traceback."""
+    """Bad input or Hub access ends the run with `error: <message>` (exit status 2) instead of a traceback."""
     try:
         yield
-    except InvalidTrainingInput as error:
+    except (InvalidTrainingInput, HubAccessError) as error:
         if accelerator.is_main_process:
             print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -83,6 +101,16 @@ def build_accelerator(args) -> Accelerator:
         logging.getLogger().setLevel(logging.ERROR)
         datasets.disable_progress_bars()
     return accelerator
+
+
+def connect_hub(args, accelerator: Accelerator, token: str | None) -> BackgroundUploader | None:
+    """With --push_to_hub, on the main process: create the repo and prove write access now, not after hours of
+    training (`HubAccessError` otherwise), and return the uploader of checkpoints and sample grids."""
+    if not (args.push_to_hub and accelerator.is_main_process):
+        return None
+    repo_id = prepare_repo(args.hub_model_id, token, private=args.hub_private_repo)
+    logger.info("Pushing to https://huggingface.co/%s", repo_id)
+    return BackgroundUploader(repo_id, token)
 
 
 def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
@@ -246,14 +274,17 @@ def log_grid(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
             tracker.log_images({"samples": [grid]}, step=step)
 
 
-def save_checkpoint(accelerator: Accelerator, args, unet, step: int) -> None:
-    """All processes save (each its own RNG state); the main one prunes old checkpoints."""
+def save_checkpoint(accelerator: Accelerator, args, unet, step: int, uploader: BackgroundUploader | None) -> None:
+    """All processes save (each its own RNG state); the main one prunes old checkpoints and, once every process
+    has written its files, queues the upload."""
     folder = checkpoint_dir(Path(args.output_dir), step)
-    accelerator.save_state(str(folder))
+    raw = accelerator.unwrap_model(unet)
+    save_state_atomically(accelerator, folder, raw, lambda partial: write_unet_config(partial, raw.config))
     if accelerator.is_main_process:
-        write_unet_config(folder, accelerator.unwrap_model(unet).config)
         prune_checkpoints(Path(args.output_dir), args.checkpoints_total_limit)
     accelerator.wait_for_everyone()
+    if uploader is not None:
+        uploader.upload(folder, path_in_repo=HUB_CHECKPOINT_DIR, commit_message=f"Checkpoint at step {step}")
 
 
 @dataclass
@@ -293,13 +324,23 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
     return torch.stack(losses).mean().item(), float(grad_norm)
 
 
-def write_periodic_outputs(args, accelerator: Accelerator, model: Trainee, data: PreparedImages, step: int) -> None:
+def write_periodic_outputs(
+    args,
+    accelerator: Accelerator,
+    model: Trainee,
+    data: PreparedImages,
+    step: int,
+    uploader: BackgroundUploader | None,
+) -> None:
     """On the main process: a sample grid every --sample_every steps, the held-out bits/dim every --eval_every."""
     if accelerator.is_main_process:
         pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
         if periodic(step, args.sample_every):
-            grid = write_samples(pipe, args, Path(args.output_dir) / SAMPLES_DIR / f"step_{step:07d}.png")
+            grid_path = Path(args.output_dir) / SAMPLES_DIR / f"step_{step:07d}.png"
+            grid = write_samples(pipe, args, grid_path)
             log_grid(accelerator, grid, step)
+            if uploader is not None:
+                uploader.upload(grid_path, path_in_repo=f"{SAMPLES_DIR}/{grid_path.name}")
         if periodic(step, args.eval_every):
             bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
             accelerator.log({"eval/bits_per_dim": bits}, step=step)
@@ -307,7 +348,15 @@ def write_periodic_outputs(args, accelerator: Accelerator, model: Trainee, data:
     accelerator.wait_for_everyone()
 
 
-def train(args, accelerator, data: PreparedImages, model: Trainee, progress: TrainingProgress, max_steps: int) -> None:
+def train(
+    args,
+    accelerator,
+    data: PreparedImages,
+    model: Trainee,
+    progress: TrainingProgress,
+    max_steps: int,
+    uploader: BackgroundUploader | None,
+) -> None:
     """Ho et al. Algorithm 1 until `max_steps`. Sampling and evaluation use their own generators, not torch's
     global one, and a checkpoint is the last thing in a step, so a resumed run draws the same noise."""
     images_per_step = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
@@ -338,21 +387,32 @@ def train(args, accelerator, data: PreparedImages, model: Trainee, progress: Tra
                 )
                 window_start, window_steps = time.perf_counter(), 0
             if step < max_steps and (periodic(step, args.sample_every) or periodic(step, args.eval_every)):
-                write_periodic_outputs(args, accelerator, model, data, step)
+                write_periodic_outputs(args, accelerator, model, data, step, uploader)
                 window_start, window_steps = time.perf_counter(), 0  # images/s counts training only
-            if periodic(step, args.checkpointing_steps):
-                save_checkpoint(accelerator, args, model.unet, step)
+            stop_signal = stop_signals.agreed_signal(accelerator)
+            if periodic(step, args.checkpointing_steps) or stop_signal:
+                save_checkpoint(accelerator, args, model.unet, step, uploader)
+            if stop_signal:
+                raise TrainingInterrupted(stop_signal, step, checkpoint_dir(Path(args.output_dir), step))
 
 
 def periodic(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def finish(args, accelerator: Accelerator, data: PreparedImages, model: Trainee, progress: TrainingProgress) -> None:
-    """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md."""
+def finish(
+    args,
+    accelerator: Accelerator,
+    data: PreparedImages,
+    model: Trainee,
+    progress: TrainingProgress,
+    repo_id: str | None,
+) -> None:
+    """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md, whose
+    usage snippet loads `repo_id` (default: the folder)."""
     output_dir = Path(args.output_dir)
     pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
-    pipe.save_pretrained(output_dir)
+    save_pipeline_atomically(pipe, output_dir)
     grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME)
     log_grid(accelerator, grid, progress.global_step)
     bits = held_out_bits_per_dim(pipe, data.eval, args, args.final_eval_timesteps)
@@ -372,8 +432,25 @@ def finish(args, accelerator: Accelerator, data: PreparedImages, model: Trainee,
         "training": training_setup(args, accelerator, data, pipe.unet),
     }
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
-    write_model_card(output_dir)
+    write_model_card(output_dir, repo_id=repo_id)
     logger.info("Held-out bits/dim %.4f after %d steps; pipeline saved to %s", bits, progress.global_step, output_dir)
+
+
+def push_final(output_dir: Path, uploader: BackgroundUploader, token: str | None) -> bool:
+    """Wait for the background uploads, then push the trained folder in one commit (checkpoints left out). A failure
+    is one line with the command that retries; the trained folder is complete either way."""
+    uploader.wait()
+    try:
+        url = push_pipeline_folder(output_dir, uploader.repo_id, token, commit_message="Upload trained pipeline")
+    except Exception as error:
+        print(
+            f"error: pushing to {uploader.repo_id} failed ({error_summary(error)}). The trained folder is complete; "
+            f"retry with: simple-ddpm push {output_dir} {uploader.repo_id}",
+            file=sys.stderr,
+        )
+        return False
+    logger.info("Pushed %s to https://huggingface.co/%s (%s)", output_dir, uploader.repo_id, url)
+    return True
 
 
 def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: UNet2DModel) -> dict:
@@ -411,9 +488,14 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
 def main(argv: list[str] | None = None) -> None:
     progress = TrainingProgress()  # counts wall time from here
     args = parse_args(argv)
+    hub_token = resolve_token(vars(args).pop("hub_token"))  # off `args`: never in a tracker, log or saved file
     accelerator = build_accelerator(args)
+    if accelerator.is_main_process:
+        remove_partial_saves(Path(args.output_dir))  # what a run killed mid-save left
 
     with reported_as_one_line(accelerator):
+        check_mixed_precision(accelerator.mixed_precision, accelerator.device.type)
+        uploader = connect_hub(args, accelerator, hub_token)
         data = prepare_data(args, accelerator)
         set_seed(args.seed)  # the same initial weights on every process
         unet = build_unet(args, data.channels, data.resolution)
@@ -440,18 +522,22 @@ def main(argv: list[str] | None = None) -> None:
         accelerator.init_trackers("simple-ddpm", config=tracker_config(args))
 
     try:
-        with reported_as_one_line(accelerator):
-            train(args, accelerator, data, model, progress, max_steps)
-    except TrainingDiverged as error:
+        with reported_as_one_line(accelerator), stop_signals.handling():
+            train(args, accelerator, data, model, progress, max_steps, uploader)
+        accelerator.wait_for_everyone()
+        pushed = True
+        if accelerator.is_main_process:
+            finish(args, accelerator, data, model, progress, repo_id=uploader.repo_id if uploader else None)
+            if uploader is not None:
+                pushed = push_final(Path(args.output_dir), uploader, hub_token)
+    except (TrainingDiverged, SaveRefused, TrainingInterrupted) as error:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
         accelerator.end_training()
-        sys.exit(1)
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        finish(args, accelerator, data, model, progress)
+        sys.exit(error.exit_status)
     accelerator.end_training()
+    if not pushed:
+        sys.exit(1)
 
 
 def tracker_config(args) -> dict:
