@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil  # a dependency of accelerate
 import torch
 from safetensors.torch import load_file
 
@@ -33,8 +34,8 @@ TINY_RUN = [
 
 
 class Run:
-    """A training subprocess in its own session (so that a signal can reach all its processes), its output in a
-    log file (tqdm writes more than a pipe holds)."""
+    """A training subprocess in a session of its own (a signal to it never reaches pytest), its output in a log
+    file (tqdm writes more than a pipe holds)."""
 
     def __init__(self, output_dir: Path, *extra: str, launcher=ONE_PROCESS, script: Path = TRAIN, env=None):
         self.output_dir = output_dir
@@ -70,13 +71,19 @@ class Run:
             time.sleep(0.02)
 
     def kill_all(self, signal_number: int) -> None:
-        """Signal every process of the run (launcher and workers), as a crash of the machine or Ctrl-C does."""
-        os.killpg(self.process.pid, signal_number)
+        """Signal every process of the run, as the machine going down does: the launcher and the workers (which
+        torchrun starts in sessions of their own, so that a Ctrl-C reaches them only through the launcher)."""
+        processes = [psutil.Process(self.process.pid), *psutil.Process(self.process.pid).children(recursive=True)]
+        for process in processes:
+            try:
+                process.send_signal(signal_number)
+            except psutil.NoSuchProcess:
+                pass
 
     def workers(self) -> list[int]:
-        """Pids of the training processes a launcher started (its children), in start order."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return sorted(int(pid) for pid in children)
+        """Pids of the training processes that a launcher started."""
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return [child.pid for child in children if str(TRAIN) in child.cmdline()]
 
 
 def run(output_dir: Path, *extra: str, launcher=ONE_PROCESS, expect: int = 0, **kwargs) -> Run:
