@@ -115,6 +115,27 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_
     assert any(not torch.equal(start[key], first[key]) for key in start)
 
 
+def test_streamed_run_resumes_to_the_same_weights(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(40):  # 10x14 colour images: resized to 8x11, then cropped at random to 8x8
+        Image.fromarray(rng.integers(0, 256, (10, 14, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    common = [
+        *SMALL_RUN, "--train_data_dir", str(folder), "--streaming", "--shuffle_buffer_size", "16",
+        "--resolution", "8", "--crop", "random", "--random_flip", "--max_train_steps", "6",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_train(*common, "--output_dir", str(uninterrupted))
+    # 32 streamed training images (8 held out) make 2 batches of 16 per pass: steps 4-6 are in passes 2 and 3.
+    run_train(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(uninterrupted / "checkpoint-3"))
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    assert (metrics["steps"], metrics["training"]["channels"], metrics["training"]["resolution"]) == (6, 3, 8)
+    first = load_file(uninterrupted / "unet" / "diffusion_pytorch_model.safetensors")
+    second = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(first[key], second[key]) for key in first)
+
+
 def test_two_processes_split_each_batch_and_the_main_one_saves(tmp_path):
     output_dir = tmp_path / "run"
     # `accelerate launch --multi_gpu` starts the processes with torchrun; without GPUs they join over gloo.

@@ -97,6 +97,11 @@ def test_empty_dataset_is_refused(tmp_path):
         prepare_images(options(tmp_path, "--train_data_dir", str(unreadable)))
 
 
+def test_missing_split_lists_the_splits(tmp_path):
+    with pytest.raises(InvalidTrainingInput, match="has no split 'validation'; its splits are: train"):
+        prepare_images(options(tmp_path, "--split", "validation"))
+
+
 def test_dataset_without_images_asks_for_an_image_column(tmp_path):
     datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}).save_to_disk(tmp_path / "text")
     with pytest.raises(InvalidTrainingInput, match=r"no image column \(columns: text, label\).*--image_column"):
