@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "training" / "train.py"
-CRASHING_TRAIN = ROOT / "tests" / "crashing_train.py"
+FAULTY_TRAIN = ROOT / "tests" / "faulty_train.py"
 ONE_PROCESS = (sys.executable,)
 # As in test_train_e2e: `accelerate launch --multi_gpu` starts torchrun; without GPUs the processes join over gloo.
 TWO_PROCESSES = (

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_runs import CRASHING_TRAIN, Run, assert_same_training_state, partial_saves, run
+from reliability_runs import FAULTY_TRAIN, Run, assert_same_training_state, partial_saves, run
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
@@ -52,7 +52,7 @@ def test_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(uninter
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resumes_from_it(uninterrupted, tmp_path):
     output_dir = tmp_path / "run"
     crash = {"CRASH_WHILE_WRITING": "checkpoint-4/optimizer.bin", "CRASH_WITH": "exit"}
-    run(output_dir, script=CRASHING_TRAIN, env=crash, expect=137)
+    run(output_dir, script=FAULTY_TRAIN, env=crash, expect=137)
     # The process died with half of checkpoint-4's optimizer state written: under the partial name only.
     half_written = output_dir / ".partial-checkpoint-4" / "optimizer.bin"
     assert 0 < half_written.stat().st_size < (uninterrupted / "checkpoint-4" / "optimizer.bin").stat().st_size
