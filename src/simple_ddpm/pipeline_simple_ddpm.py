@@ -1,6 +1,8 @@
 """Unconditional DDPM sampling and the exact variational bound, as a diffusers pipeline."""
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
@@ -62,6 +64,29 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 f"got {type(scheduler).__name__}."
             )
         self.register_modules(unet=unet, scheduler=scheduler)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "SimpleDDPMPipeline":
+        """As `DiffusionPipeline.from_pretrained`, but the weights load from safetensors only: a pickled `.bin`
+        can run arbitrary code when it is loaded. `use_safetensors=False` opts in to pickles from a trusted
+        source. Code shipped in the folder or repo runs only with `trust_remote_code=True` (diffusers' rule).
+
+        Raises:
+            `OSError`: naming the folder when it holds pickled weights only, and how to convert them.
+        """
+        kwargs.setdefault("use_safetensors", True)
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except OSError:
+            folder = Path(pretrained_model_name_or_path)
+            pickles = sorted(folder.glob("*/*.bin"))
+            if not (kwargs["use_safetensors"] and pickles):
+                raise
+            raise OSError(
+                f"{folder} holds pickled weights only ({pickles[0].relative_to(folder)}); refusing to unpickle "
+                "them, which can run arbitrary code. If you trust the folder, convert it once: "
+                "SimpleDDPMPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(folder)."
+            ) from None
 
     def _unet_dtype(self) -> torch.dtype:
         parameter = next(self.unet.parameters(), None)
