@@ -1,0 +1,251 @@
+"""Training throughput: train.py's optimizer step against the same step written with stock diffusers parts.
+
+    python benchmarks/fashion_mnist.py     # once: Fashion-MNIST to benchmarks/_work/fashion_mnist
+    python benchmarks/bench_training.py [--preset tiny] [--batch-size 32] [--rounds 7] [--threads 1] [--profile]
+
+Ours is `train.optimizer_step` itself, on what train.py builds (`build_accelerator`, `build_unet`,
+`build_optimizer`, `build_ema`, `build_scheduler`, the in-memory batches of `training_batches`). The
+reference is the step of diffusers' examples/unconditional_image_generation/train_unconditional.py:
+`DDPMScheduler.add_noise`, `F.mse_loss` on the noise, `accelerator.backward`, gradient clipping, AdamW, the lr
+schedule, diffusers' `EMAModel.step` and `loss.item()`, on a copy of the same UNet (equal channels), with the
+same batches. Steps alternate in interleaved rounds (`interleaved_timer.py`); the ratio is the median within a
+round of the reference's time over ours, i.e. our throughput over the reference's (target >= 1.0).
+
+Then each step is split into phases with timers around the calls that make it (the CPU runs synchronously, so a
+call's wall time is its work): data (the next batch, to x_0), UNet forward, backward, optimizer (clipping, AdamW,
+lr schedule, zero_grad), EMA, and the rest (noise, add_noise, the target and weights, the loss, checks).
+Target (issue 5): forward + backward >= 90% of a step. `--profile` prints torch.profiler's top ops of our step.
+"""
+
+import argparse
+import copy
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS))
+sys.path.insert(0, str(BENCHMARKS.parent / "training"))
+import train  # noqa: E402
+from arguments import parse_args as parse_train_args  # noqa: E402
+from image_data import prepare_images, training_batches  # noqa: E402
+from interleaved_timer import InterleavedTimer  # noqa: E402
+from unet_presets import build_unet  # noqa: E402
+
+from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
+
+DATASET = BENCHMARKS / "_work" / "fashion_mnist"
+TARGET_RATIO, TARGET_UNET_SHARE = 1.0, 0.90
+PHASES = ("data", "forward", "backward", "optimizer", "ema", "rest")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny", help="train.py --model_preset (default tiny)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--phase-steps", type=int, default=10, help="steps timed phase by phase (default 10)")
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, see RESULTS.md)")
+    parser.add_argument("--dataset", type=Path, default=DATASET, help=f"a save_to_disk folder (default {DATASET})")
+    parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py options, last")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of our step")
+    return parser.parse_args()
+
+
+class StepSetup:
+    """What one step needs: train.py's own objects, or the reference's stock diffusers ones."""
+
+    def __init__(self, args, accelerator, unet: torch.nn.Module, batches: Iterator[torch.Tensor], stock: bool):
+        self.args, self.accelerator, self.batches, self.stock = args, accelerator, batches, stock
+        ema = train.build_ema(args, unet, accelerator.device)
+        optimizer, lr_scheduler = train.build_optimizer(args, unet, max_steps=10**6, num_processes=1)
+        unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+        self.trainee = train.Trainee(unet, train.build_scheduler(args), optimizer, lr_scheduler, ema)
+        self.ddpm = DDPMScheduler.from_config(self.trainee.scheduler.config)
+        self.step_count = 0
+        if stock:  # diffusers' EMAModel as its example builds it (foreach off)
+            self.trainee.ema = EMAModel(
+                unet.parameters(),
+                decay=args.ema_max_decay,
+                use_ema_warmup=True,
+                inv_gamma=args.ema_inv_gamma,
+                power=args.ema_power,
+                model_cls=type(unet),
+                model_config=unet.config,
+            )
+            self.trainee.lr_scheduler = get_scheduler(
+                args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=10**6
+            )
+
+    def step(self) -> float:
+        self.step_count += 1
+        if not self.stock:
+            loss, _ = train.optimizer_step(self.args, self.accelerator, self.trainee, self.batches, self.step_count)
+            return loss
+        return self.stock_step()
+
+    def stock_step(self) -> float:
+        """The loop body of diffusers' train_unconditional.py (epsilon prediction)."""
+        model, accelerator = self.trainee, self.accelerator
+        clean_images = pixels_to_model_input(next(self.batches).to(accelerator.device))
+        noise = torch.randn(clean_images.shape, dtype=clean_images.dtype, device=clean_images.device)
+        timesteps = torch.randint(
+            0, self.ddpm.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device
+        ).long()
+        noisy_images = self.ddpm.add_noise(clean_images, noise, timesteps)
+        with accelerator.accumulate(model.unet):
+            model_output = model.unet(noisy_images, timesteps).sample
+            loss = F.mse_loss(model_output.float(), noise.float())
+            accelerator.backward(loss)
+            if accelerator.sync_gradients:
+                accelerator.clip_grad_norm_(model.unet.parameters(), 1.0)
+            model.optimizer.step()
+            model.lr_scheduler.step()
+            model.optimizer.zero_grad()
+        if accelerator.sync_gradients:
+            model.ema.step(model.unet.parameters())
+        return loss.detach().item()
+
+
+class PhaseClock:
+    """Seconds per phase, from timers wrapped around the calls of a step (see the module docstring)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, phase: str, function: Callable) -> Callable:
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+
+        return timed
+
+    def wrap_iterator(self, phase: str, iterator: Iterator) -> Iterator:
+        while True:
+            start = time.perf_counter()
+            item = next(iterator)
+            self.seconds[phase] += time.perf_counter() - start
+            yield item
+
+    def measure(self, setup: StepSetup, steps: int) -> dict[str, float]:
+        """Per-step seconds of each phase over `steps` steps of `setup`; 'rest' is what no timer covered."""
+        model, accelerator = setup.trainee, setup.accelerator
+        saved = (setup.batches, model.unet.forward, accelerator.backward, accelerator.clip_grad_norm_)
+        saved += (model.optimizer.step, model.lr_scheduler.step, model.optimizer.zero_grad, model.ema.step)
+        setup.batches = self.wrap_iterator("data", setup.batches)
+        model.unet.forward = self.wrap("forward", model.unet.forward)
+        accelerator.backward = self.wrap("backward", accelerator.backward)
+        accelerator.clip_grad_norm_ = self.wrap("optimizer", accelerator.clip_grad_norm_)
+        model.optimizer.step = self.wrap("optimizer", model.optimizer.step)
+        model.lr_scheduler.step = self.wrap("optimizer", model.lr_scheduler.step)
+        model.optimizer.zero_grad = self.wrap("optimizer", model.optimizer.zero_grad)
+        model.ema.step = self.wrap("ema", model.ema.step)
+        total = 0.0
+        try:
+            for _ in range(steps):
+                start = time.perf_counter()
+                setup.step()
+                total += time.perf_counter() - start
+        finally:
+            setup.batches, model.unet.forward, accelerator.backward, accelerator.clip_grad_norm_ = saved[:4]
+            model.optimizer.step, model.lr_scheduler.step, model.optimizer.zero_grad, model.ema.step = saved[4:]
+            for name in ("forward",):
+                vars(model.unet).pop(name, None)
+            for name in ("backward", "clip_grad_norm_"):
+                vars(accelerator).pop(name, None)
+        per_step = {phase: self.seconds[phase] / steps for phase in PHASES if phase != "rest"}
+        per_step["total"] = total / steps
+        per_step["rest"] = per_step["total"] - sum(per_step[phase] for phase in PHASES if phase != "rest")
+        return per_step
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    if not args.dataset.is_dir():
+        sys.exit(f"No dataset at {args.dataset}: run `python benchmarks/fashion_mnist.py` first.")
+    output_dir = tempfile.mkdtemp(prefix="bench_training_")
+    train_args = parse_train_args(
+        [
+            f"--dataset_name={args.dataset}",
+            "--eval_split=test",
+            "--num_eval_images=16",
+            "--max_train_samples=4096",
+            f"--model_preset={args.preset}",
+            f"--train_batch_size={args.batch_size}",
+            "--report_to=none",
+            f"--output_dir={output_dir}",
+            *args.extra,
+        ]
+    )
+    accelerator = train.build_accelerator(train_args)
+    data = prepare_images(train_args)
+    torch.manual_seed(0)
+    unet = build_unet(train_args, data.channels, data.resolution)
+    setups = {
+        name: StepSetup(
+            train_args,
+            accelerator,
+            copy.deepcopy(unet),
+            training_batches(data, train_args, 0, 1, 0),
+            stock=name == "diffusers parts",
+        )
+        for name in ("train.py", "diffusers parts")
+    }
+    for setup in setups.values():
+        setup.trainee.unet.train()
+
+    print(
+        f"device cpu, torch {torch.__version__}, threads {torch.get_num_threads()}, {args.preset} UNet "
+        f"({sum(p.numel() for p in unet.parameters()) / 1e6:.2f}M parameters), batch {args.batch_size} x "
+        f"{data.channels} x {data.resolution} x {data.resolution}, {train_args.prediction_type}, "
+        f"{train_args.loss_weighting} weighting, EMA {'on' if train_args.use_ema else 'off'}"
+    )
+    timer = InterleavedTimer(
+        {name: setup.step for name, setup in setups.items()}, rounds=args.rounds, block_s=0.0, warmup=2
+    ).run()
+    print(f"medians of {args.rounds} interleaved rounds, one step per block\n")
+    print(f"{'step':18} {'s/step':>8} {'images/s':>9}")
+    for name in setups:
+        seconds = timer.median(name)
+        print(f"{name:18} {seconds:8.3f} {args.batch_size / seconds:9.1f}")
+    ratio = timer.ratio("diffusers parts", "train.py")
+    verdict = "ok" if ratio >= TARGET_RATIO else "MISS"
+    print(f"\nthroughput ratio train.py / diffusers parts: {ratio:.3f} {verdict} (target >= {TARGET_RATIO})\n")
+
+    print(f"where a step goes, mean over {args.phase_steps} steps (ms per step, share of the step)")
+    print(f"{'phase':12}" + "".join(f" {name:>22}" for name in setups))
+    breakdowns = {name: PhaseClock().measure(setup, args.phase_steps) for name, setup in setups.items()}
+    for phase in (*PHASES, "total"):
+        cells = []
+        for name in setups:
+            ms, share = breakdowns[name][phase] * 1e3, breakdowns[name][phase] / breakdowns[name]["total"]
+            cells.append(f"{ms:13.1f} {share:7.1%}")
+        print(f"{phase:12}" + "".join(f" {cell:>22}" for cell in cells))
+    for name in setups:
+        share = (breakdowns[name]["forward"] + breakdowns[name]["backward"]) / breakdowns[name]["total"]
+        verdict = "ok" if share >= TARGET_UNET_SHARE else "MISS"
+        print(f"{name}: UNet forward + backward {share:.1%} of a step {verdict} (target >= {TARGET_UNET_SHARE:.0%})")
+
+    if args.profile:
+        setup = setups["train.py"]
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+            for _ in range(3):
+                setup.step()
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
+
+if __name__ == "__main__":
+    main()
