@@ -85,3 +85,13 @@ def test_ctrl_c_then_sigterm_each_checkpoint_the_current_step_and_the_resumed_ru
 
     resume(output_dir)
     assert_same_training_state(uninterrupted, output_dir)
+
+
+def test_resuming_a_checkpoint_of_another_model_size_is_one_line_before_any_work(uninterrupted, tmp_path):
+    checkpoint = uninterrupted / "checkpoint-2"
+    refused = run(tmp_path / "run", "--model_preset", "small", "--resume_from_checkpoint", str(checkpoint), expect=2)
+    assert refused.last_line().startswith(
+        f"error: Checkpoint {checkpoint} is from a different model (block_out_channels: checkpoint [32, 64] vs now "
+        "[64, 128, 128]"
+    )
+    assert "steps:" not in refused.output() and not (tmp_path / "run" / "checkpoint-2").exists()
