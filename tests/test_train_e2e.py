@@ -45,7 +45,10 @@ def held_out_digits(count: int) -> torch.Tensor:
 
 def test_training_writes_a_loadable_pipeline_with_measured_bits_per_dim_samples_and_card(tmp_path):
     output_dir = tmp_path / "run"
-    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "6", "--final_eval_timesteps", "7")
+    run_train(
+        *SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "6", "--final_eval_timesteps", "7",
+        "--report_to", "tensorboard", "--logging_steps", "2",
+    )  # fmt: skip
 
     pipe = SimpleDDPMPipeline.from_pretrained(output_dir)
     assert (pipe.unet.config.sample_size, pipe.unet.config.in_channels) == (8, 1)
@@ -70,6 +73,16 @@ def test_training_writes_a_loadable_pipeline_with_measured_bits_per_dim_samples_
     grid = Image.open(output_dir / "samples.png")
     assert grid.size == (2 * 33 + 1, 2 * 33 + 1)  # 2x2 cells of 8x8 shown at 32x32, 1-pixel borders
     assert sorted(p.name for p in (output_dir / "samples").iterdir()) == ["step_0000003.png"]
+
+    # TensorBoard got the training curves, the grids and the bits/dim.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(next((output_dir / "logs" / "simple-ddpm").glob("events.out.tfevents.*"))))
+    events.Reload()
+    scalars = {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "eval/bits_per_dim"}
+    assert scalars <= set(events.Tags()["scalars"]) and "samples" in events.Tags()["images"]
+    assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6]
+    assert events.Scalars("eval/bits_per_dim")[-1].value == pytest.approx(metrics["held_out_bits_per_dim"])
 
     card = ModelCard.load(output_dir / "README.md")
     assert card.data.library_name == "diffusers"
