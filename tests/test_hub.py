@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 import torch
-from diffusers import DDPMPipeline, DDPMScheduler
+from diffusers import DDPMPipeline, DDPMScheduler, DiffusionPipeline
 from fake_hub import READ_TOKEN, WRITE_TOKEN, FakeHub, folder_files, install_fake_hub
 from huggingface_hub import ModelCard
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
@@ -125,15 +125,29 @@ def test_pushed_folder_is_what_loads_by_repo_id_from_the_offline_cache(fake_hub,
     assert "simple-ddpm" in card.data.tags
 
 
-def test_default_save_pretrained_layout_does_not_load_by_repo_id_which_is_why_push_rewrites_it(fake_hub, tmp_path):
+def test_diffusers_own_save_layout_does_not_load_by_repo_id_which_is_why_save_pretrained_rewrites_it(
+    fake_hub, tmp_path
+):
     # The cache carries the repo's file listing, so diffusers runs the same checks offline as online.
-    tiny_pipeline().save_pretrained(tmp_path / "plain")
+    DiffusionPipeline.save_pretrained(tiny_pipeline(), tmp_path / "plain")
     fake_hub.publish("alice/plain", tmp_path / "plain")
     fake_hub.export_to_cache("alice/plain", tmp_path / "cache")
 
     with pytest.raises(ValueError, match="simple_ddpm.scheduling_simple_ddpm.py as defined in `model_index.json`"):
         SimpleDDPMPipeline.from_pretrained("alice/plain", cache_dir=tmp_path / "cache")
     assert SimpleDDPMPipeline.from_pretrained(tmp_path / "plain") is not None  # a local folder loads either way
+
+
+def test_a_folder_from_save_pretrained_uploaded_as_it_is_loads_by_repo_id(fake_hub, tmp_path):
+    pipe = tiny_pipeline(beta_schedule="cosine")
+    pipe.save_pretrained(tmp_path / "saved")
+    assert json.loads((tmp_path / "saved" / "model_index.json").read_text())["scheduler"] == hub.SCHEDULER_ENTRY
+    fake_hub.publish("alice/saved", tmp_path / "saved")  # e.g. with `hf upload`, without our code
+    fake_hub.export_to_cache("alice/saved", tmp_path / "cache")
+
+    loaded = SimpleDDPMPipeline.from_pretrained("alice/saved", cache_dir=tmp_path / "cache")
+    assert type(loaded.scheduler) is SimpleDDPMScheduler
+    torch.testing.assert_close(samples(loaded), samples(pipe), rtol=0, atol=0)
 
 
 def test_revision_selects_the_pushed_commit(fake_hub, tmp_path):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 from diffusers import UNet2DModel
-from huggingface_hub import ModelCard, ModelCardData
 
-from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, write_model_card
+from simple_ddpm.image_processing import image_grid
 
 
 def tiny_unet(seed: int = 0) -> UNet2DModel:
@@ -31,11 +31,51 @@ def tiny_pipeline(seed: int = 0, **scheduler_config) -> SimpleDDPMPipeline:
     return pipe
 
 
-def save_trained_folder(pipe: SimpleDDPMPipeline, folder: Path) -> None:
-    """What training leaves behind: the pipeline, a card and the metrics."""
+def training_metrics(pipe: SimpleDDPMPipeline, bits_per_dim: float = 7.25) -> dict:
+    """A metrics.json as training/train.py writes it, for this pipeline."""
+    config = pipe.scheduler.config
+    return {
+        "held_out_bits_per_dim": bits_per_dim,
+        "held_out_images": 16,
+        "eval_timesteps": config.num_train_timesteps,
+        "steps": 100,
+        "images_seen": 1600,
+        "wall_time_s": 30.0,
+        "sample_grid": "samples.png",
+        "num_samples": 4,
+        "num_inference_steps": config.num_train_timesteps,
+        "skipped_images": 0,
+        "training": {
+            "dataset": "scikit-learn/digits",
+            "eval_split": "10% of train held out",
+            "resolution": pipe.unet.config.sample_size,
+            "channels": pipe.unet.config.in_channels,
+            "model_description": "`tiny` preset",
+            "num_parameters": sum(p.numel() for p in pipe.unet.parameters()),
+            "num_train_timesteps": config.num_train_timesteps,
+            "beta_schedule": config.beta_schedule,
+            "prediction_type": config.prediction_type,
+            "loss_weighting": "simple",
+            "learning_rate": 0.001,
+            "lr_scheduler": "cosine",
+            "lr_warmup_steps": 10,
+            "train_batch_size": 16,
+            "num_processes": 1,
+            "gradient_accumulation_steps": 1,
+            "total_batch_size": 16,
+            "use_ema": True,
+            "ema_max_decay": 0.9999,
+            "ema_power": 0.75,
+            "mixed_precision": "no",
+            "seed": 0,
+        },
+    }
+
+
+def save_trained_folder(pipe: SimpleDDPMPipeline, folder: Path, bits_per_dim: float = 7.25) -> None:
+    """What training leaves behind: the pipeline, a sample grid, metrics.json and the card filled from it."""
     pipe.save_pretrained(folder)
-    card = ModelCard.from_template(
-        ModelCardData(library_name="diffusers", tags=["simple-ddpm"], pipeline_tag="unconditional-image-generation")
-    )
-    card.save(folder / "README.md")
-    (folder / "metrics.json").write_text(json.dumps({"test_bits_per_dim": 7.25}))
+    images = pipe(batch_size=4, generator=torch.Generator().manual_seed(0), num_inference_steps=2, output_type="pt")
+    image_grid(images[0]).save(folder / "samples.png")
+    (folder / "metrics.json").write_text(json.dumps(training_metrics(pipe, bits_per_dim), indent=2))
+    write_model_card(folder)

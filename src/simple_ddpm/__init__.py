@@ -8,6 +8,7 @@ from .hub import (
     push_pipeline_folder,
     resolve_token,
 )
+from .model_card import write_model_card
 from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
 
@@ -24,4 +25,5 @@ __all__ = [
     "prepare_repo",
     "push_pipeline_folder",
     "resolve_token",
+    "write_model_card",
 ]

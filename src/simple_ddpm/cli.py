@@ -2,7 +2,7 @@
 
     simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--steps 1000] [--seed 0]
     simple-ddpm elbo MODEL DATA [--num-images 256] [--timesteps K] [--batch-size 256]
-    simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN]
+    simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
 
 MODEL is a local pipeline folder or a Hub repo id. Bad input ends the command with one line on stderr and exit
 status 2; a bug still shows its traceback.
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
+from .model_card import METRICS_NAME, write_model_card
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -147,15 +148,24 @@ def elbo(args: argparse.Namespace) -> None:
 
 
 def push(args: argparse.Namespace) -> None:
-    """Checks the folder before the Hub, so that a bad folder leaves no empty repo behind."""
+    """Checks the folder before the Hub, so that a bad folder leaves no empty repo behind. A trained folder's card
+    is written again from its metrics.json, so that its usage snippet loads the repo pushed to."""
     folder = Path(args.folder).expanduser()
     if not folder.is_dir():
         raise UsageError(f"{args.folder} is not a folder.")
+    rewrite_card = not args.keep_card and (folder / METRICS_NAME).is_file()
+    try:
+        if rewrite_card:
+            write_model_card(folder, repo_id=args.repo_id)
+    except ValueError as error:
+        raise UsageError(f"{error} Pass --keep-card to push README.md as it is.") from None
     try:
         prepare_pipeline_folder(folder, args.token, include_code=not args.no_code)
     except ValueError as error:  # not a pipeline folder, no card, or the token in a file
         raise UsageError(str(error)) from None
     repo_id = prepare_repo(args.repo_id, args.token, private=args.private)
+    if rewrite_card and repo_id != args.repo_id:  # NAME alone became USER/NAME
+        write_model_card(folder, repo_id=repo_id)
     url = push_pipeline_folder(
         folder,
         repo_id,
@@ -204,12 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
     bound.set_defaults(run=elbo)
 
     share = commands.add_parser("push", help="upload a trained pipeline folder with its model card to the Hub")
-    share.add_argument("folder", help="saved by SimpleDDPMPipeline.save_pretrained, with README.md as the card")
+    share.add_argument("folder", help="trained by training/train.py, or saved with a card as README.md")
     share.add_argument("repo_id", help="USER/NAME or ORG/NAME; created if missing")
     share.add_argument("--private", action="store_true", help="create the repo private")
     share.add_argument("--token", help="default: HF_TOKEN, then the stored login (preferred: not in shell history)")
     share.add_argument("--commit-message", default="Upload SimpleDDPMPipeline")
     share.add_argument("--no-code", action="store_true", help="do not add the pipeline code for trust_remote_code")
+    share.add_argument(
+        "--keep-card", action="store_true", help="push README.md as it is, instead of writing it from metrics.json"
+    )
     share.add_argument(
         "--exclude",
         nargs="*",

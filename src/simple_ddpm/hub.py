@@ -1,30 +1,32 @@
 """Sharing a trained SimpleDDPMPipeline on the Hugging Face Hub: token, repo check, background uploads, final push.
 
-Layout of a pushed repo (written into the folder by `make_hub_layout` before the upload, so the local folder is,
-file for file, what the repo holds and what a user downloads):
+Layout of a pushed repo (written by `make_hub_layout`, which `SimpleDDPMPipeline.save_pretrained` runs after
+diffusers' own saving, and again before every upload: the local folder is, file for file, what the repo holds and
+what a user downloads):
 
 - ``model_index.json`` names the scheduler ``["diffusers", "DDPMScheduler"]``, as google/ddpm-cifar10-32 does.
-  ``save_pretrained`` writes ``["simple_ddpm.scheduling_simple_ddpm", "SimpleDDPMScheduler"]``, which loads from a
-  local folder but not from a repo id: diffusers' ``DiffusionPipeline.download`` rejects a component library that is
-  neither diffusers/transformers nor a ``.py`` file in the component's folder ("scheduler/....py as defined in
-  `model_index.json` does not exist"). ``scheduler/scheduler_config.json`` is unchanged; our configuration uses
-  diffusers' key names (the scheduler stores "cosine" as "squaredcos_cap_v2"), ``DDPMScheduler`` reads it, and
-  ``SimpleDDPMPipeline.__init__`` converts the ``DDPMScheduler`` back from its config, losslessly. A user with only
-  diffusers can also load the repo as a stock ``DDPMPipeline``.
-- With ``include_code=True``, ``pipeline.py`` (our pipeline module) and the modules it imports relatively
-  (``scheduling_simple_ddpm.py``) at the repo root, so a user with only diffusers runs our pipeline with
-  ``DiffusionPipeline.from_pretrained(repo_id, custom_pipeline=repo_id, trust_remote_code=True)``. ``_class_name``
-  stays the string "SimpleDDPMPipeline": the list form ``["pipeline", "SimpleDDPMPipeline"]`` would let diffusers
-  find the code without ``custom_pipeline``, but diffusers then loads the repo's copy of the class even for
+  diffusers' ``DiffusionPipeline.save_pretrained`` writes ``["simple_ddpm.scheduling_simple_ddpm",
+  "SimpleDDPMScheduler"]``, which loads from a local folder but not from a repo id: ``DiffusionPipeline.download``
+  rejects a component library that is neither diffusers/transformers nor a ``.py`` file in the component's folder
+  ("scheduler/....py as defined in `model_index.json` does not exist"). ``scheduler/scheduler_config.json`` is
+  unchanged; our configuration uses diffusers' key names (the scheduler stores "cosine" as "squaredcos_cap_v2"),
+  ``DDPMScheduler`` reads it, and ``SimpleDDPMPipeline.__init__`` converts the ``DDPMScheduler`` back from its config,
+  losslessly. A user with only diffusers can also load the repo as a stock ``DDPMPipeline``.
+- With ``include_code=True`` (always in ``save_pretrained``), ``pipeline.py`` (our pipeline module) and the modules it
+  imports relatively (``scheduling_simple_ddpm.py``) at the repo root, so a user with only diffusers runs our pipeline
+  with ``DiffusionPipeline.from_pretrained(repo_id, custom_pipeline=repo_id, trust_remote_code=True)``. ``_class_name``
+  stays the string "SimpleDDPMPipeline": the list form ``["pipeline", "SimpleDDPMPipeline"]`` would let diffusers find
+  the code without ``custom_pipeline``, but diffusers then loads the repo's copy of the class even for
   ``SimpleDDPMPipeline.from_pretrained`` and refuses without ``trust_remote_code``. Scheduler code in
-  ``scheduler/scheduling_simple_ddpm.py`` is rejected for the same reason: a ``.py`` file in a component folder
-  always takes precedence over the installed package, and its class fails the pipeline's ``isinstance`` check.
-  So package users never execute code from the repo, and the copied files are never downloaded for them except
-  ``pipeline.py``, which diffusers always fetches and does not run unless asked.
+  ``scheduler/scheduling_simple_ddpm.py`` is rejected for the same reason: a ``.py`` file in a component folder always
+  takes precedence over the installed package, and its class fails the pipeline's ``isinstance`` check. So package
+  users never execute code from the repo, and the copied files are never downloaded for them except ``pipeline.py``,
+  which diffusers always fetches and does not run unless asked.
 
 The token is only ever handed to ``HfApi``; it is never logged, and a folder that contains it is not uploaded.
 """
 
+import filecmp
 import inspect
 import json
 import os
@@ -41,6 +43,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from . import pipeline_simple_ddpm
+from .model_card import METRICS_NAME, is_training_metrics, pipeline_model_card, write_model_card
 
 PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
 SCHEDULER_ENTRY = ["diffusers", "DDPMScheduler"]
@@ -67,7 +70,7 @@ def _require_token(token: str | None) -> str:
     return token
 
 
-def _reason(error: Exception) -> str:
+def error_summary(error: Exception) -> str:
     """A one-line description of a failed Hub call: the HTTP status, or the exception's type and first line."""
     status = getattr(getattr(error, "response", None), "status_code", None)
     if isinstance(error, HfHubHTTPError) and status is not None:
@@ -98,27 +101,27 @@ def prepare_repo(repo_id: str, token: str | None, private: bool = False) -> str:
         user = api.whoami()["name"]
     except HfHubHTTPError as error:
         raise HubAccessError(
-            f"The Hugging Face token was rejected ({_reason(error)}): it is invalid or expired."
+            f"The Hugging Face token was rejected ({error_summary(error)}): it is invalid or expired."
         ) from None
     except Exception as error:
-        raise HubAccessError(f"Cannot reach the Hugging Face Hub ({_reason(error)}).") from None
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub ({error_summary(error)}).") from None
     try:
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     except Exception as error:
-        raise HubAccessError(f"Cannot create or find the repo {repo_id} as {user} ({_reason(error)}).") from None
+        raise HubAccessError(f"Cannot create or find the repo {repo_id} as {user} ({error_summary(error)}).") from None
     branch = f"simple-ddpm-write-check-{uuid.uuid4().hex[:12]}"
     try:
         api.create_branch(repo_id, branch=branch)
     except Exception as error:
         raise HubAccessError(
-            f"The token of {user} cannot write to {repo_id} ({_reason(error)} when creating a test branch); "
+            f"The token of {user} cannot write to {repo_id} ({error_summary(error)} when creating a test branch); "
             "use a token with write access to this repo."
         ) from None
     try:
         api.delete_branch(repo_id, branch=branch)
     except Exception as error:
         warnings.warn(
-            f"Could not delete the test branch {branch} of {repo_id} ({_reason(error)}); delete it by hand.",
+            f"Could not delete the test branch {branch} of {repo_id} ({error_summary(error)}); delete it by hand.",
             stacklevel=2,
         )
     return repo_id
@@ -147,7 +150,7 @@ def _pipeline_code_files() -> dict[str, Path]:
 
 
 def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
-    """Rewrite a folder saved by `SimpleDDPMPipeline.save_pretrained` in place into the layout described above.
+    """Rewrite a saved SimpleDDPMPipeline folder in place into the layout described above.
 
     Idempotent; the weights and scheduler_config.json are not touched.
 
@@ -178,7 +181,9 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
     try:
         DDPMScheduler.from_pretrained(folder / "scheduler")
     except Exception as error:
-        raise ValueError(f"diffusers' DDPMScheduler cannot read {folder / 'scheduler'} ({_reason(error)}).") from None
+        raise ValueError(
+            f"diffusers' DDPMScheduler cannot read {folder / 'scheduler'} ({error_summary(error)})."
+        ) from None
 
     if index["scheduler"] != SCHEDULER_ENTRY:
         index["scheduler"] = SCHEDULER_ENTRY
@@ -224,7 +229,8 @@ def push_pipeline_folder(
         repo_id (`str`): the full repo id returned by `prepare_repo`.
         token (`str`, *optional*): see `resolve_token`.
         commit_message (`str`): the commit's title.
-        include_code (`bool`, defaults to True): see `make_hub_layout`.
+        include_code (`bool`, defaults to True): see `make_hub_layout`; False also leaves out the source files
+            that `save_pretrained` put in the folder.
         ignore_patterns (`list[str]`, *optional*): glob patterns of files not to upload; default
             `DEFAULT_IGNORE_PATTERNS`, the checkpoint-* folders. `[]` uploads everything.
 
@@ -242,9 +248,56 @@ def push_pipeline_folder(
         ignore_patterns=[
             *(DEFAULT_IGNORE_PATTERNS if ignore_patterns is None else ignore_patterns),
             f"*{STAGING_PREFIX}*",
+            *([] if include_code else _pipeline_code_files()),
         ],
     )
     return commit.commit_url
+
+
+def _measured_metrics(source: Path, staged: Path) -> dict | None:
+    """The training metrics of the folder `source` if the pipeline saved in `staged` is the one measured there
+    (its unet/ and scheduler/ files are byte for byte the same), else None."""
+    if not (source / METRICS_NAME).is_file():
+        return None
+    metrics = json.loads((source / METRICS_NAME).read_text())
+    saved = [p.relative_to(staged) for component in ("unet", "scheduler") for p in (staged / component).rglob("*")]
+    same = all(
+        (source / path).is_file() and filecmp.cmp(staged / path, source / path, shallow=False)
+        for path in saved
+        if (staged / path).is_file()
+    )
+    return metrics if same and is_training_metrics(metrics) else None
+
+
+def push_pipeline(
+    pipe: "pipeline_simple_ddpm.SimpleDDPMPipeline",
+    repo_id: str,
+    commit_message: str = "Upload SimpleDDPMPipeline",
+    private: bool | None = None,
+    token: str | None = None,
+    **save_kwargs,
+) -> str:
+    """`SimpleDDPMPipeline.push_to_hub`: check write access, save to a temporary folder, add the card, upload.
+
+    The card is filled from training/train.py's metrics.json, which is uploaded too with the sample grid, when the
+    pipeline was loaded from a trained folder and saves to the same weights and scheduler files; otherwise it is
+    `pipeline_model_card`, which claims no measurement. Returns the URL of the commit.
+    """
+    repo_id = prepare_repo(repo_id, token, private=bool(private))
+    with tempfile.TemporaryDirectory() as staged:
+        staged = Path(staged)
+        pipe.save_pretrained(staged, **save_kwargs)
+        source = Path(pipe.name_or_path or staged)
+        metrics = _measured_metrics(source, staged) if source.is_dir() and source != staged else None
+        if metrics is not None:
+            for name in (METRICS_NAME, metrics["sample_grid"]):
+                if (source / name).is_file():
+                    (staged / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(source / name, staged / name)
+            write_model_card(staged, repo_id=repo_id)
+        else:
+            pipeline_model_card(pipe, repo_id).save(staged / "README.md")
+        return push_pipeline_folder(staged, repo_id, token, commit_message=commit_message)
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -308,7 +361,7 @@ class BackgroundUploader:
         try:
             staging = _snapshot(path)
         except OSError as error:
-            warnings.warn(f"Upload of {description} skipped ({_reason(error)}); training goes on.", stacklevel=2)
+            warnings.warn(f"Upload of {description} skipped ({error_summary(error)}); training goes on.", stacklevel=2)
             return
         commit_message = commit_message or f"Upload {path_in_repo or path.name}"
         future = self._api.run_as_future(
@@ -347,7 +400,9 @@ class BackgroundUploader:
             error = future.exception()
             if error is not None:
                 failures += 1
-                warnings.warn(f"Upload of {description} failed ({_reason(error)}); training goes on.", stacklevel=3)
+                warnings.warn(
+                    f"Upload of {description} failed ({error_summary(error)}); training goes on.", stacklevel=3
+                )
         self._pending = still_running
         return failures
 

@@ -1,8 +1,10 @@
 """Unconditional DDPM sampling and the exact variational bound, as a diffusers pipeline."""
 
+import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
@@ -33,6 +35,18 @@ class ELBOOutput(BaseOutput):
     prior: torch.Tensor
     denoising: torch.Tensor
     reconstruction: torch.Tensor
+
+
+def _hub_module() -> ModuleType | None:
+    """`simple_ddpm.hub`, imported on first use (it imports this module); None in the copy of this file that a Hub
+    repo carries for diffusers-only users. Not `from .hub import ...`: diffusers ships a pipeline file's relative
+    imports with it, and its search for them never ends on an import cycle."""
+    try:
+        return importlib.import_module("simple_ddpm.hub")
+    except ModuleNotFoundError as error:
+        if error.name not in ("simple_ddpm", "simple_ddpm.hub"):
+            raise
+        return None
 
 
 def _sample_shape(unet: torch.nn.Module, batch_size: int) -> tuple[int, ...]:
@@ -87,6 +101,55 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 "them, which can run arbitrary code. If you trust the folder, convert it once: "
                 "SimpleDDPMPipeline.from_pretrained(folder, use_safetensors=False).save_pretrained(folder)."
             ) from None
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """As `DiffusionPipeline.save_pretrained`, then rewritten into the layout of a Hub repo, so that the folder
+        is, file for file, what `push_to_hub` uploads and what loads by repo id (see `simple_ddpm.hub`).
+
+        Args:
+            save_directory (`str` or `os.PathLike`): the folder.
+            kwargs: `safe_serialization`, `variant`, `max_shard_size`, as diffusers takes them. `push_to_hub=True`
+                pushes with `push_to_hub`, to `repo_id` (default: the folder's name) with `token`, `private`,
+                `commit_message`.
+        """
+        hub = _hub_module()
+        if hub is None:
+            return super().save_pretrained(save_directory, **kwargs)
+        push = kwargs.pop("push_to_hub", False)
+        push_names = ("repo_id", "token", "private", "commit_message")
+        push_kwargs = {name: kwargs.pop(name) for name in push_names if name in kwargs}
+        super().save_pretrained(save_directory, **kwargs)
+        hub.make_hub_layout(save_directory)
+        if push:
+            self.push_to_hub(push_kwargs.pop("repo_id", Path(save_directory).name), **push_kwargs, **kwargs)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str = "Upload SimpleDDPMPipeline",
+        private: bool | None = None,
+        token: str | None = None,
+        **save_kwargs,
+    ) -> str:
+        """Upload the pipeline with its model card to `repo_id`, in one commit; return the commit's URL.
+
+        Write access is checked first (`simple_ddpm.hub.prepare_repo`). The card carries the held-out bits/dim and
+        samples when the pipeline was loaded from a folder trained by training/train.py and its weights are still
+        the ones measured there; otherwise it says what the configuration is and that nothing was measured.
+
+        Args:
+            repo_id (`str`): "USER/NAME"; created if missing.
+            commit_message (`str`): the commit's title.
+            private (`bool`, *optional*): visibility of a newly created repo.
+            token (`str`, *optional*): default: `HF_TOKEN`, then the stored login.
+            save_kwargs: passed to `save_pretrained` (`safe_serialization`, `variant`, ...).
+        """
+        hub = _hub_module()
+        if hub is None:
+            raise ImportError("Pushing a SimpleDDPMPipeline needs the simple-ddpm package: pip install simple-ddpm.")
+        return hub.push_pipeline(
+            self, repo_id, commit_message=commit_message, private=private, token=token, **save_kwargs
+        )
 
     def _unet_dtype(self) -> torch.dtype:
         parameter = next(self.unet.parameters(), None)

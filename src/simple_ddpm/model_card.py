@@ -1,0 +1,129 @@
+"""The model card (README.md) of a SimpleDDPMPipeline, filled from the template `templates/model_card.md`.
+
+The template is `model_card.md` at the root of the repository, copied into the package so that an installed
+`simple-ddpm` (`simple-ddpm push`, `pipe.push_to_hub`) can fill it; a test keeps the two identical. A trained folder
+gets every section from the metrics.json that training/train.py writes; a pipeline without measurements gets what
+its configuration says and a line that nothing was measured.
+"""
+
+import json
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .pipeline_simple_ddpm import SimpleDDPMPipeline
+
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
+METRICS_NAME = "metrics.json"
+CARD_TAGS = ["simple-ddpm", "diffusers:SimpleDDPMPipeline", "diffusers", "ddpm", "unconditional-image-generation"]
+TRAINING_METRICS_KEYS = ("held_out_bits_per_dim", "held_out_images", "eval_timesteps", "steps", "training")
+
+
+def _card_data(repo_id: str, dataset: str | None = None, eval_results: list | None = None) -> ModelCardData:
+    return ModelCardData(
+        library_name="diffusers",
+        pipeline_tag="unconditional-image-generation",
+        license="apache-2.0",
+        tags=CARD_TAGS,
+        datasets=[dataset] if dataset else None,
+        model_name=repo_id,
+        eval_results=eval_results,
+    )
+
+
+def is_training_metrics(metrics: dict) -> bool:
+    """Whether `metrics` is what training/train.py writes to metrics.json (the card needs all of it)."""
+    return all(key in metrics for key in TRAINING_METRICS_KEYS)
+
+
+def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
+    """A ModelCard from the metrics.json that train.py writes: held-out bits/dim, sample grid, training setup.
+
+    Args:
+        metrics (`dict`): the parsed metrics.json.
+        repo_id (`str`): the repo id (or local folder) that the usage snippet loads.
+        template_path (`Path`): the Jinja template.
+    """
+    setup = metrics["training"]
+    card_data = _card_data(
+        repo_id,
+        dataset=setup["dataset"],
+        eval_results=[
+            EvalResult(
+                task_type="unconditional-image-generation",
+                dataset_type=setup["dataset"],
+                dataset_name=setup["dataset"],
+                dataset_split=setup["eval_split"],
+                metric_type="bits_per_dim",
+                metric_name="negative ELBO (bits/dim)",
+                metric_value=round(metrics["held_out_bits_per_dim"], 4),
+            )
+        ],
+    )
+    exact = metrics["eval_timesteps"] == setup["num_train_timesteps"]
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template_path),
+        model_name=repo_id.rsplit("/", 1)[-1],
+        repo_id=repo_id,
+        dataset_id=setup["dataset"],
+        bits_per_dim=metrics["held_out_bits_per_dim"],
+        eval_images=metrics["held_out_images"],
+        eval_timesteps_text=(
+            f"all {metrics['eval_timesteps']} (exact)"
+            if exact
+            else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, drawn at random (unbiased estimate)"
+        ),
+        sample_grid=metrics["sample_grid"],
+        num_samples=metrics["num_samples"],
+        num_inference_steps=metrics["num_inference_steps"],
+        steps=metrics["steps"],
+        images_seen=metrics["images_seen"],
+        wall_time_minutes=metrics["wall_time_s"] / 60,
+        ema_text=f"max decay {setup['ema_max_decay']}, warmup power {setup['ema_power']}"
+        if setup["use_ema"]
+        else "off",
+        **setup,
+    )
+
+
+def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
+    """The card of a pipeline that comes without measurements: its configuration, and no number it cannot back."""
+    size = pipe.unet.config.sample_size
+    return ModelCard.from_template(
+        _card_data(repo_id),
+        template_path=str(template_path),
+        model_name=repo_id.rsplit("/", 1)[-1],
+        repo_id=repo_id,
+        resolution=size if isinstance(size, int) else "x".join(map(str, size)),  # height x width
+        channels=pipe.unet.config.in_channels,
+        num_parameters=sum(p.numel() for p in pipe.unet.parameters()),
+        num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
+        beta_schedule=pipe.scheduler.config.beta_schedule,
+        prediction_type=pipe.scheduler.config.prediction_type,
+    )
+
+
+def write_model_card(output_dir: str | Path, repo_id: str | None = None, template_path: Path = TEMPLATE_PATH) -> Path:
+    """Write output_dir/README.md from output_dir/metrics.json and return its path.
+
+    Args:
+        output_dir (`str` or `Path`): a folder trained by training/train.py.
+        repo_id (`str`, *optional*): what the usage snippet loads; default: the folder's path. `simple-ddpm push`
+            rewrites the card with the repo id it pushes to.
+        template_path (`Path`): the Jinja template.
+
+    Raises:
+        `ValueError`: if metrics.json is missing or is not train.py's.
+    """
+    output_dir = Path(output_dir)
+    metrics_path = output_dir / METRICS_NAME
+    if not metrics_path.is_file():
+        raise ValueError(f"{output_dir} has no {METRICS_NAME} to fill the model card from.")
+    metrics = json.loads(metrics_path.read_text())
+    if not is_training_metrics(metrics):
+        missing = ", ".join(key for key in TRAINING_METRICS_KEYS if key not in metrics)
+        raise ValueError(f"{metrics_path} is not the metrics of training/train.py: it has no {missing}.")
+    card = build_model_card(metrics, repo_id or str(output_dir), template_path)
+    card.save(output_dir / "README.md")
+    return output_dir / "README.md"
