@@ -130,14 +130,6 @@ def test_resolution_the_unet_cannot_halve_is_refused(tmp_path):
         build_unet(args, channels=1, resolution=10)
 
 
-def test_ddpm_cifar10_preset_is_the_papers_35_7m_parameter_network(tmp_path):
-    unet = build_unet(options(tmp_path, "--model_preset", "ddpm-cifar10"), channels=3, resolution=32)
-    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 35.7
-    assert unet.config.dropout == 0.1
-    # self-attention only in the 16x16 level (the second of four at 32x32)
-    assert [hasattr(block, "attentions") for block in unet.down_blocks] == [False, True, False, False]
-
-
 def test_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
     tiny = build_unet(options(tmp_path), channels=1, resolution=8)
     small = build_unet(options(tmp_path, "--model_preset", "small"), channels=1, resolution=8)

@@ -1,0 +1,55 @@
+"""The UNet that training/train.py fits: presets, config files, and pretrained models to fine-tune."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import UNet2DModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+
+from arguments import parse_args  # noqa: E402
+from unet_presets import UNET_PRESETS, build_unet, pretrained_unet_config  # noqa: E402
+
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
+
+
+def options(tmp_path: Path, *extra: str):
+    return parse_args(["--output_dir", str(tmp_path / "out"), *extra])
+
+
+def test_ddpm_cifar10_preset_is_the_papers_35_7m_parameter_network(tmp_path):
+    unet = build_unet(options(tmp_path, "--model_preset", "ddpm-cifar10"), channels=3, resolution=32)
+    assert round(sum(p.numel() for p in unet.parameters()) / 1e6, 1) == 35.7
+    assert unet.config.dropout == 0.1
+    # self-attention only in the 16x16 level (the second of four at 32x32)
+    assert [hasattr(block, "attentions") for block in unet.down_blocks] == [False, True, False, False]
+
+
+def test_presets_take_size_and_channels_from_the_data(tmp_path):
+    for preset in UNET_PRESETS:
+        unet = build_unet(options(tmp_path, "--model_preset", preset), channels=1, resolution=16)
+        assert (unet.config.sample_size, unet.config.in_channels, unet.config.out_channels) == (16, 1, 1)
+        x = torch.zeros(2, 1, 16, 16)
+        assert unet(x, torch.tensor([0, 999])).sample.shape == x.shape
+
+
+def test_a_config_file_gives_a_fresh_unet_of_that_architecture(tmp_path):
+    config = dict(UNET_PRESETS["tiny"], block_out_channels=[16, 32], norm_num_groups=4)
+    (tmp_path / "unet.json").write_text(json.dumps(config))
+    unet = build_unet(options(tmp_path, "--model_config_name_or_path", str(tmp_path / "unet.json")), 3, 8)
+    assert list(unet.config.block_out_channels) == [16, 32] and unet.config.in_channels == 3
+
+
+def test_fine_tuning_starts_from_the_pipelines_weights_and_shape(tmp_path):
+    torch.manual_seed(0)
+    pretrained = UNet2DModel(**UNET_PRESETS["tiny"], sample_size=8, in_channels=1, out_channels=1)
+    SimpleDDPMPipeline(unet=pretrained, scheduler=SimpleDDPMScheduler()).save_pretrained(tmp_path / "pipe")
+    args = options(tmp_path, "--model_config_name_or_path", str(tmp_path / "pipe"))
+    config = pretrained_unet_config(args.model_config_name_or_path)
+    assert (config["sample_size"], config["in_channels"]) == (8, 1)  # the defaults of --resolution, --num_channels
+    unet = build_unet(args, channels=1, resolution=8)
+    assert all(
+        torch.equal(a, b) for a, b in zip(unet.state_dict().values(), pretrained.state_dict().values(), strict=True)
+    )
