@@ -204,3 +204,27 @@ def test_bad_input_ends_with_one_line_and_status_2(pipe_folder, image_folder, tm
 
     assert main(arguments) == 2
     assert re.search(message, one_line_error(capsys, arguments[0]))
+
+
+def test_push_rewrites_a_trained_folders_card_for_the_repo_unless_asked_to_keep_it(monkeypatch, pipe_folder):
+    fake = install_fake_hub(monkeypatch)
+    assert str(pipe_folder) in (pipe_folder / "README.md").read_text()  # written by training for the folder
+
+    assert main(["push", str(pipe_folder), "alice/ddpm", "--token", WRITE_TOKEN]) == 0
+    card = fake.files("alice/ddpm")["README.md"]
+    assert card == (pipe_folder / "README.md").read_bytes()
+    assert b'SimpleDDPMPipeline.from_pretrained("alice/ddpm")' in card and b"**7.2500**" in card
+
+    (pipe_folder / "README.md").write_text("---\nlicense: mit\n---\nMy own card.\n")
+    assert main(["push", str(pipe_folder), "alice/other", "--token", WRITE_TOKEN, "--keep-card"]) == 0
+    assert fake.files("alice/other")["README.md"] == b"---\nlicense: mit\n---\nMy own card.\n"
+
+
+def test_push_of_a_folder_whose_metrics_are_not_trainings_asks_for_keep_card(monkeypatch, pipe_folder, capsys):
+    fake = install_fake_hub(monkeypatch)
+    (pipe_folder / "metrics.json").write_text('{"fid": 3.0}')
+
+    assert main(["push", str(pipe_folder), "alice/ddpm", "--token", WRITE_TOKEN]) == 2
+    assert "Pass --keep-card" in one_line_error(capsys, "push")
+    assert fake.calls == []
+    assert main(["push", str(pipe_folder), "alice/ddpm", "--token", WRITE_TOKEN, "--keep-card"]) == 0

@@ -408,3 +408,57 @@ def test_make_hub_layout_rejects_folders_that_are_not_simple_ddpm_pipelines(tmp_
     DDPMPipeline(unet=tiny_unet(), scheduler=DDPMScheduler()).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="holds a 'DDPMPipeline', not a 'SimpleDDPMPipeline'"):
         hub.make_hub_layout(tmp_path)
+
+
+def test_pipe_push_to_hub_checks_write_access_first_and_uploads_what_loads_by_repo_id(fake_hub, tmp_path):
+    pipe = tiny_pipeline(beta_schedule="cosine")
+    url = pipe.push_to_hub("alice/ddpm", token=WRITE_TOKEN, private=True)
+
+    assert [method for method, _ in fake_hub.calls][:5] == [
+        "whoami",
+        "create_repo",
+        "create_branch",
+        "delete_branch",
+        "upload_folder",
+    ]
+    assert url.startswith("https://huggingface.co/alice/ddpm/commit/") and fake_hub.repos["alice/ddpm"]["private"]
+    fake_hub.export_to_cache("alice/ddpm", tmp_path / "cache")
+    loaded = SimpleDDPMPipeline.from_pretrained("alice/ddpm", cache_dir=tmp_path / "cache")
+    torch.testing.assert_close(samples(loaded), samples(pipe), rtol=0, atol=0)
+
+    pipe.save_pretrained(tmp_path / "saved")
+    uploaded = fake_hub.files("alice/ddpm")
+    assert {path: uploaded[path] for path in folder_files(tmp_path / "saved")} == folder_files(tmp_path / "saved")
+    card = ModelCard(uploaded["README.md"].decode())
+    assert card.data.library_name == "diffusers" and "diffusers:SimpleDDPMPipeline" in card.data.tags
+    assert card.data.eval_results is None and "Not measured for this upload" in card.text  # nothing to claim
+    assert not [path for path, data in fake_hub.all_uploaded_bytes() if WRITE_TOKEN.encode() in data]
+
+
+def test_pipe_push_to_hub_with_a_read_only_token_fails_before_saving_or_uploading(fake_hub):
+    hub.prepare_repo("alice/ddpm", WRITE_TOKEN)
+    with pytest.raises(hub.HubAccessError, match="cannot write to alice/ddpm"):
+        tiny_pipeline().push_to_hub("alice/ddpm", token=READ_TOKEN)
+    assert len(fake_hub.repos["alice/ddpm"]["order"]) == 1
+
+
+def test_pipe_from_a_trained_folder_pushes_the_measured_card_only_while_its_weights_are_the_measured_ones(
+    fake_hub, tmp_path
+):
+    save_trained_folder(tiny_pipeline(), tmp_path / "trained", bits_per_dim=6.125)
+    pipe = SimpleDDPMPipeline.from_pretrained(tmp_path / "trained")
+
+    pipe.push_to_hub("alice/measured", token=WRITE_TOKEN)
+    measured = fake_hub.files("alice/measured")
+    card = ModelCard(measured["README.md"].decode())
+    assert card.data.eval_results[0].metric_value == 6.125 and "**6.1250**" in card.text
+    assert 'from_pretrained("alice/measured")' in card.text
+    assert measured["samples.png"] == (tmp_path / "trained" / "samples.png").read_bytes()
+    assert measured["metrics.json"] == (tmp_path / "trained" / "metrics.json").read_bytes()
+
+    with torch.no_grad():
+        pipe.unet.conv_in.bias += 1  # no longer the network that was measured
+    pipe.push_to_hub("alice/changed", token=WRITE_TOKEN)
+    changed = fake_hub.files("alice/changed")
+    assert "metrics.json" not in changed and "samples.png" not in changed
+    assert ModelCard(changed["README.md"].decode()).data.eval_results is None

@@ -254,18 +254,26 @@ def push_pipeline_folder(
     return commit.commit_url
 
 
+def _same_file(saved: Path, original: Path) -> bool:
+    """Byte for byte, but configs without their "_" keys (diffusers adds "_name_or_path" when it saves again)."""
+    if not original.is_file():
+        return False
+    if saved.suffix != ".json":
+        return filecmp.cmp(saved, original, shallow=False)
+    settings = [
+        {k: v for k, v in json.loads(p.read_text()).items() if not k.startswith("_")} for p in (saved, original)
+    ]
+    return settings[0] == settings[1]
+
+
 def _measured_metrics(source: Path, staged: Path) -> dict | None:
     """The training metrics of the folder `source` if the pipeline saved in `staged` is the one measured there
-    (its unet/ and scheduler/ files are byte for byte the same), else None."""
+    (the same weights and configs in unet/ and scheduler/), else None."""
     if not (source / METRICS_NAME).is_file():
         return None
     metrics = json.loads((source / METRICS_NAME).read_text())
-    saved = [p.relative_to(staged) for component in ("unet", "scheduler") for p in (staged / component).rglob("*")]
-    same = all(
-        (source / path).is_file() and filecmp.cmp(staged / path, source / path, shallow=False)
-        for path in saved
-        if (staged / path).is_file()
-    )
+    saved = [p for component in ("unet", "scheduler") for p in (staged / component).rglob("*") if p.is_file()]
+    same = all(_same_file(path, source / path.relative_to(staged)) for path in saved)
     return metrics if same and is_training_metrics(metrics) else None
 
 
