@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--full-elbo-images", type=int, default=20, help="test images of the main run's exact bound (default 20)"
     )
     parser.add_argument("--eval-batch-size", type=int, default=500, help="(image, t) pairs per UNet call")
-    parser.add_argument("--lanes", type=int, choices=(1, 2), default=2, help="jobs at the same time (default 2)")
+    parser.add_argument("--lanes", type=int, choices=(1, 2, 3), default=2, help="jobs at the same time (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument(
         "--code",
@@ -238,15 +238,17 @@ def run_lane(args: argparse.Namespace, jobs: list[str], failures: list[str]) -> 
 
 
 def lanes(args: argparse.Namespace) -> list[list[str]]:
-    """The jobs in two lanes of about equal length: the four trainings first, two at a time; then each
-    evaluation, in the lane where it balances the time (one waits for a training of the other lane, if need be)."""
+    """The jobs in --lanes lanes of about equal length: the trainings first, two at a time, then the
+    evaluations; the main run's grids and exact bound take a third lane when there is one. A job that needs
+    another lane's training waits for it."""
     first = [f"train:{MAIN_RUN}", "train:epsilon-elbo", "estimate:epsilon-elbo", f"estimate:{MAIN_RUN}"]
-    first += [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps[:1]]
     second = ["train:sample-simple", "train:epsilon-min_snr", "estimate:epsilon-min_snr", "estimate:sample-simple"]
-    second += [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps[1:]] + [f"exact:{MAIN_RUN}"]
+    third = [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps] + [f"exact:{MAIN_RUN}"]
     if args.lanes == 1:
-        return [first + second]
-    return [first, second]
+        return [first + second + third]
+    if args.lanes == 2:
+        return [first + third[:1], second + third[1:]]
+    return [first, second, third]
 
 
 def read_json(path: Path) -> dict | None:
