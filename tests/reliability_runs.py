@@ -85,12 +85,15 @@ class Run:
         children = psutil.Process(self.process.pid).children(recursive=True)
         return [child.pid for child in children if str(TRAIN) in child.cmdline()]
 
+    def finish(self, expect: int = 0) -> "Run":
+        """Wait for the run to end with exit status `expect`."""
+        status = self.wait()
+        assert status == expect, f"exit status {status}, expected {expect}:\n{self.output()[-3000:]}"
+        return self
+
 
 def run(output_dir: Path, *extra: str, launcher=ONE_PROCESS, expect: int = 0, **kwargs) -> Run:
-    started = Run(output_dir, *extra, launcher=launcher, **kwargs)
-    status = started.wait()
-    assert status == expect, f"exit status {status}, expected {expect}:\n{started.output()[-3000:]}"
-    return started
+    return Run(output_dir, *extra, launcher=launcher, **kwargs).finish(expect)
 
 
 def load_any(path: Path):

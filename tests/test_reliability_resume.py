@@ -23,10 +23,15 @@ STOPPED = re.compile(
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
-    output_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
-    run(output_dir)
-    return output_dir
+def uninterrupted_run(tmp_path_factory) -> Run:
+    """Started once, in the background, beside the first test's own runs (two cores, one thread each)."""
+    return Run(tmp_path_factory.mktemp("uninterrupted") / "run")
+
+
+@pytest.fixture
+def uninterrupted(uninterrupted_run) -> Path:
+    """The uninterrupted run's output folder, once it has finished."""
+    return uninterrupted_run.finish().output_dir
 
 
 def resume(output_dir: Path) -> Run:
@@ -36,7 +41,7 @@ def resume(output_dir: Path) -> Run:
     return resumed
 
 
-def test_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(uninterrupted, tmp_path):
+def test_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(uninterrupted_run, tmp_path):
     output_dir = tmp_path / "run"
     checkpoint, delay = random.choice((2, 4)), random.uniform(0, 0.5)
     killed = Run(output_dir)
@@ -46,7 +51,8 @@ def test_run_killed_at_a_random_step_resumes_to_the_uninterrupted_result(uninter
     killed.kill_all(signal.SIGKILL)
     assert killed.wait() == -signal.SIGKILL
     resume(output_dir)
-    assert_same_training_state(uninterrupted, output_dir), f"killed {delay:.2f} s after checkpoint-{checkpoint}"
+    print(f"killed {delay:.2f} s after checkpoint-{checkpoint}")  # shown if the comparison fails
+    assert_same_training_state(uninterrupted_run.finish().output_dir, output_dir)
 
 
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one_and_resumes_from_it(uninterrupted, tmp_path):

@@ -29,8 +29,7 @@ CHECKPOINT_FILES = {
 
 
 def test_two_processes_killed_then_signalled_on_one_process_resume_to_the_uninterrupted_result(tmp_path):
-    uninterrupted = tmp_path / "uninterrupted"
-    run(uninterrupted, launcher=TWO_PROCESSES)
+    uninterrupted = Run(tmp_path / "uninterrupted", launcher=TWO_PROCESSES)  # beside the interrupted runs
 
     output_dir = tmp_path / "run"
     killed = Run(output_dir, launcher=TWO_PROCESSES)
@@ -53,7 +52,7 @@ def test_two_processes_killed_then_signalled_on_one_process_resume_to_the_uninte
 
     run(output_dir, "--resume_from_checkpoint", "latest", launcher=TWO_PROCESSES)
     assert partial_saves(output_dir) == []
-    assert_same_training_state(uninterrupted, output_dir)
+    assert_same_training_state(uninterrupted.finish().output_dir, output_dir)
 
 
 def test_soak_of_two_processes_keeps_exactly_the_last_two_complete_checkpoints_and_a_loadable_pipeline(tmp_path):
