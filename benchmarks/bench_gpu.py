@@ -115,7 +115,7 @@ class Candidate:
         batches = training_batches(data, train_args, 0, 1, 0)
         if channels_last:
             batches = (batch.contiguous(memory_format=torch.channels_last) for batch in batches)
-        self.batches, self.steps, self.peak_memory = batches, 0, None
+        self.batches, self.steps, self.peak_memory, self.resident = batches, 0, None, None
 
     def step(self) -> float:
         self.steps += 1
@@ -123,13 +123,25 @@ class Candidate:
         return loss
 
 
-def peak_memory_gib(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+class MemoryMeter:
+    """GPU memory a piece of work adds at its peak over what was allocated when the meter started (None on CPU)."""
 
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.start()
 
-def reset_peak_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    def start(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+
+    def peak_gib(self) -> float | None:
+        return (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**30 if self.cuda else None
+
+    def resident_gib(self) -> float | None:
+        return (torch.cuda.memory_allocated(self.device) - self.base) / 2**30 if self.cuda else None
 
 
 def main() -> None:
@@ -168,14 +180,14 @@ def main() -> None:
     for compiled in (False, True):
         for channels_last in (False, True):
             label = f"{'compiled' if compiled else 'eager'}, {'channels_last' if channels_last else 'contiguous'}"
+            meter = MemoryMeter(device)  # the configuration's own weights, optimizer, EMA and activations
             trainee = build_trainee(train_args, accelerator, unet, compiled, channels_last, args.compile_backend)
             candidate = Candidate(label, train_args, accelerator, trainee, data, channels_last)
-            reset_peak_memory(device)
             warmup_start = time.perf_counter()
             for _ in range(3):  # compiles forward and backward
                 candidate.step()
             sync()
-            candidate.peak_memory = peak_memory_gib(device)
+            candidate.peak_memory, candidate.resident = meter.peak_gib(), meter.resident_gib()
             print(f"  warmed up {label} in {time.perf_counter() - warmup_start:.0f} s", flush=True)
             candidates.append(candidate)
     timer = InterleavedTimer(
@@ -192,13 +204,10 @@ def main() -> None:
         rows[c.name] = {"images_per_s": images_per_s, "speedup": speedup, "peak_memory_gib": c.peak_memory}
         print(f"{c.name:28} {images_per_s:9.1f} {speedup:9.3f} {memory:>9}")
     best = max(candidates, key=lambda c: rows[c.name]["images_per_s"])
-    for c in candidates:
-        if c is not best:
-            del c.trainee  # frees its weights and optimizer state for the run
     print(f"adopted: {best.name}")
 
-    reset_peak_memory(device)
-    sync()
+    # The run's peak: what the run adds over its start, plus the winner's own resident weights and states.
+    meter = MemoryMeter(device)
     run_start, run_steps, loss = time.perf_counter(), best.steps, float("nan")
     deadline = start + args.time_budget - args.eval_reserve
     while time.perf_counter() < deadline or best.steps - run_steps < 2:
@@ -206,7 +215,7 @@ def main() -> None:
     sync()
     run_seconds, run_steps = time.perf_counter() - run_start, best.steps - run_steps
     images_per_s = run_steps * args.batch_size / max(run_seconds, 1e-9)
-    memory = peak_memory_gib(device)
+    memory = meter.peak_gib() + best.resident if meter.cuda else None
     memory_text = f"{memory:.2f} GiB" if memory is not None else "- (CPU)"
     print(
         f"\ntraining ({best.name}): {run_steps} steps in {run_seconds:.0f} s after {best.steps - run_steps} A/B "
