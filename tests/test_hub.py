@@ -462,3 +462,12 @@ def test_pipe_from_a_trained_folder_pushes_the_measured_card_only_while_its_weig
     changed = fake_hub.files("alice/changed")
     assert "metrics.json" not in changed and "samples.png" not in changed
     assert ModelCard(changed["README.md"].decode()).data.eval_results is None
+
+
+def test_save_pretrained_with_push_to_hub_saves_the_folder_and_pushes_the_same_files(fake_hub, tmp_path):
+    tiny_pipeline().save_pretrained(tmp_path / "saved", push_to_hub=True, repo_id="alice/ddpm", token=WRITE_TOKEN)
+
+    uploaded = fake_hub.files("alice/ddpm")
+    local = folder_files(tmp_path / "saved")
+    assert {path: uploaded[path] for path in local} == local
+    assert "README.md" in uploaded and "README.md" not in local  # the card goes to the Hub only
