@@ -462,6 +462,8 @@ def test_pipe_from_a_trained_folder_pushes_the_measured_card_only_while_its_weig
     changed = fake_hub.files("alice/changed")
     assert "metrics.json" not in changed and "samples.png" not in changed
     assert ModelCard(changed["README.md"].decode()).data.eval_results is None
+    # diffusers records the folder a pipeline came from when it saves it again; a repo must not show local paths.
+    assert not [path for path, data in {**measured, **changed}.items() if str(tmp_path).encode() in data]
 
 
 def test_save_pretrained_with_push_to_hub_saves_the_folder_and_pushes_the_same_files(fake_hub, tmp_path):

@@ -152,7 +152,8 @@ def _pipeline_code_files() -> dict[str, Path]:
 def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
     """Rewrite a saved SimpleDDPMPipeline folder in place into the layout described above.
 
-    Idempotent; the weights and scheduler_config.json are not touched.
+    Idempotent; the weights are not touched, and the configs only lose the "_name_or_path" that diffusers writes
+    when a loaded pipeline is saved again (a local path).
 
     Args:
         folder (`str` or `Path`): the saved pipeline.
@@ -187,10 +188,19 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
 
     if index["scheduler"] != SCHEDULER_ENTRY:
         index["scheduler"] = SCHEDULER_ENTRY
-        index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")  # as diffusers writes it
+        _write_config(index_path, index)
+    # A pipeline loaded from disk and saved again records the local path it came from: not for a public repo.
+    for config_path in [index_path, *folder.glob("*/*.json")]:
+        config = json.loads(config_path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            _write_config(config_path, config)
     if include_code:
         for name, source in _pipeline_code_files().items():
             shutil.copyfile(source, folder / name)
+
+
+def _write_config(path: Path, config: dict) -> None:
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")  # as diffusers writes it
 
 
 def prepare_pipeline_folder(folder: str | Path, token: str | None, include_code: bool = True) -> None:
