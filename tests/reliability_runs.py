@@ -4,6 +4,7 @@ comparison of two runs' training states file by file."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,12 @@ TINY_RUN = [
 ]  # fmt: skip
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 class Run:
     """A training subprocess in a session of its own (a signal to it never reaches pytest), its output in a log
     file (tqdm writes more than a pipe holds)."""
@@ -40,6 +47,8 @@ class Run:
     def __init__(self, output_dir: Path, *extra: str, launcher=ONE_PROCESS, script: Path = TRAIN, env=None):
         self.output_dir = output_dir
         self.log = output_dir.parent / f"{output_dir.name}-{time.monotonic_ns()}.log"
+        if launcher == TWO_PROCESSES:  # not accelerate's fixed 29500: other runs may be launching beside this one
+            launcher = (*launcher, "--main_process_port", str(free_port()))
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
                 [*launcher, str(script), *TINY_RUN, "--output_dir", str(output_dir), *extra],
