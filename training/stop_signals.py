@@ -6,6 +6,7 @@ step, so all of them stop after the same step even when only one was signalled.
 """
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,7 +40,11 @@ class StopSignals:
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """Install the handlers (main thread only), and restore the previous ones on exit."""
+        """Install the handlers, and restore the previous ones on exit. Python runs handlers in the main thread
+        only, so elsewhere (training started from a thread) the signals keep their default effect."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
         previous = {number: signal.signal(number, self._record) for number in HANDLED_SIGNALS}
         try:
             yield
