@@ -176,3 +176,16 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     # The checkpoint loads: a resumed run continues at step 2 (and meets the same overflow there).
     resumed = run_train(*result.args[4:], "--resume_from_checkpoint", str(output_dir / "checkpoint-1"))
     assert "at step 2;" in resumed.stderr.strip().splitlines()[-1]
+
+
+def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
+    from checkpoints import list_checkpoints, prune_checkpoints, resolve_resume
+
+    for step in (9, 10, 100, 11, 2):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-final-notes").mkdir()  # not a checkpoint: never listed, never deleted
+    prune_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-11", "checkpoint-100"]
+    assert (tmp_path / "checkpoint-final-notes").is_dir()
+    assert resolve_resume("latest", tmp_path) == tmp_path / "checkpoint-100"
+    assert resolve_resume("latest", tmp_path / "checkpoint-final-notes") is None  # a first run

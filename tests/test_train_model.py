@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import UNet2DModel
 
@@ -53,3 +54,38 @@ def test_fine_tuning_starts_from_the_pipelines_weights_and_shape(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(unet.state_dict().values(), pretrained.state_dict().values(), strict=True)
     )
+
+
+class Constant(torch.nn.Module):
+    """A stand-in UNet that always predicts `value`, so the loss has a closed form."""
+
+    def __init__(self, value: torch.Tensor):
+        super().__init__()
+        self.value = value
+
+    def forward(self, sample, timestep):
+        return type("Output", (), {"sample": self.value.expand_as(sample)})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("weighting", ["simple", "elbo", "min_snr"])
+def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(prediction_type, weighting):
+    from train import diffusion_loss
+
+    scheduler = SimpleDDPMScheduler(num_train_timesteps=100, prediction_type=prediction_type)
+    x0 = torch.linspace(-1, 1, 4 * 2 * 3 * 3).view(4, 2, 3, 3)
+    prediction = torch.full((1, 2, 3, 3), 0.25)
+    torch.manual_seed(0)
+    loss = diffusion_loss(Constant(prediction), scheduler, x0, weighting, snr_gamma=5.0)
+
+    torch.manual_seed(0)  # the same draws, in the order Algorithm 1 takes them: noise, then t
+    noise, t = torch.randn_like(x0), torch.randint(0, 100, (4,))
+    alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100, dtype=torch.float64), 0)[t].view(4, 1, 1, 1)
+    target = {
+        "epsilon": noise.double(),
+        "sample": x0.double(),
+        "v_prediction": alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0,
+    }[prediction_type]
+    squared_error = (prediction.double() - target).pow(2).mean(dim=(1, 2, 3))
+    expected = (scheduler.loss_weights(t, weighting, 5.0).double() * squared_error).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
