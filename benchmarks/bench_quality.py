@@ -262,15 +262,22 @@ def print_table(args: argparse.Namespace) -> None:
         "random timesteps per group (+ L_0), mean +- standard error of the group means\n"
     )
     header = f"{'run':18} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>8}"
-    print(header + f" {'bits/dim (estimate)':>20}")
-    print("-" * (len(header) + 21))
+    print(header + f" {'bits/dim (estimate)':>20} {'minus main, paired':>19}")
+    print("-" * (len(header) + 41))
+    main_estimate = read_json(result_path(args, f"estimate:{MAIN_RUN}"))
     for run, (prediction_type, weighting) in RUNS.items():
         metrics = read_json(args.work / run / "metrics.json")
         estimate = read_json(result_path(args, f"estimate:{run}"))
         seen = f"{metrics['images_seen']:,}" if metrics else "-"
         wall = f"{metrics['wall_time_s']:.0f}" if metrics else "-"
         bound = f"{estimate['bits_per_dim']:.3f} +- {estimate['standard_error']:.3f}" if estimate else "not run"
-        print(f"{run:18} {prediction_type:>10} {weighting:>9} {seen:>11} {wall:>8} {bound:>20}")
+        paired = "-"
+        if estimate and main_estimate and run != MAIN_RUN:
+            # The groups use the same images, timesteps and noise in every run, so differences pair up.
+            differences = [a - b for a, b in zip(estimate["group_means"], main_estimate["group_means"], strict=True)]
+            error = statistics.stdev(differences) / len(differences) ** 0.5
+            paired = f"{statistics.fmean(differences):+.3f} +- {error:.3f}"
+        print(f"{run:18} {prediction_type:>10} {weighting:>9} {seen:>11} {wall:>8} {bound:>20} {paired:>19}")
     exact = read_json(result_path(args, f"exact:{MAIN_RUN}"))
     if exact:
         print(
