@@ -11,6 +11,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.pipeline_simple_ddpm import geometric_strata
 
 
 class BinaryPixelDenoiser(ModelMixin, ConfigMixin):
@@ -210,6 +211,15 @@ def test_elbo_estimate_from_few_timesteps_is_unbiased():
     assert (out.denoising != 0).sum(-1).eq(5).all()  # K columns, scaled, the rest zero
     stderr = math.sqrt(estimates.var() / len(estimates) + exact.var() / len(exact))
     assert abs(estimates.mean() - exact.mean()) < 4 * stderr
+
+
+@pytest.mark.parametrize("num_terms,num_strata", [(999, 100), (999, 50), (49, 5), (10, 10), (999, 1)])
+def test_geometric_strata_partition_the_terms_with_the_first_ones_alone(num_terms, num_strata):
+    strata = geometric_strata(num_terms, num_strata)
+    assert len(strata) == num_strata and strata[0][0] == 0 and strata[-1][1] == num_terms
+    assert all(stop > start for start, stop in strata)
+    assert all(a[1] == b[0] for a, b in zip(strata[:-1], strata[1:], strict=True))  # no gap or overlap
+    assert strata[0] == (0, 1) or num_strata == 1  # L_1, the largest term, is always evaluated exactly
 
 
 def test_elbo_of_a_unet_pipeline_runs_on_real_unet(pipe):
