@@ -4,7 +4,7 @@
     accelerate launch training/train.py --dataset_name DATASET --model_preset small --output_dir outputs/run
 
 Reads top to bottom: options, accelerator, data, model, optimizer, the loop, then the saved pipeline with its
-samples, held-out bits/dim and model card. See training/README_TRAINING.md for every option.
+samples, held-out bits/dim and model card. README.md documents every option.
 """
 
 import os
