@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import warnings
 
 import pytest
@@ -61,10 +60,9 @@ def test_missing_token_fails_before_any_hub_call(fake_hub):
 
 def test_invalid_token_fails_in_one_line_that_does_not_show_the_token(fake_hub):
     bad_token = "hf_NotARealToken"
-    start = time.perf_counter()
     with pytest.raises(hub.HubAccessError, match="rejected .HTTP 401.") as error:
         hub.prepare_repo("alice/ddpm", bad_token)
-    assert time.perf_counter() - start < 1
+    assert [method for method, _ in fake_hub.calls] == ["whoami"]  # the first call fails it, with no retry
     assert bad_token not in str(error.value) and "\n" not in str(error.value)
     assert error.value.__cause__ is None and error.value.__suppress_context__
 
@@ -235,11 +233,9 @@ def test_background_uploads_return_at_once_and_commit_in_order(fake_hub, tmp_pat
     for step in (1, 2, 3):
         (tmp_path / f"grid_{step}.png").write_bytes(b"png %d" % step)
 
-    fake_hub.commit_gate.clear()  # the Hub is slow: nothing can finish
-    start = time.perf_counter()
-    for step in (1, 2, 3):
+    fake_hub.commit_gate.clear()  # the Hub is stuck: no commit can finish until the gate opens
+    for step in (1, 2, 3):  # so returning at all shows that upload() does not wait for its commit
         uploader.upload(tmp_path / f"grid_{step}.png", path_in_repo=f"samples/grid_{step}.png")
-    assert time.perf_counter() - start < 0.5
     assert len(fake_hub.repos[repo_id]["order"]) == 1
 
     fake_hub.commit_gate.set()

@@ -7,7 +7,6 @@ after each run.
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -130,12 +129,10 @@ def test_read_only_or_missing_token_stops_the_run_in_seconds_before_any_data_or_
     monkeypatch.setattr(train, "prepare_data", lambda *_: pytest.fail("data were read before the Hub check"))
     output_dir = tmp_path / "run"
 
-    start = time.perf_counter()
     status = run_train(
         "--output_dir", str(output_dir), "--push_to_hub", "--hub_model_id", "alice/ddpm",
         *(["--hub_token", token] if token else []),
     )  # fmt: skip
-    assert time.perf_counter() - start < 5
     assert status == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1 and READ_TOKEN not in err
