@@ -225,7 +225,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         if not torch.is_tensor(timesteps):
             timesteps = torch.tensor(timesteps)
         values = tables[name].take(timesteps.to(like.device).long())
-        return values.view(*values.shape, *(1,) * (like.ndim - values.ndim))
+        return values.view(values.shape + (1,) * (like.ndim - values.ndim))
 
     @property
     def sqrt_alphas_cumprod(self) -> torch.Tensor:
@@ -302,14 +302,19 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
 
     def snr(self, timesteps: torch.Tensor) -> torch.Tensor:
         """SNR(t) = alpha_bar_t / (1 - alpha_bar_t), float64, on the timesteps' device."""
-        alpha_bar = self.alphas_cumprod.to(timesteps.device)[timesteps.long()]
+        alpha_bar = self._table("alphas_cumprod", timesteps, self._float64_on(timesteps.device))
         return alpha_bar / (1 - alpha_bar)
+
+    @staticmethod
+    def _float64_on(device: torch.device) -> torch.Tensor:
+        """A 0-d float64 tensor: the `like` of `_table` for per-timestep weights, shaped as the timesteps."""
+        return torch.empty((), dtype=torch.float64, device=device)
 
     def loss_weights(self, timesteps: torch.Tensor, weighting: str = "simple", snr_gamma: float = 5.0) -> torch.Tensor:
         """Per-sample weights w(t) for the loss w(t) * mean((model_output - get_target(...))^2).
 
         - "simple": 1 (Ho et al.'s L_simple for Design II; the plain MSE of the target for the others).
-        - "elbo": the weight that makes w(t) * ||model_output - target||^2 / 2 ... exactly the KL term
+        - "elbo": the weight that makes w(t) * mean((model_output - target)^2) exactly the KL term
           KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) of the ELBO, per dimension, in nats (Ho et al. eq. 5, 8-12):
           Design I:  beta_t^2 alpha_bar_{t-1} / (2 s^2 (1 - alpha_bar_t)^2), which for s^2 = sigma^2(t) is
                      0.5 (SNR(t-1) - SNR(t));
@@ -331,10 +336,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             clipped = snr.clamp(max=snr_gamma)
             weights = {"epsilon": clipped / snr, "sample": clipped, "v_prediction": clipped / (snr + 1)}
             return weights[prediction_type].float()
-        tables = {name: getattr(self, name).to(t.device)[t] for name in ("betas", "alphas", "alphas_cumprod")}
-        alpha_bar_prev = self.alphas_cumprod_prev.to(t.device)[t]
-        variance = self.model_log_variance.to(t.device)[t].exp()
-        beta, alpha, alpha_bar = tables["betas"], tables["alphas"], tables["alphas_cumprod"]
+        # gathered from the tables cached per device, not copied to the device at every training step
+        beta, alpha, alpha_bar, alpha_bar_prev, log_variance = (
+            self._table(name, t, self._float64_on(t.device))
+            for name in ("betas", "alphas", "alphas_cumprod", "alphas_cumprod_prev", "model_log_variance")
+        )
+        variance = log_variance.exp()
         weight_x0 = beta**2 * alpha_bar_prev / (2 * variance * (1 - alpha_bar) ** 2)
         weights = {
             "sample": weight_x0,
