@@ -7,14 +7,19 @@
 Four runs of training/train.py at the same budget (--steps x --batch-size images, the same seed, data order and
 schedule), differing in one option each: epsilon vs sample prediction (Ho et al.'s Design II vs I) with the
 simple loss, and simple vs elbo vs min_snr weighting with epsilon. Each is evaluated on the first --eval-images
-test images with the unbiased K-timestep estimate of the negative ELBO: the images are split into groups, each
-group gets its own K random timesteps (`SimpleDDPMPipeline.elbo(num_timesteps=K)`), and the standard error is
-that of the group means, so it covers the choice of timesteps as well as the noise and the images. The main
-run (epsilon, simple) also gets the exact bound (all T terms) on the first --full-elbo-images test images, and
-10x10 sample grids at 1000, 250, 100 and 50 steps (benchmarks/fashion_mnist_<N>steps.png).
+test images with the exact negative ELBO (prior, L_0 and all T - 1 denoising terms: T UNet calls per image), in
+jobs of --shard-images images whose noise is seeded by the shard, so that the runs see the same x_t and their
+per-image differences pair up. Each run also gets the cheap unbiased K-timestep estimate
+(`SimpleDDPMPipeline.elbo(num_timesteps=K)`) on the same images, in groups with their own random timesteps,
+which shows how close the estimate the training script reports comes to the exact bound. The main run
+(epsilon, simple) also gets 10x10 sample grids at 1000, 250, 100 and 50 steps
+(benchmarks/fashion_mnist_<N>steps.png).
 
-Jobs run as subprocesses in two lanes, one torch thread each (two lanes for two cores); every job writes its
-result under benchmarks/_work/quality and is skipped when that result exists, so an interrupted run resumes.
+Jobs run as subprocesses in --lanes lanes (default two, for two cores) that take the next job from one queue,
+one torch thread each; every job writes its result under benchmarks/_work/quality and is skipped when that
+result exists, so an interrupted run resumes where it stopped. The queue puts the main run's exact bound
+before the other runs' (shard by shard across those runs), so a run stopped early still has its most
+important results.
 """
 
 import argparse
@@ -60,10 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-group", type=int, default=20, help="images per group of the estimate (default 20)")
     parser.add_argument("--eval-timesteps", type=int, default=16, help="K of the estimate (default 16)")
     parser.add_argument(
-        "--full-elbo-images", type=int, default=20, help="test images of the main run's exact bound (default 20)"
+        "--shard-images", type=int, default=100, help="test images per job of the exact bound (default 100)"
     )
-    parser.add_argument("--eval-batch-size", type=int, default=500, help="(image, t) pairs per UNet call")
-    parser.add_argument("--lanes", type=int, choices=(1, 2, 3), default=2, help="jobs at the same time (default 2)")
+    parser.add_argument(
+        "--eval-batch-size",
+        type=int,
+        default=100,
+        help="(image, t) pairs per UNet call (default 100: the fastest on one core here, 1.4x batch 500)",
+    )
+    parser.add_argument("--lanes", type=int, default=2, help="jobs at the same time (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument(
         "--code",
@@ -159,19 +169,23 @@ def estimate_bound(args: argparse.Namespace, run: str) -> dict:
     return grouped_bound(pipe, images, args.eval_group, args.eval_timesteps, args.eval_batch_size)
 
 
-def exact_bound(args: argparse.Namespace, run: str) -> dict:
-    """The exact bound, all T terms, on the first --full-elbo-images test images."""
-    pipe, images = load_pipeline(args, run), test_images(args.full_elbo_images)
+def exact_bound(args: argparse.Namespace, run: str, shard: int) -> dict:
+    """The exact bound, all T terms, of test images [shard * S, (shard + 1) * S) for S = --shard-images.
+
+    The noise of shard k comes from seed k in every run, so the runs see the same x_t for the same image and
+    timestep and their per-image differences pair up."""
+    pipe = load_pipeline(args, run)
+    first = shard * args.shard_images
+    images = test_images(first + args.shard_images)[first:]
     start = time.perf_counter()
-    output = pipe.elbo(images, generator=torch.Generator().manual_seed(0), batch_size=args.eval_batch_size)
-    bits = output.bits_per_dim
+    output = pipe.elbo(images, generator=torch.Generator().manual_seed(shard), batch_size=args.eval_batch_size)
     return {
-        "bits_per_dim": bits.mean().item(),
-        "standard_error": (bits.std() / len(bits) ** 0.5).item(),  # over images: the bound of a random image
-        "prior": output.prior.mean().item(),
-        "reconstruction": output.reconstruction.mean().item(),
-        "denoising": output.denoising.sum(-1).mean().item(),
-        "images": len(images),
+        "first_image": first,
+        "bits_per_dim": output.bits_per_dim.tolist(),
+        "prior": output.prior.tolist(),
+        "reconstruction": output.reconstruction.tolist(),
+        "denoising": output.denoising.sum(-1).tolist(),
+        "denoising_terms_sum": output.denoising.sum(0).tolist(),  # L_1..L_T-1 summed over the shard's images
         "seconds": time.perf_counter() - start,
     }
 
@@ -219,10 +233,16 @@ def job_done(args: argparse.Namespace, job: str) -> bool:
     return result_path(args, job).is_file()
 
 
-def run_lane(args: argparse.Namespace, jobs: list[str], failures: list[str]) -> None:
+def run_lane(args: argparse.Namespace, queue: list[str], lock: threading.Lock, failures: list[str]) -> None:
+    """Take the next job from the shared queue until it is empty; a job that needs a training still running in
+    another lane waits for it."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code / "src"), env.get("PYTHONPATH")]))
-    for job in jobs:
+    while True:
+        with lock:
+            if not queue:
+                return
+            job = queue.pop(0)
         if job_done(args, job):
             continue
         log = args.work / "logs" / f"{job.replace(':', '-')}.log"
@@ -233,66 +253,117 @@ def run_lane(args: argparse.Namespace, jobs: list[str], failures: list[str]) -> 
             status = subprocess.call(job_command(args, job), stdout=out, stderr=subprocess.STDOUT, env=env)
         print(f"{time.strftime('%H:%M:%S')} end {job}: exit {status}, {time.perf_counter() - start:.0f} s", flush=True)
         if status != 0:
-            failures.append(job)
-            return  # later jobs of a lane need this one
+            with lock:
+                failures.append(job)
+                if job.startswith("train:"):  # the jobs of that run would wait for it forever
+                    run = job.split(":")[1]
+                    queue[:] = [other for other in queue if other.split(":")[1] != run]
 
 
-def lanes(args: argparse.Namespace) -> list[list[str]]:
-    """The jobs in --lanes lanes of about equal length: the trainings first, two at a time, then the
-    evaluations; the main run's grids and exact bound take a third lane when there is one. A job that needs
-    another lane's training waits for it."""
-    first = [f"train:{MAIN_RUN}", "train:epsilon-elbo", "estimate:epsilon-elbo", f"estimate:{MAIN_RUN}"]
-    second = ["train:sample-simple", "train:epsilon-min_snr", "estimate:epsilon-min_snr", "estimate:sample-simple"]
-    third = [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps] + [f"exact:{MAIN_RUN}"]
-    if args.lanes == 1:
-        return [first + second + third]
-    if args.lanes == 2:
-        return [first + third[:1], second + third[1:]]
-    return [first, second, third]
+def exact_shards(args: argparse.Namespace) -> range:
+    return range(-(-args.eval_images // args.shard_images))
+
+
+def job_queue(args: argparse.Namespace) -> list[str]:
+    """Every job, in the order the lanes take them: the trainings, then the main run's exact bound, its
+    grids and the estimates, then the other runs' exact bounds shard by shard (shard 0 of each run, then shard
+    1, ...), so that an interrupted run has the most important results first and the runs' partial bounds
+    cover the same images."""
+    others = [run for run in RUNS if run != MAIN_RUN]
+    return (
+        [f"train:{run}" for run in RUNS]
+        + [f"exact:{MAIN_RUN}:{shard}" for shard in exact_shards(args)]
+        + [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps]
+        + [f"estimate:{run}" for run in RUNS]
+        + [f"exact:{run}:{shard}" for shard in exact_shards(args) for run in others]
+    )
 
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def exact_result(args: argparse.Namespace, run: str) -> dict | None:
+    """The exact-bound shards of `run` that exist, joined: per-image lists in image order."""
+    shards = [read_json(result_path(args, f"exact:{run}:{shard}")) for shard in exact_shards(args)]
+    done = sorted((shard for shard in shards if shard), key=lambda shard: shard["first_image"])
+    if not done:
+        return None
+    joined = {key: [v for shard in done for v in shard[key]] for key in ("bits_per_dim", "prior", "reconstruction")}
+    joined["first_images"] = [shard["first_image"] for shard in done]
+    joined["terms"] = np.sum([shard["denoising_terms_sum"] for shard in done], axis=0) / len(joined["bits_per_dim"])
+    joined["seconds"] = sum(shard["seconds"] for shard in done)
+    joined["complete"] = len(done) == len(shards)
+    return joined
+
+
+def mean_and_error(values: list[float], sign: str = "") -> str:
+    return f"{statistics.fmean(values):{sign}.3f} +- {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+
+
 def print_table(args: argparse.Namespace) -> None:
     print(f"Fashion-MNIST, {args.preset} UNet, {args.steps} steps x {args.batch_size} images")
     print(
-        f"estimate: {args.eval_images} test images in groups of {args.eval_group}, K = {args.eval_timesteps} "
-        "random timesteps per group (+ L_0), mean +- standard error of the group means\n"
+        f"exact: the full negative ELBO (prior + L_0 + all of L_1..L_T-1) of each of the first {args.eval_images} "
+        "test images, mean +- standard error over the images;\n"
+        "paired: the image-by-image difference to the main run (the same images and noise);\n"
+        f"estimate: the images in groups of {args.eval_group}, K = {args.eval_timesteps} stratified random "
+        "timesteps per group (+ L_0), mean +- standard error of the group means\n"
     )
-    header = f"{'run':18} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>8}"
-    print(header + f" {'bits/dim (estimate)':>20} {'minus main, paired':>19}")
-    print("-" * (len(header) + 41))
-    main_estimate = read_json(result_path(args, f"estimate:{MAIN_RUN}"))
+    header = f"{'run':16} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>7}"
+    columns = f" {'images':>6} {'bits/dim (exact)':>18} {'minus main, paired':>19} {'bits/dim (estimate)':>20}"
+    print(header + columns)
+    print("-" * len(header + columns))
+    main = exact_result(args, MAIN_RUN)
+    exact_results = {}
     for run, (prediction_type, weighting) in RUNS.items():
         metrics = read_json(args.work / run / "metrics.json")
+        exact = exact_results[run] = exact_result(args, run)
         estimate = read_json(result_path(args, f"estimate:{run}"))
         seen = f"{metrics['images_seen']:,}" if metrics else "-"
         wall = f"{metrics['wall_time_s']:.0f}" if metrics else "-"
-        bound = f"{estimate['bits_per_dim']:.3f} +- {estimate['standard_error']:.3f}" if estimate else "not run"
+        images = f"{len(exact['bits_per_dim']):,}" if exact else "0"
+        bound = mean_and_error(exact["bits_per_dim"]) if exact else "not run"
         paired = "-"
-        if estimate and main_estimate and run != MAIN_RUN:
-            # The groups use the same images, timesteps and noise in every run, so differences pair up.
-            differences = [a - b for a, b in zip(estimate["group_means"], main_estimate["group_means"], strict=True)]
-            error = statistics.stdev(differences) / len(differences) ** 0.5
-            paired = f"{statistics.fmean(differences):+.3f} +- {error:.3f}"
-        print(f"{run:18} {prediction_type:>10} {weighting:>9} {seen:>11} {wall:>8} {bound:>20} {paired:>19}")
-    exact = read_json(result_path(args, f"exact:{MAIN_RUN}"))
-    if exact:
+        if exact and main and run != MAIN_RUN:
+            # Each shard has the same images and noise in every run, so the differences pair up image by image.
+            main_bits = dict(zip(image_numbers(main), main["bits_per_dim"], strict=True))
+            differences = [
+                bits - main_bits[i]
+                for i, bits in zip(image_numbers(exact), exact["bits_per_dim"], strict=True)
+                if i in main_bits
+            ]
+            paired = mean_and_error(differences, "+") if len(differences) > 1 else "-"
+        estimated = f"{estimate['bits_per_dim']:.3f} +- {estimate['standard_error']:.3f}" if estimate else "not run"
         print(
-            f"\n{MAIN_RUN}, exact bound (all T terms) on the first {exact['images']} test images: "
-            f"{exact['bits_per_dim']:.3f} +- {exact['standard_error']:.3f} bits/dim (prior {exact['prior']:.4f}, "
-            f"L_0 {exact['reconstruction']:.3f}, sum of L_1..L_T-1 {exact['denoising']:.3f}); {exact['seconds']:.0f} s"
+            f"{run:16} {prediction_type:>10} {weighting:>9} {seen:>11} {wall:>7} {images:>6} {bound:>18} "
+            f"{paired:>19} {estimated:>20}"
         )
-        estimate = read_json(result_path(args, f"estimate:{MAIN_RUN}"))
-        if estimate and exact["images"] >= args.eval_group:
-            groups = exact["images"] // args.eval_group
-            same = estimate["group_means"][:groups]
-            print(f"the estimate on the same {exact['images']} images: {statistics.fmean(same):.3f}")
+
+    print("\nwhere the exact bound lies, bits/dim (mean over the images; the L_t in Ho et al.'s numbering):")
+    print(f"{'run':16} {'prior':>7} {'L_0':>7} {'L_1..9':>7} {'L_10..99':>8} {'L_100..999':>10} {'core-s/image':>12}")
+    for run, exact in exact_results.items():
+        if exact:
+            terms = exact["terms"]
+            print(
+                f"{run:16} {statistics.fmean(exact['prior']):7.4f} {statistics.fmean(exact['reconstruction']):7.3f} "
+                f"{terms[:9].sum():7.3f} {terms[9:99].sum():8.3f} {terms[99:].sum():10.3f} "
+                f"{exact['seconds'] / len(exact['bits_per_dim']):12.1f}"
+                + ("" if exact["complete"] else "  (incomplete)")
+            )
     grids = [read_json(result_path(args, f"grid:{MAIN_RUN}:{steps}")) for steps in args.grid_steps]
     times = ", ".join(f"{grid['steps']} steps {grid['seconds']:.0f} s" for grid in grids if grid)
     print(f"\nsample grids of {MAIN_RUN} (100 images, one batch): {times or 'not run'}")
+
+
+def image_numbers(exact: dict) -> list[int]:
+    """The test-image index of each entry of an exact_result's per-image lists."""
+    numbers, total = [], len(exact["bits_per_dim"])
+    for k, first in enumerate(exact["first_images"]):
+        stop = exact["first_images"][k + 1] if k + 1 < len(exact["first_images"]) else None
+        count = (stop - first) if stop is not None else total - len(numbers)
+        numbers.extend(range(first, first + count))
+    return numbers
 
 
 def main() -> None:
@@ -304,7 +375,8 @@ def main() -> None:
         if not DATASET.is_dir():
             sys.exit(f"No dataset at {DATASET}: run `python benchmarks/fashion_mnist.py` first.")
         failures: list[str] = []
-        threads = [threading.Thread(target=run_lane, args=(args, jobs, failures)) for jobs in lanes(args)]
+        queue, lock = job_queue(args), threading.Lock()
+        threads = [threading.Thread(target=run_lane, args=(args, queue, lock, failures)) for _ in range(args.lanes)]
         for thread in threads:
             thread.start()
         for thread in threads:
