@@ -120,6 +120,16 @@ def test_elbo_on_a_saved_dataset_equals_elbo_on_the_same_images_as_files(pipe_fo
     assert printed_bits_per_dim(capsys) == from_files
 
 
+def test_elbo_reads_a_column_of_image_paths_named_by_image_column(pipe_folder, image_folder, tmp_path, capsys):
+    paths = [str(p) for p in sorted(image_folder.iterdir())]
+    datasets.Dataset.from_dict({"file": paths, "label": [0] * 5}).save_to_disk(str(tmp_path / "paths"))
+
+    assert main(["elbo", str(pipe_folder), str(image_folder), "--timesteps", "3"]) == 0
+    from_files = printed_bits_per_dim(capsys)
+    assert main(["elbo", str(pipe_folder), str(tmp_path / "paths"), "--image-column", "file", "--timesteps", "3"]) == 0
+    assert printed_bits_per_dim(capsys) == from_files
+
+
 def test_sample_and_elbo_load_a_repo_id_from_the_offline_cache(monkeypatch, tmp_path, image_folder, capsys):
     fake = install_fake_hub(monkeypatch)
     save_trained_folder(tiny_pipeline(), tmp_path / "trained")
@@ -192,6 +202,11 @@ def test_push_with_a_read_only_token_fails_in_one_line(monkeypatch, pipe_folder,
             "has no split 'validation'; its splits are: test",
         ),
         (["elbo", "{model}", "{tmp}/images", "--timesteps", "10"], r"--timesteps must be in \[1, 9\]"),
+        (["elbo", "{model}", "{tmp}/saved"], r"no image column \(columns: x\).*with --image-column"),
+        (["elbo", "{model}", "{tmp}/two"], r"several image columns \(a, b\); choose one with --image-column"),
+        (["elbo", "{model}", "{tmp}/two", "--image-column", "c"], "'c' is not a column; the columns are: a, b"),
+        (["elbo", "{model}", "{tmp}/saved", "--image-column", "x"], "Column 'x' does not hold images"),
+        (["elbo", "{model}", "{tmp}/broken", "--image-column", "f"], r"Cannot read image .*bad\.png of"),
         (["push", "{tmp}/missing", "alice/ddpm"], "is not a folder"),
         (["push", "{tmp}", "alice/ddpm", "--token", "x"], "is not a pipeline folder"),
     ],
@@ -199,6 +214,13 @@ def test_push_with_a_read_only_token_fails_in_one_line(monkeypatch, pipe_folder,
 def test_bad_input_ends_with_one_line_and_status_2(pipe_folder, image_folder, tmp_path, capsys, arguments, message):
     (tmp_path / "empty").mkdir()
     datasets.DatasetDict({"test": datasets.Dataset.from_dict({"x": [1]})}).save_to_disk(str(tmp_path / "saved"))
+    png = str(next(image_folder.iterdir()))
+    two = datasets.Dataset.from_dict(
+        {"a": [png], "b": [png]}, features=datasets.Features(a=datasets.Image(), b=datasets.Image())
+    )
+    two.save_to_disk(str(tmp_path / "two"))
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    datasets.Dataset.from_dict({"f": [str(tmp_path / "bad.png")]}).save_to_disk(str(tmp_path / "broken"))
     arguments = [a.format(tmp=tmp_path, model=pipe_folder) for a in arguments]
     capsys.readouterr()
 

@@ -20,6 +20,8 @@ from checkpoints import UNET_CONFIG_NAME, check_compatible, write_unet_config  #
 from image_data import prepare_images  # noqa: E402
 from unet_presets import build_unet  # noqa: E402
 
+from simple_ddpm.image_datasets import DatasetInputError  # noqa: E402
+
 
 def options(tmp_path: Path, *extra: str):
     return parse_args(["--output_dir", str(tmp_path / "out"), *extra])
@@ -104,13 +106,20 @@ def test_missing_split_lists_the_splits(tmp_path):
 
 def test_dataset_without_images_asks_for_an_image_column(tmp_path):
     datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}).save_to_disk(tmp_path / "text")
-    with pytest.raises(InvalidTrainingInput, match=r"no image column \(columns: text, label\).*--image_column"):
+    with pytest.raises(DatasetInputError, match=r"no image column \(columns: text, label\).*--image_column"):
         prepare_images(options(tmp_path, "--dataset_name", str(tmp_path / "text")))
 
 
 def test_wrong_image_column_lists_the_columns(tmp_path):
-    with pytest.raises(InvalidTrainingInput, match="'picture' is not a column; the columns are: image, label"):
+    with pytest.raises(DatasetInputError, match="'picture' is not a column; the columns are: image, label"):
         prepare_images(options(tmp_path, "--image_column", "picture"))
+
+
+def test_image_column_of_numbers_is_refused_in_one_line(tmp_path):
+    datasets.Dataset.from_dict({"pixels": [1, 2], "label": [0, 1]}).save_to_disk(tmp_path / "numbers")
+    options_ = options(tmp_path, "--dataset_name", str(tmp_path / "numbers"), "--image_column", "pixels")
+    with pytest.raises(DatasetInputError, match="Column 'pixels' does not hold images"):
+        prepare_images(options_)
 
 
 def test_corrupt_images_are_skipped_with_a_warning_that_names_them(tmp_path):
@@ -145,10 +154,17 @@ def test_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
         check_compatible(folder, small.config, small.state_dict())
 
 
-def test_bad_input_in_the_script_is_one_line_and_exit_status_2(tmp_path):
-    result = run_train("--output_dir", str(tmp_path / "out"), "--dataset_name", str(tmp_path / "missing"))
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--dataset_name", "{tmp}/missing"], "error: Dataset {tmp}/missing not found"),
+        (["--image_column", "picture"], "error: --image_column 'picture' is not a column"),  # simple_ddpm's check
+    ],
+)
+def test_bad_input_in_the_script_is_one_line_and_exit_status_2(tmp_path, arguments, message):
+    result = run_train("--output_dir", str(tmp_path / "out"), *(a.format(tmp=tmp_path) for a in arguments))
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith("error: Dataset")
+    assert result.stderr.strip().splitlines()[-1].startswith(message.format(tmp=tmp_path))
     assert "Traceback" not in result.stderr
 
 

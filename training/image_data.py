@@ -6,7 +6,6 @@ per image. Batches are then index lookups into that tensor, so two CPU cores spe
 PIL. Only `--streaming` decodes on the fly, once per pass, since its data need not fit in memory.
 """
 
-import io
 import logging
 import warnings
 from collections.abc import Iterator
@@ -20,12 +19,19 @@ from arguments import InvalidTrainingInput
 from datasets.distributed import split_dataset_by_node
 from PIL import Image
 
+from simple_ddpm.image_datasets import (
+    describe,
+    find_image_column,
+    first_line,
+    is_saved_dataset,
+    open_image,
+    undecoded,
+)
 from simple_ddpm.image_processing import is_grayscale, to_pixels
 
 logger = logging.getLogger(__name__)
 
 DIGITS_DATASET_ID = "scikit-learn/digits"  # how the card names the embedded default (sklearn.datasets.load_digits)
-SAVED_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")  # written by save_to_disk
 INSPECTED_IMAGES = 64  # images whose mode and size decide the default channels and resolution
 CORRUPT_EXAMPLES_SHOWN = 5
 
@@ -60,10 +66,6 @@ def digits_dataset() -> datasets.Dataset:
     return datasets.Dataset.from_dict({"image": list(pixels), "label": digits.target.tolist()}, features=features)
 
 
-def _first_line(error: Exception) -> str:
-    return next(iter(str(error).splitlines()), type(error).__name__)
-
-
 def load_splits(args) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDict, str]:
     """All splits of the chosen dataset, and the id the model card names it by."""
     if not (args.dataset_name or args.train_data_dir):
@@ -71,7 +73,7 @@ def load_splits(args) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDi
     name = args.dataset_name or args.train_data_dir
     path = Path(name).expanduser()
     try:
-        if args.dataset_name and path.is_dir() and any((path / m).is_file() for m in SAVED_DATASET_MARKERS):
+        if args.dataset_name and is_saved_dataset(path):
             loaded = datasets.load_from_disk(str(path))
             if args.streaming:
                 loaded = _to_iterable(loaded)
@@ -84,11 +86,11 @@ def load_splits(args) -> tuple[datasets.DatasetDict | datasets.IterableDatasetDi
                 args.dataset_name, args.dataset_config_name, cache_dir=args.cache_dir, streaming=args.streaming
             )
     except datasets.data_files.EmptyDatasetError as error:
-        raise InvalidTrainingInput(f"Dataset {name} is empty: {_first_line(error)}") from None
+        raise InvalidTrainingInput(f"Dataset {name} is empty: {first_line(error)}") from None
     except (FileNotFoundError, datasets.exceptions.DatasetNotFoundError) as error:
-        raise InvalidTrainingInput(f"Dataset {name} not found: {_first_line(error)}") from None
+        raise InvalidTrainingInput(f"Dataset {name} not found: {first_line(error)}") from None
     except (OSError, ValueError) as error:
-        raise InvalidTrainingInput(f"Cannot load the dataset {name}: {_first_line(error)}") from None
+        raise InvalidTrainingInput(f"Cannot load the dataset {name}: {first_line(error)}") from None
     if isinstance(loaded, datasets.Dataset | datasets.IterableDataset):
         loaded = type_of_dict(loaded)({args.split: loaded})
     return loaded, name if args.dataset_name else path.name
@@ -108,47 +110,6 @@ def pick_split(splits, split: str, dataset_id: str):
     if split not in splits:
         raise InvalidTrainingInput(f"{dataset_id} has no split {split!r}; its splits are: {', '.join(splits)}.")
     return splits[split]
-
-
-def find_image_column(dataset: datasets.Dataset | datasets.IterableDataset, image_column: str | None) -> str:
-    """The column named by --image_column, else the only column of type datasets.Image."""
-    features = dataset.features or {}
-    if image_column is not None:
-        if image_column not in features:
-            raise InvalidTrainingInput(
-                f"--image_column {image_column!r} is not a column; the columns are: {', '.join(features)}."
-            )
-        return image_column
-    image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
-    if len(image_columns) == 1:
-        return image_columns[0]
-    if not image_columns:
-        raise InvalidTrainingInput(
-            f"The dataset has no image column (columns: {', '.join(features) or 'none'}); name the column that "
-            "holds images or image paths with --image_column."
-        )
-    raise InvalidTrainingInput(
-        f"The dataset has several image columns ({', '.join(image_columns)}); choose one with --image_column."
-    )
-
-
-def undecoded(dataset, column: str):
-    """The dataset with `column` as {"bytes", "path"} dicts, so that we decode, and can name a corrupt file."""
-    try:
-        return dataset.cast_column(column, datasets.Image(decode=False))
-    except (TypeError, ValueError) as error:
-        raise InvalidTrainingInput(f"Column {column!r} does not hold images: {_first_line(error)}") from None
-
-
-def open_image(encoded: dict) -> Image.Image:
-    """Decode one {"bytes", "path"} cell fully (Image.open alone reads only the header)."""
-    image = Image.open(io.BytesIO(encoded["bytes"])) if encoded.get("bytes") else Image.open(encoded["path"])
-    image.load()
-    return image
-
-
-def describe(encoded: dict, index: int) -> str:
-    return encoded.get("path") or f"row {index}"
 
 
 def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]:
@@ -181,7 +142,7 @@ def decode_batch(batch: dict, indices: list[int], column: str, channels: int, re
             out["corrupt"].append(None)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
             pixels = np.zeros((channels, 0, 0), np.uint8)
-            out["corrupt"].append(f"{describe(encoded, index)} ({_first_line(error)})")
+            out["corrupt"].append(f"{describe(encoded, index)} ({first_line(error)})")
         out["pixels"].append(pixels.tobytes())
         out["height"].append(pixels.shape[1])
         out["width"].append(pixels.shape[2])
@@ -224,7 +185,7 @@ def prepare_images(args) -> PreparedImages:
     """Load, split, decode and resize the data as the options say, or raise InvalidTrainingInput."""
     splits, dataset_id = load_splits(args)
     train = pick_split(splits, args.split, dataset_id)
-    column = find_image_column(train, args.image_column)
+    column = find_image_column(train.features, args.image_column)
     train = undecoded(train, column)
     if args.streaming:
         return prepare_stream(args, splits, train, column, dataset_id)
@@ -284,7 +245,7 @@ def prepare_stream(args, splits, train: datasets.IterableDataset, column: str, d
         try:
             eval_list.append(torch.from_numpy(to_pixels(open_image(encoded), channels, resolution)))
         except (OSError, SyntaxError, ValueError) as error:
-            corrupt.append(f"{describe(encoded, i)} ({_first_line(error)})")
+            corrupt.append(f"{describe(encoded, i)} ({first_line(error)})")
     warn_corrupt(corrupt, "held-out")
     if args.max_train_samples is not None:
         train = train.take(args.max_train_samples)

@@ -56,6 +56,7 @@ from simple_ddpm.hub import (
     push_pipeline_folder,
     resolve_token,
 )
+from simple_ddpm.image_datasets import DatasetInputError
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
 
@@ -77,7 +78,7 @@ def reported_as_one_line(accelerator: Accelerator):
     """Bad input or Hub access ends the run with `error: <message>` (exit status 2) instead of a traceback."""
     try:
         yield
-    except (InvalidTrainingInput, HubAccessError) as error:
+    except (InvalidTrainingInput, DatasetInputError, HubAccessError) as error:
         if accelerator.is_main_process:
             print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

@@ -19,13 +19,21 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
+from .image_datasets import (
+    DatasetInputError,
+    describe,
+    find_image_column,
+    first_line,
+    is_saved_dataset,
+    open_image,
+    undecoded,
+)
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, write_model_card
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")  # what Dataset.save_to_disk writes
 
 
 class UsageError(Exception):
@@ -45,8 +53,7 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
             str(path) if path.exists() else model, revision=revision, torch_dtype=DTYPES[dtype]
         )
     except (OSError, ValueError, TypeError) as error:
-        first_line = next(iter(str(error).splitlines()), type(error).__name__)
-        raise UsageError(f"Cannot load {model}: {first_line}") from None
+        raise UsageError(f"Cannot load {model}: {first_line(error)}") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
@@ -82,9 +89,12 @@ def read_image(path: Path) -> Image.Image:
 
 
 def load_images(data: str, split: str, image_column: str | None, count: int) -> list[Image.Image]:
-    """The first `count` images of a folder of image files, a `save_to_disk` folder, or a `datasets` dataset id."""
+    """The first `count` images of a folder of image files, a `save_to_disk` folder, or a `datasets` dataset id.
+
+    A dataset is read as train.py reads it (`simple_ddpm.image_datasets`): the same image-column rule, and a
+    column of file paths works too."""
     path = Path(data).expanduser()
-    if path.is_dir() and not any((path / marker).is_file() for marker in DATASET_MARKERS):
+    if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
             raise UsageError(f"{data} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no saved dataset.")
@@ -99,20 +109,20 @@ def load_images(data: str, split: str, image_column: str | None, count: int) -> 
     try:
         dataset = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(data, split=split)
     except (OSError, ValueError) as error:
-        first_line = next(iter(str(error).splitlines()), type(error).__name__)
-        raise UsageError(f"Cannot load the dataset {data}: {first_line}") from None
+        raise UsageError(f"Cannot load the dataset {data}: {first_line(error)}") from None
     if isinstance(dataset, datasets.DatasetDict):
         if split not in dataset:
             raise UsageError(f"{data} has no split {split!r}; its splits are: {', '.join(dataset)}.")
         dataset = dataset[split]
-    if image_column is None:
-        columns = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
-        if not columns:
-            raise UsageError(f"{data} has no image column; its columns are: {', '.join(dataset.column_names)}.")
-        image_column = columns[0]
-    elif image_column not in dataset.column_names:
-        raise UsageError(f"{data} has no column {image_column!r}; its columns are: {', '.join(dataset.column_names)}.")
-    return list(dataset.select(range(min(count, len(dataset))))[image_column])
+    column = find_image_column(dataset.features, image_column, option="--image-column")
+    cells = undecoded(dataset.select(range(min(count, len(dataset)))), column)[column]
+    images = []
+    for index, encoded in enumerate(cells):
+        try:
+            images.append(open_image(encoded))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+            raise UsageError(f"Cannot read image {describe(encoded, index)} of {data}: {first_line(error)}") from None
+    return images
 
 
 def elbo(args: argparse.Namespace) -> None:
@@ -207,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     bound = commands.add_parser("elbo", parents=[model], help="bits/dim of the variational bound on images")
     bound.add_argument("data", help="a folder of images, a datasets save_to_disk folder, or a datasets id")
     bound.add_argument("--split", default="test", help="split of a dataset (default: test)")
-    bound.add_argument("--image-column", help="default: the first column of Image type")
+    bound.add_argument("--image-column", help="default: the only column of Image type")
     bound.add_argument("--num-images", type=positive_int, default=256, help="the first N images")
     bound.add_argument("--timesteps", type=positive_int, help="K: estimate from K random timesteps per image")
     bound.add_argument("--batch-size", type=positive_int, default=256, help="timesteps per network call")
@@ -237,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (UsageError, HubAccessError) as error:
+    except (UsageError, DatasetInputError, HubAccessError) as error:
         print(f"simple-ddpm {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
