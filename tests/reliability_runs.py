@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import psutil  # a dependency of accelerate
 import torch
+from accelerate.utils import load as accelerate_load
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +111,7 @@ def load_any(path: Path):
         return load_file(path)
     if path.suffix == ".json":  # without diffusers' bookkeeping, e.g. _use_default_values in set order
         return {key: value for key, value in json.loads(path.read_text()).items() if not key.startswith("_")}
-    return torch.load(path, weights_only=False)  # our own checkpoints' pickles
+    return accelerate_load(path)  # optimizer, lr schedule, RNG states: with the loader resuming uses
 
 
 def assert_equal(first, second, where: str) -> None:
@@ -137,10 +138,10 @@ def assert_same_training_state(expected: Path, actual: Path) -> None:
     last = f"checkpoint-{STEPS}"
     names = sorted(p.name for p in (expected / last).iterdir())
     assert names == sorted(p.name for p in (actual / last).iterdir())
-    assert {"model.safetensors", "optimizer.bin", "custom_checkpoint_1.pkl"} <= set(names)  # weights, Adam, EMA
+    assert {"model.safetensors", "optimizer.bin", "ema.safetensors", "ema.json"} <= set(names)  # weights, Adam, EMA
     for name in names:
         first, second = load_any(expected / last / name), load_any(actual / last / name)
-        if name == "custom_checkpoint_0.pkl":  # TrainingProgress: the wall time differs, the counters must not
+        if name == "training_progress.json":  # the wall time differs, the counters must not
             first.pop("wall_time_s"), second.pop("wall_time_s")
         assert_equal(first, second, f"{last}/{name}")
     weights = "unet/diffusion_pytorch_model.safetensors"

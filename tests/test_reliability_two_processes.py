@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 CHECKPOINT_FILES = {
     "model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "random_states_1.pkl",
-    "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "unet_config.json",
+    "training_progress.json", "ema.safetensors", "ema.json", "unet_config.json",
 }  # fmt: skip
 
 
@@ -48,7 +48,7 @@ def test_two_processes_killed_then_signalled_on_one_process_resume_to_the_uninte
     step = int(stopped[1])
     assert Path(stopped[2]) == list_checkpoints(output_dir)[-1] == output_dir / f"checkpoint-{step}"
     assert CHECKPOINT_FILES <= {p.name for p in (output_dir / f"checkpoint-{step}").iterdir()}
-    assert load_any(output_dir / f"checkpoint-{step}" / "custom_checkpoint_0.pkl")["global_step"] == step
+    assert load_any(output_dir / f"checkpoint-{step}" / "training_progress.json")["global_step"] == step
 
     run(output_dir, "--resume_from_checkpoint", "latest", launcher=TWO_PROCESSES)
     assert partial_saves(output_dir) == []
@@ -68,7 +68,7 @@ def test_soak_of_two_processes_keeps_exactly_the_last_two_complete_checkpoints_a
         assert {p.name for p in folder.iterdir()} == CHECKPOINT_FILES
         for file in folder.iterdir():
             load_any(file)  # complete: every file parses
-        assert load_any(folder / "custom_checkpoint_0.pkl")["global_step"] == int(folder.name.split("-")[1])
+        assert load_any(folder / "training_progress.json")["global_step"] == int(folder.name.split("-")[1])
     assert partial_saves(output_dir) == []
     pipe = SimpleDDPMPipeline.from_pretrained(output_dir)
     images = pipe(batch_size=2, num_inference_steps=5, output_type="pt", generator=torch.Generator().manual_seed(0))

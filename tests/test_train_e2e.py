@@ -1,6 +1,7 @@
 """End-to-end runs of training/train.py on small data: the saved pipeline, exact resume, and two processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from diffusers import UNet2DModel
 from huggingface_hub import ModelCard
 from PIL import Image
 from safetensors.torch import load_file
@@ -57,10 +59,10 @@ def test_training_writes_a_loadable_pipeline_with_measured_bits_per_dim_samples_
 
     # The saved weights are the EMA of the last checkpoint's, not the raw ones.
     raw = load_file(output_dir / "checkpoint-6" / "model.safetensors")
-    ema = pickle_load(output_dir / "checkpoint-6" / "custom_checkpoint_1.pkl")
+    ema = load_file(output_dir / "checkpoint-6" / "ema.safetensors")
     saved = pipe.unet.state_dict()
     names = [name for name, _ in pipe.unet.named_parameters()]
-    assert all(torch.equal(saved[name], shadow) for name, shadow in zip(names, ema["shadow_params"], strict=True))
+    assert sorted(ema) == sorted(names) and all(torch.equal(saved[name], ema[name]) for name in names)
     assert any(not torch.equal(saved[name], raw[name]) for name in names)
 
     # metrics.json holds what the saved pipeline measures on the held-out digits, recomputed here.
@@ -94,11 +96,26 @@ def test_training_writes_a_loadable_pipeline_with_measured_bits_per_dim_samples_
     assert f'SimpleDDPMPipeline.from_pretrained("{output_dir}")' in card.text
 
 
-def pickle_load(path: Path):
-    return torch.load(path, weights_only=False)
+def read_json(path: Path):
+    return json.loads(path.read_text())
 
 
-def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+def as_earlier_checkpoint(folder: Path) -> None:
+    """Rewrite a checkpoint as simple_ddpm wrote them before the counters and the EMA left pickles: accelerate's
+    custom_checkpoint_0.pkl (TrainingProgress) and custom_checkpoint_1.pkl (the EMA's state_dict)."""
+    progress = json.loads((folder / "training_progress.json").read_text())
+    ema = json.loads((folder / "ema.json").read_text())
+    config = json.loads((folder / "unet_config.json").read_text())
+    names = [name for name, _ in UNet2DModel.from_config(config).named_parameters()]
+    shadow = load_file(folder / "ema.safetensors")
+    torch.save(progress, folder / "custom_checkpoint_0.pkl")
+    torch.save(ema | {"shadow_params": [shadow[name] for name in names]}, folder / "custom_checkpoint_1.pkl")
+    for name in ("training_progress.json", "ema.json", "ema.safetensors"):
+        (folder / name).unlink()
+
+
+@pytest.mark.parametrize("written_as", ["current", "earlier"])
+def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, written_as):
     # Random flips, gradient accumulation and periodic sampling all draw randomness that must not drift.
     common = [*SMALL_RUN, "--max_train_steps", "6", "--random_flip", "--gradient_accumulation_steps", "2"]
     uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
@@ -106,18 +123,22 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_
     # The run as it stood after step 3, copied elsewhere, then continued with the same command.
     resumed.mkdir()
     subprocess.run(["cp", "-r", str(uninterrupted / "checkpoint-3"), str(resumed)], check=True)
+    if written_as == "earlier":
+        as_earlier_checkpoint(resumed / "checkpoint-3")
     result = run_train(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
     assert "Resumed from" in result.stderr and "at step 3" in result.stderr
 
-    for name in ("model.safetensors",):
+    for name in ("model.safetensors", "ema.safetensors"):
         first = load_file(uninterrupted / "checkpoint-6" / name)
         second = load_file(resumed / "checkpoint-6" / name)
-        assert all(torch.equal(first[key], second[key]) for key in first)
+        assert sorted(first) == sorted(second) and all(torch.equal(first[key], second[key]) for key in first)
     first = load_file(uninterrupted / "unet" / "diffusion_pytorch_model.safetensors")
     second = load_file(resumed / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(first[key], second[key]) for key in first)
-    first_state = pickle_load(uninterrupted / "checkpoint-6" / "custom_checkpoint_0.pkl")
-    second_state = pickle_load(resumed / "checkpoint-6" / "custom_checkpoint_0.pkl")
+    first_ema, second_ema = (read_json(run / "checkpoint-6" / "ema.json") for run in (uninterrupted, resumed))
+    assert first_ema == second_ema and first_ema["optimization_step"] == 6
+    progress = "checkpoint-6/training_progress.json"
+    first_state, second_state = (read_json(run / progress) for run in (uninterrupted, resumed))
     assert (
         (first_state["global_step"], first_state["images_seen"])
         == (second_state["global_step"], second_state["images_seen"])
@@ -126,6 +147,36 @@ def test_stopped_and_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_
     # Sanity: training moved the weights, so equality is not that of two untouched models.
     start = load_file(uninterrupted / "checkpoint-3" / "model.safetensors")
     assert any(not torch.equal(start[key], first[key]) for key in start)
+
+
+class RunsCode:
+    """Unpickling this calls os.system: what a hostile checkpoint file could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_pickle_that_would_run_code_is_refused_unopened(tmp_path):
+    output_dir = tmp_path / "out"
+    run_train(*SMALL_RUN, "--max_train_steps", "2", "--checkpointing_steps", "2", "--output_dir", str(output_dir))
+    as_earlier_checkpoint(output_dir / "checkpoint-2")
+    marker = tmp_path / "code-ran"
+    torch.save({"global_step": RunsCode(marker)}, output_dir / "checkpoint-2" / "custom_checkpoint_0.pkl")
+
+    result = subprocess.run(
+        [sys.executable, str(TRAIN), *SMALL_RUN, "--max_train_steps", "4"]
+        + ["--output_dir", str(output_dir), "--resume_from_checkpoint", "latest"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: custom_checkpoint_0.pkl in the checkpoint holds more than tensors")
+    assert not marker.exists()
 
 
 def test_streamed_run_resumes_to_the_same_weights(tmp_path):

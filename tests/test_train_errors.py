@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "training"))
 
 from arguments import InvalidTrainingInput, parse_args  # noqa: E402
-from checkpoints import UNET_CONFIG_NAME, check_compatible, write_unet_config  # noqa: E402
+from checkpoints import UNET_CONFIG_NAME, check_compatible, check_training_state, write_unet_config  # noqa: E402
 from image_data import prepare_images  # noqa: E402
 from unet_presets import build_unet  # noqa: E402
 
@@ -152,6 +152,27 @@ def test_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
     (folder / UNET_CONFIG_NAME).unlink()  # without the config, the weights' shapes still tell
     with pytest.raises(InvalidTrainingInput, match="does not fit the model"):
         check_compatible(folder, small.config, small.state_dict())
+
+
+def test_checkpoint_without_counters_or_the_ema_the_run_needs_is_refused_before_loading(tmp_path):
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    with pytest.raises(InvalidTrainingInput, match="is incomplete: it has no training_progress.json"):
+        check_training_state(folder, use_ema=False)
+    (folder / "training_progress.json").write_text("{}")
+    check_training_state(folder, use_ema=False)
+    with pytest.raises(InvalidTrainingInput, match="has no EMA .* trained with --no-use_ema"):
+        check_training_state(folder, use_ema=True)
+    (folder / "ema.safetensors").write_bytes(b"")
+    with pytest.raises(InvalidTrainingInput, match="has ema.safetensors but no ema.json"):
+        check_training_state(folder, use_ema=True)
+    (folder / "ema.json").write_text("{}")
+    check_training_state(folder, use_ema=True)
+    earlier = tmp_path / "checkpoint-8"  # as simple_ddpm wrote them before: accelerate's pickles
+    earlier.mkdir()
+    (earlier / "custom_checkpoint_0.pkl").write_bytes(b"")
+    (earlier / "custom_checkpoint_1.pkl").write_bytes(b"")
+    check_training_state(earlier, use_ema=True)
 
 
 @pytest.mark.parametrize(

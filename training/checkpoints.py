@@ -1,20 +1,36 @@
 """Checkpoint folders of train.py: naming, pruning, choosing one to resume from, and checking it fits the model.
 
-A checkpoint is what `accelerator.save_state` writes (model, optimizer, lr schedule, every process's RNG state,
-the registered EMA and `TrainingProgress`) plus the UNet's config, in OUTPUT_DIR/checkpoint-<step>.
+A checkpoint is what `accelerator.save_state` writes (model, optimizer, lr schedule, every process's RNG state)
+plus, through accelerate's save and load hooks, our `TrainingProgress` as JSON and the EMA as safetensors and
+JSON, and the UNet's config, in OUTPUT_DIR/checkpoint-<step>. Nothing of ours is pickled: accelerate would load
+objects registered with `register_for_checkpointing` with a full unpickle, which can run code from the file;
+what it loads itself it opens with `torch.load(weights_only=True)` or safetensors.
 """
 
 import json
+import pickle
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
+import torch
 from arguments import InvalidTrainingInput
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from simple_ddpm.image_datasets import first_line
 
 CHECKPOINT_PREFIX = "checkpoint-"
 UNET_CONFIG_NAME = "unet_config.json"
 MODEL_WEIGHTS_NAME = "model.safetensors"  # accelerate's name for the first prepared model
+PROGRESS_NAME = "training_progress.json"
+EMA_WEIGHTS_NAME = "ema.safetensors"  # the EMA's shadow weights, under the UNet's parameter names
+EMA_STATE_NAME = "ema.json"  # the EMA's decay schedule and step count
+# What earlier checkpoints held instead: accelerate's pickles of registered objects. They are still resumed,
+# through torch's restricted unpickler, under these names in a view of the folder (see load_checkpoint).
+LEGACY_NAMES = {"custom_checkpoint_0.pkl": "legacy_progress.pkl", "custom_checkpoint_1.pkl": "legacy_ema.pkl"}
+LEGACY_PROGRESS_NAME, LEGACY_EMA_NAME = LEGACY_NAMES.values()
 
 
 class TrainingProgress:
@@ -38,6 +54,84 @@ class TrainingProgress:
         self.images_seen = state["images_seen"]
         self._earlier_sessions_s = state["wall_time_s"]
         self._session_start = time.perf_counter()
+
+
+def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, parameter_names: list[str]) -> None:
+    """Make `accelerator.save_state` write `progress` and `ema` (an EMAModel of the parameters named
+    `parameter_names`, or None) in safe formats, and `load_state` read them back."""
+
+    def save(models, weights, output_dir: str) -> None:
+        if not accelerator.is_main_process:  # like accelerate's own custom states: one copy, from the main process
+            return
+        folder = Path(output_dir)
+        (folder / PROGRESS_NAME).write_text(json.dumps(progress.state_dict(), indent=2))
+        if ema is not None:
+            state = ema.state_dict()
+            shadow = state.pop("shadow_params")
+            tensors = dict(zip(parameter_names, (tensor.detach().contiguous() for tensor in shadow), strict=True))
+            save_file(tensors, folder / EMA_WEIGHTS_NAME)
+            (folder / EMA_STATE_NAME).write_text(json.dumps(state, indent=2))
+
+    def load(models, input_dir: str) -> None:
+        folder = Path(input_dir)
+        if (folder / PROGRESS_NAME).is_file():
+            progress.load_state_dict(json.loads((folder / PROGRESS_NAME).read_text()))
+        else:
+            progress.load_state_dict(restricted_unpickle(folder / LEGACY_PROGRESS_NAME))
+        if ema is None:
+            return
+        if (folder / EMA_WEIGHTS_NAME).is_file():
+            state = json.loads((folder / EMA_STATE_NAME).read_text())
+            tensors = load_file(folder / EMA_WEIGHTS_NAME)
+            state["shadow_params"] = [tensors[name] for name in parameter_names]
+        else:
+            state = restricted_unpickle(folder / LEGACY_EMA_NAME)
+        ema.load_state_dict(state)
+
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
+
+
+def restricted_unpickle(path: Path):
+    """An earlier checkpoint's pickle, through torch's restricted unpickler: tensors and plain values only."""
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        original = next((name for name, view in LEGACY_NAMES.items() if view == path.name), path.name)
+        raise InvalidTrainingInput(
+            f"{original} in the checkpoint holds more than tensors and plain values; it is not opened, since "
+            f"unpickling it could run code. ({first_line(error)})"
+        ) from None
+
+
+def load_checkpoint(accelerator, folder: Path) -> None:
+    """`accelerator.load_state(folder)`. An earlier checkpoint, with accelerate's custom_checkpoint_*.pkl, is
+    loaded through a view of the folder (symbolic links) in which those files are renamed, so that accelerate
+    does not unpickle them itself: the load hook of `checkpoint_training_state` reads them with
+    `torch.load(weights_only=True)`."""
+    if not any((folder / name).is_file() for name in LEGACY_NAMES):
+        accelerator.load_state(str(folder))
+        return
+    with tempfile.TemporaryDirectory(prefix="simple-ddpm-checkpoint-") as view:
+        for file in folder.iterdir():
+            (Path(view) / LEGACY_NAMES.get(file.name, file.name)).symlink_to(file.resolve())
+        accelerator.load_state(view)
+
+
+def check_training_state(folder: Path, use_ema: bool) -> None:
+    """Refuse a checkpoint that lacks the counters or, when the run keeps an EMA, the EMA, before loading it."""
+    legacy_progress, legacy_ema = LEGACY_NAMES  # as an earlier checkpoint names them
+    if not any((folder / name).is_file() for name in (PROGRESS_NAME, legacy_progress)):
+        raise InvalidTrainingInput(f"Checkpoint {folder} is incomplete: it has no {PROGRESS_NAME}.")
+    if use_ema and not any((folder / name).is_file() for name in (EMA_WEIGHTS_NAME, legacy_ema)):
+        raise InvalidTrainingInput(
+            f"Checkpoint {folder} has no EMA ({EMA_WEIGHTS_NAME}): it was trained with --no-use_ema. Resume it "
+            "with --no-use_ema too, or start a new run."
+        )
+    if (folder / EMA_WEIGHTS_NAME).is_file() and not (folder / EMA_STATE_NAME).is_file():
+        raise InvalidTrainingInput(
+            f"Checkpoint {folder} is incomplete: it has {EMA_WEIGHTS_NAME} but no {EMA_STATE_NAME}."
+        )
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:

@@ -33,8 +33,11 @@ from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomica
 from checkpoints import (
     TrainingProgress,
     check_compatible,
+    check_training_state,
     checkpoint_dir,
+    checkpoint_training_state,
     list_checkpoints,
+    load_checkpoint,
     prune_checkpoints,
     resolve_resume,
     write_unet_config,
@@ -204,6 +207,7 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
     folder = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
     if folder is not None:
         check_compatible(folder, unet.config, unet.state_dict())
+        check_training_state(folder, args.use_ema)
     return folder
 
 
@@ -509,14 +513,13 @@ def main(argv: list[str] | None = None) -> None:
     )
 
     ema = build_ema(args, unet, accelerator.device)
+    checkpoint_training_state(accelerator, progress, ema, [name for name, _ in unet.named_parameters()])
     optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema)
-    accelerator.register_for_checkpointing(progress)
-    if ema is not None:
-        accelerator.register_for_checkpointing(ema)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
+        with reported_as_one_line(accelerator):
+            load_checkpoint(accelerator, resume_from)
         if ema is not None:
             ema.to(accelerator.device)
         logger.info("Resumed from %s at step %d", resume_from, progress.global_step)
