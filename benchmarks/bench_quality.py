@@ -18,8 +18,8 @@ which shows how close the estimate the training script reports comes to the exac
 Jobs run as subprocesses in --lanes lanes (default two, for two cores) that take the next job from one queue,
 one torch thread each; every job writes its result under benchmarks/_work/quality and is skipped when that
 result exists, so an interrupted run resumes where it stopped. The queue puts the main run's exact bound
-before the other runs' (shard by shard across those runs), so a run stopped early still has its most
-important results.
+first and sample prediction's last (see `job_queue`), so a run stopped early still has its most telling
+results.
 """
 
 import argparse
@@ -265,17 +265,21 @@ def exact_shards(args: argparse.Namespace) -> range:
 
 
 def job_queue(args: argparse.Namespace) -> list[str]:
-    """Every job, in the order the lanes take them: the trainings, then the main run's exact bound, its
-    grids and the estimates, then the other runs' exact bounds shard by shard (shard 0 of each run, then shard
-    1, ...), so that an interrupted run has the most important results first and the runs' partial bounds
-    cover the same images."""
-    others = [run for run in RUNS if run != MAIN_RUN]
+    """Every job, in the order the lanes take them, so that a run stopped early has the most telling results:
+    the trainings; the main run's exact bound, its grids and every run's estimate; then the exact bounds of the
+    weighting runs, shard by shard across them (so that their partial bounds cover the same images), since they
+    differ from the main run by tenths of a bit/dim, which the exact bound has to settle; and last that of
+    sample prediction, whose 100x gap the estimate already shows."""
+    shards = exact_shards(args)
+    weighting_runs = [run for run, (prediction, _) in RUNS.items() if run != MAIN_RUN and prediction == "epsilon"]
+    other_runs = [run for run in RUNS if run != MAIN_RUN and run not in weighting_runs]
     return (
         [f"train:{run}" for run in RUNS]
-        + [f"exact:{MAIN_RUN}:{shard}" for shard in exact_shards(args)]
+        + [f"exact:{MAIN_RUN}:{shard}" for shard in shards]
         + [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps]
         + [f"estimate:{run}" for run in RUNS]
-        + [f"exact:{run}:{shard}" for shard in exact_shards(args) for run in others]
+        + [f"exact:{run}:{shard}" for shard in shards for run in weighting_runs]
+        + [f"exact:{run}:{shard}" for shard in shards for run in other_runs]
     )
 
 
