@@ -34,7 +34,7 @@ LEGACY_PROGRESS_NAME, LEGACY_EMA_NAME = LEGACY_NAMES.values()
 
 
 class TrainingProgress:
-    """Counters that a resumed run continues from; registered with accelerate so checkpoints carry them."""
+    """Counters that a resumed run continues from; `checkpoint_training_state` puts them in checkpoints."""
 
     def __init__(self):
         self.global_step = 0  # optimizer steps taken
@@ -67,8 +67,8 @@ def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, para
         (folder / PROGRESS_NAME).write_text(json.dumps(progress.state_dict(), indent=2))
         if ema is not None:
             state = ema.state_dict()
-            shadow = state.pop("shadow_params")
-            tensors = dict(zip(parameter_names, (tensor.detach().contiguous() for tensor in shadow), strict=True))
+            shadow = [tensor.detach().cpu().contiguous() for tensor in state.pop("shadow_params")]
+            tensors = dict(zip(parameter_names, shadow, strict=True))
             save_file(tensors, folder / EMA_WEIGHTS_NAME)
             (folder / EMA_STATE_NAME).write_text(json.dumps(state, indent=2))
 
@@ -83,6 +83,11 @@ def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, para
         if (folder / EMA_WEIGHTS_NAME).is_file():
             state = json.loads((folder / EMA_STATE_NAME).read_text())
             tensors = load_file(folder / EMA_WEIGHTS_NAME)
+            if missing := [name for name in parameter_names if name not in tensors]:
+                raise InvalidTrainingInput(
+                    f"{EMA_WEIGHTS_NAME} of the checkpoint does not fit the model: it has no {missing[0]} "
+                    f"({len(missing)} weights missing)."
+                )
             state["shadow_params"] = [tensors[name] for name in parameter_names]
         else:
             state = restricted_unpickle(folder / LEGACY_EMA_NAME)
