@@ -287,10 +287,13 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def exact_result(args: argparse.Namespace, run: str) -> dict | None:
-    """The exact-bound shards of `run` that exist, joined: per-image lists in image order."""
+def exact_result(args: argparse.Namespace, run: str, first_images: list[int] | None = None) -> dict | None:
+    """The exact-bound shards of `run` that exist (those that start at `first_images`, when given), joined:
+    per-image lists in image order."""
     shards = [read_json(result_path(args, f"exact:{run}:{shard}")) for shard in exact_shards(args)]
     done = sorted((shard for shard in shards if shard), key=lambda shard: shard["first_image"])
+    if first_images is not None:
+        done = [shard for shard in done if shard["first_image"] in first_images]
     if not done:
         return None
     joined = {key: [v for shard in done for v in shard[key]] for key in ("bits_per_dim", "prior", "reconstruction")}
@@ -355,16 +358,24 @@ def print_table(args: argparse.Namespace) -> None:
         )
 
     print("\nwhere the exact bound lies, bits/dim (mean over the images; the L_t in Ho et al.'s numbering):")
-    print(f"{'run':16} {'prior':>7} {'L_0':>7} {'L_1..9':>7} {'L_10..99':>8} {'L_100..999':>10} {'core-s/image':>12}")
+    print(
+        f"{'run':22} {'images':>6} {'prior':>7} {'L_0':>7} {'L_1..9':>7} {'L_10..99':>8} {'L_100..999':>10} "
+        f"{'core-s/image':>12}"
+    )
+
+    def breakdown(name: str, exact: dict) -> None:
+        terms = exact["terms"]
+        print(
+            f"{name:22} {len(exact['bits_per_dim']):6} {statistics.fmean(exact['prior']):7.4f} "
+            f"{statistics.fmean(exact['reconstruction']):7.3f} {terms[:9].sum():7.3f} {terms[9:99].sum():8.3f} "
+            f"{terms[99:].sum():10.3f} {exact['seconds'] / len(exact['bits_per_dim']):12.1f}"
+        )
+
     for run, exact in exact_results.items():
         if exact:
-            terms = exact["terms"]
-            print(
-                f"{run:16} {statistics.fmean(exact['prior']):7.4f} {statistics.fmean(exact['reconstruction']):7.3f} "
-                f"{terms[:9].sum():7.3f} {terms[9:99].sum():8.3f} {terms[99:].sum():10.3f} "
-                f"{exact['seconds'] / len(exact['bits_per_dim']):12.1f}"
-                + ("" if exact["complete"] else "  (incomplete)")
-            )
+            breakdown(run, exact)
+            if not exact["complete"] and main and run != MAIN_RUN:  # the main run on the same images, to compare
+                breakdown(f"  {MAIN_RUN}, same", exact_result(args, MAIN_RUN, exact["first_images"]))
     grids = [read_json(result_path(args, f"grid:{MAIN_RUN}:{steps}")) for steps in args.grid_steps]
     times = ", ".join(f"{grid['steps']} steps {grid['seconds']:.0f} s" for grid in grids if grid)
     print(f"\nsample grids of {MAIN_RUN} (100 images, one batch): {times or 'not run'}")
