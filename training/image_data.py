@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from arguments import InvalidTrainingInput
 from datasets.distributed import split_dataset_by_node
-from PIL import Image
 
 from simple_ddpm.image_datasets import (
+    UNREADABLE_IMAGE_ERRORS,
     describe,
     find_image_column,
     first_line,
@@ -122,7 +122,7 @@ def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]
     for i, encoded in enumerate(examples):
         try:
             images.append(open_image(encoded))
-        except (OSError, SyntaxError, ValueError):
+        except UNREADABLE_IMAGE_ERRORS:
             logger.warning("Cannot read image %s while inspecting the data.", describe(encoded, i))
     if not images:
         raise InvalidTrainingInput(f"No readable images among the first {len(examples)} of the dataset.")
@@ -140,7 +140,7 @@ def decode_batch(batch: dict, indices: list[int], column: str, channels: int, re
         try:
             pixels = to_pixels(open_image(encoded), channels, resolution, crop=crop)
             out["corrupt"].append(None)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             pixels = np.zeros((channels, 0, 0), np.uint8)
             out["corrupt"].append(f"{describe(encoded, index)} ({first_line(error)})")
         out["pixels"].append(pixels.tobytes())
@@ -244,7 +244,7 @@ def prepare_stream(args, splits, train: datasets.IterableDataset, column: str, d
     for i, encoded in enumerate(held_out_examples):
         try:
             eval_list.append(torch.from_numpy(to_pixels(open_image(encoded), channels, resolution)))
-        except (OSError, SyntaxError, ValueError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             corrupt.append(f"{describe(encoded, i)} ({first_line(error)})")
     warn_corrupt(corrupt, "held-out")
     if args.max_train_samples is not None:
@@ -326,7 +326,7 @@ def streamed_batches(
                 continue
             try:
                 image = open_image(example["image"])
-            except (OSError, SyntaxError, ValueError) as error:
+            except UNREADABLE_IMAGE_ERRORS as error:
                 warnings.warn(
                     f"Skipped an unreadable image: {describe(example['image'], count)} ({error})", stacklevel=2
                 )

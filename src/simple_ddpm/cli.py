@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_datasets import (
+    UNREADABLE_IMAGE_ERRORS,
     DatasetInputError,
     describe,
     find_image_column,
@@ -120,7 +121,7 @@ def load_images(data: str, split: str, image_column: str | None, count: int) -> 
     for index, encoded in enumerate(cells):
         try:
             images.append(open_image(encoded))
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        except UNREADABLE_IMAGE_ERRORS as error:
             raise UsageError(f"Cannot read image {describe(encoded, index)} of {data}: {first_line(error)}") from None
     return images
 

@@ -11,6 +11,9 @@ from pathlib import Path
 from PIL import Image
 
 SAVED_DATASET_MARKERS = ("dataset_dict.json", "dataset_info.json", "state.json")  # what save_to_disk writes
+# What decoding an unreadable cell raises: PIL's errors for a truncated or foreign file (OSError, SyntaxError,
+# ValueError) and its refusal of a decompression bomb, which derives from none of them.
+UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 class DatasetInputError(ValueError):
