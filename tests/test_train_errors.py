@@ -133,6 +133,17 @@ def test_corrupt_images_are_skipped_with_a_warning_that_names_them(tmp_path):
     assert data.num_skipped == 1
 
 
+@pytest.mark.parametrize("streaming", [False, True])
+def test_a_decompression_bomb_is_skipped_like_any_unreadable_image(tmp_path, monkeypatch, streaming):
+    folder = image_folder(tmp_path / "images", 9)
+    Image.new("L", (64, 64)).save(folder / "0-bomb.png")  # 4,096 pixels: over twice the limit set below
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    extra = ["--streaming", "--max_train_steps", "1", "--num_eval_images", "2"] if streaming else []
+    with pytest.warns(UserWarning, match=r"0-bomb\.png"):
+        data = prepare_images(options(tmp_path, "--train_data_dir", str(folder), "--eval_fraction", "0.2", *extra))
+    assert len(data.eval) >= 1
+
+
 def test_resolution_the_unet_cannot_halve_is_refused(tmp_path):
     args = options(tmp_path, "--model_preset", "small")
     with pytest.raises(InvalidTrainingInput, match="Resolution 10 is not divisible by 4"):
