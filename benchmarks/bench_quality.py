@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-batch-size",
         type=int,
         default=100,
-        help="(image, t) pairs per UNet call (default 100: the fastest on one core here, 1.4x batch 500)",
+        help="(image, t) pairs per UNet call (default 100)",
     )
     parser.add_argument("--lanes", type=int, default=2, help="jobs at the same time (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
