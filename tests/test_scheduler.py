@@ -379,6 +379,222 @@ def test_step_clips_x0_and_adds_no_noise_at_last_step():
     assert torch.equal(out.prev_sample, torch.full_like(x, 0.5))  # at t = 0 the mean is x0_hat, no noise
 
 
+# --- drop-in for DDPMScheduler ------------------------------------------------------------------------------------
+# The deterministic inputs and toy network of diffusers' scheduler tests (tests/schedulers/test_schedulers.py), whose
+# full-loop figures diffusers publishes: x_0 = 0, 1/768, ..., 767/768 laid out channel-last, the noise the same
+# values reversed, and a "network" that outputs x * t / (t + 1).
+
+
+def diffusers_test_sample(reverse=False):
+    values = torch.arange(4 * 3 * 8 * 8)
+    values = values.flip(0) if reverse else values
+    return (values.reshape(3, 8, 8, 4) / values.numel()).permute(3, 0, 1, 2)
+
+
+def toy_network(x, t):
+    return x * t / (t + 1)
+
+
+def run_chain(scheduler, x, timesteps, generator):
+    for t in timesteps:
+        x = scheduler.step(toy_network(x, t), t, x, generator=generator).prev_sample
+    return x
+
+
+@pytest.mark.parametrize(
+    "prediction_type,published_sum,published_mean",
+    [("epsilon", 258.9606, 0.3372), ("v_prediction", 202.0296, 0.2631)],
+)
+def test_step_before_set_timesteps_walks_the_full_chain_and_gives_diffusers_published_figures(
+    prediction_type, published_sum, published_mean
+):
+    ours, theirs = SimpleDDPMScheduler(prediction_type=prediction_type), DDPMScheduler(prediction_type=prediction_type)
+    chain = range(T - 1, -1, -1)  # no set_timesteps: both walk every step
+    x_ours = run_chain(ours, diffusers_test_sample(), chain, torch.Generator().manual_seed(0))
+    x_theirs = run_chain(theirs, diffusers_test_sample(), chain, torch.Generator().manual_seed(0))
+    assert abs(x_ours.abs().sum().item() - published_sum) < 1e-2
+    assert abs(x_ours.abs().mean().item() - published_mean) < 1e-3
+    torch.testing.assert_close(x_ours, x_theirs, rtol=0, atol=1e-4)
+    # and it is the chain that set_timesteps(T) gives
+    explicit = SimpleDDPMScheduler(prediction_type=prediction_type)
+    explicit.set_timesteps(T)
+    x_explicit = run_chain(explicit, diffusers_test_sample(), chain, torch.Generator().manual_seed(0))
+    assert torch.equal(x_ours, x_explicit)
+
+
+def test_noisy_restart_loop_agrees_with_float64_oracle_where_diffusers_figure_is_off_by_2e2():
+    """diffusers' test_full_loop_with_noise: x_1 = add_noise(x_0, noise, t=1), then steps t = 1 and t = 0."""
+    ours = SimpleDDPMScheduler()
+    sample, noise = diffusers_test_sample(), diffusers_test_sample(reverse=True)
+    chain = ours.timesteps[T - 2 :]
+    x_ours = run_chain(ours, ours.add_noise(sample, noise, chain[:1]), chain, torch.Generator().manual_seed(0))
+
+    # The same two steps in float64 from the paper's formulas, with alpha_bar from numpy.
+    alpha_bar = np.cumprod(1 - np.linspace(1e-4, 0.02, T, dtype=np.float64))
+    x = math.sqrt(alpha_bar[1]) * sample.double() + math.sqrt(1 - alpha_bar[1]) * noise.double()
+    eps_hat = toy_network(x, 1)
+    x0_hat = ((x - math.sqrt(1 - alpha_bar[1]) * eps_hat) / math.sqrt(alpha_bar[1])).clamp(-1, 1)
+    mean, var = gaussian_posterior(alpha_bar[0], alpha_bar[1], x0_hat, x)
+    x = mean + math.sqrt(var) * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)).double()
+    exact = (x / math.sqrt(alpha_bar[0])).clamp(-1, 1)  # t = 0: eps_hat = 0 and the output is x0_hat
+
+    torch.testing.assert_close(x_ours.double(), exact, rtol=0, atol=1e-6)
+    exact_sum = exact.abs().sum().item()
+    assert abs(x_ours.abs().sum().item() - exact_sum) < 1e-3
+    # diffusers publishes 387.9466: its float32 alpha_bar leaves 1 - alpha_bar_2 (about 2.2e-4) with a relative
+    # error of about 3e-4, which the two steps carry into the sum. With its table in float64 it agrees.
+    assert abs(387.9466 - exact_sum) > 1.5e-2
+    theirs = DDPMScheduler()
+    x_theirs = run_chain(theirs, theirs.add_noise(sample, noise, chain[:1]), chain, torch.Generator().manual_seed(0))
+    assert abs(x_theirs.abs().sum().item() - 387.9466) < 1e-3
+    theirs.alphas_cumprod = torch.cumprod(1 - torch.linspace(1e-4, 0.02, T, dtype=torch.float64), 0)
+    x_theirs = run_chain(theirs, ours.add_noise(sample, noise, chain[:1]), chain, torch.Generator().manual_seed(0))
+    assert abs(x_theirs.abs().sum().item() - exact_sum) < 1e-3
+
+
+def test_previous_timestep_returns_what_diffusers_returns():
+    ours, theirs = SimpleDDPMScheduler(), DDPMScheduler(timestep_spacing="linspace")
+    for configure in (
+        lambda s: None,  # before set_timesteps: t - 1, an int for an int and a tensor for a tensor
+        lambda s: s.set_timesteps(10),
+        lambda s: s.set_timesteps(timesteps=[500, 87, 50, 1, 0]),
+    ):
+        configure(ours)
+        configure(theirs)
+        assert ours.timesteps.tolist() == theirs.timesteps.tolist()
+        for t in [*ours.timesteps, *ours.timesteps.tolist()]:  # as tensors and as ints
+            mine, expected = ours.previous_timestep(t), theirs.previous_timestep(t)
+            assert type(mine) is type(expected) and int(mine) == int(expected)
+            if torch.is_tensor(expected):
+                assert (mine.dtype, mine.shape) == (expected.dtype, expected.shape)
+
+
+def test_dynamic_threshold_is_the_percentile_rule_of_saharia_et_al():
+    x0_hat = 3 * float64_noise(5, 3, 4, 4)
+    x0_hat[0] *= 0.1  # an image whose percentile is below 1: plain clipping to [-1, 1]
+    for ratio, max_value in [(0.995, 1.0), (0.9, 2.0), (0.5, 10.0), (0.995, 0.5)]:
+        scheduler = SimpleDDPMScheduler(
+            thresholding=True, dynamic_thresholding_ratio=ratio, sample_max_value=max_value
+        )
+        ours = scheduler.dynamic_threshold(x0_hat)
+        for image, result in zip(x0_hat.numpy(), ours.numpy(), strict=True):
+            s = np.quantile(np.abs(image), ratio)  # linear interpolation, as torch.quantile
+            s = max_value if max_value < 1 else min(max(s, 1.0), max_value)  # torch.clamp(s, 1, max): max wins
+            np.testing.assert_allclose(result, np.clip(image, -s, s) / s, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("sample_max_value", [0.5, 1.0, 2.0])
+def test_thresholded_sampling_matches_diffusers(prediction_type, sample_max_value):
+    config = dict(thresholding=True, prediction_type=prediction_type, sample_max_value=sample_max_value)
+    ours, theirs = SimpleDDPMScheduler(**config), DDPMScheduler(**config, timestep_spacing="linspace")
+    ours.set_timesteps(10)
+    theirs.set_timesteps(10)
+    x_ours = x_theirs = 2 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    g_ours, g_theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for i, t in enumerate(ours.timesteps.tolist()):
+        output = 2 * torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(10 + i))
+        out_ours = ours.step(output, t, x_ours, generator=g_ours)
+        out_theirs = theirs.step(output, t, x_theirs, generator=g_theirs)
+        # x0_hat in [-1, 1]; diffusers' float32 1 / sqrt(alpha_bar_t), up to 150 here, sets the tolerance
+        torch.testing.assert_close(out_ours.pred_original_sample, out_theirs.pred_original_sample, rtol=0, atol=1e-4)
+        x_ours, x_theirs = out_ours.prev_sample, out_theirs.prev_sample
+        torch.testing.assert_close(x_ours, x_theirs, rtol=0, atol=1e-4)
+
+
+def test_bound_under_thresholding_is_the_kl_to_the_thresholded_mean_that_step_samples():
+    scheduler = SimpleDDPMScheduler(thresholding=True, prediction_type="sample", sample_max_value=3.0)
+    x0 = float64_noise(1, 3, 4, 4).clamp(-1, 1)
+    model_x0 = 4 * float64_noise(1, 3, 4, 4, seed=1)
+    t = 500
+    x_t = scheduler.add_noise(x0, float64_noise(1, 3, 4, 4, seed=2), torch.tensor([t]))
+    # the thresholded x0_hat, by the percentile rule in numpy
+    s = min(max(np.quantile(np.abs(model_x0.numpy()), 0.995), 1.0), 3.0)
+    x0_hat = torch.from_numpy(np.clip(model_x0.numpy(), -s, s) / s)
+    alpha_bar_prev, alpha_bar = scheduler.alphas_cumprod[t - 1].item(), scheduler.alphas_cumprod[t].item()
+    true_mean, var = gaussian_posterior(alpha_bar_prev, alpha_bar, x0, x_t)
+    model_mean, _ = gaussian_posterior(alpha_bar_prev, alpha_bar, x0_hat, x_t)
+    kl = kl_divergence(Normal(true_mean, math.sqrt(var)), Normal(model_mean, math.sqrt(var)))
+    bits = scheduler.vb_terms_bpd(model_x0, x0, x_t, torch.tensor([t]))
+    assert bits.item() == pytest.approx(kl.mean().item() / math.log(2), rel=1e-9)
+    # step uses the same x0_hat
+    step_x0_hat = scheduler.step(model_x0, t, x_t, generator=torch.Generator().manual_seed(0)).pred_original_sample
+    torch.testing.assert_close(step_x0_hat, x0_hat, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "squaredcos_cap_v2"])
+def test_zero_terminal_snr_rescaling_is_lin_et_al_algorithm_1_and_matches_diffusers(schedule):
+    plain = SimpleDDPMScheduler(beta_schedule=schedule)
+    rescaled = SimpleDDPMScheduler(beta_schedule=schedule, rescale_betas_zero_snr=True)
+    # Algorithm 1: sqrt(alpha_bar) shifted to end at 0 and scaled to keep its first value.
+    root = plain.alphas_cumprod.sqrt()
+    expected = (root - root[-1]) * root[0] / (root[0] - root[-1])
+    torch.testing.assert_close(rescaled.alphas_cumprod.sqrt(), expected, rtol=1e-9, atol=1e-12)
+    assert rescaled.alphas_cumprod[-1].item() == 0 and rescaled.betas[-1].item() == 1
+    assert rescaled.betas[0].item() == pytest.approx(plain.betas[0].item(), rel=1e-12)
+    theirs = DDPMScheduler(beta_schedule=schedule, rescale_betas_zero_snr=True)
+    torch.testing.assert_close(rescaled.betas.float(), theirs.betas, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "epsilon"])
+def test_sampling_under_zero_terminal_snr_matches_diffusers(prediction_type):
+    # for epsilon, x0_hat at t = T is (x_T - eps_hat) / 0 = +-inf in both, clipped to +-1
+    config = dict(rescale_betas_zero_snr=True, prediction_type=prediction_type, timestep_spacing="trailing")
+    ours, theirs = SimpleDDPMScheduler(**config), DDPMScheduler(**config)
+    ours.set_timesteps(20)
+    theirs.set_timesteps(20)
+    assert ours.timesteps[0].item() == T - 1
+    x_ours = x_theirs = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    g_ours, g_theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for t in ours.timesteps.tolist():
+        x_ours = ours.step(0.5 * x_ours, t, x_ours, generator=g_ours).prev_sample
+        x_theirs = theirs.step(0.5 * x_theirs, t, x_theirs, generator=g_theirs).prev_sample
+    assert torch.isfinite(x_ours).all()
+    torch.testing.assert_close(x_ours, x_theirs, rtol=0, atol=1e-4)
+
+
+def test_bound_under_zero_terminal_snr_has_no_prior_term_and_a_last_term_against_q_of_x_T_minus_1():
+    scheduler = SimpleDDPMScheduler(rescale_betas_zero_snr=True, prediction_type="v_prediction", clip_sample=False)
+    x0 = float64_noise(2, 3, 4, 4).clamp(-1, 1)
+    assert torch.equal(scheduler.prior_bpd(x0), torch.zeros(2, dtype=torch.float64))  # q(x_T | x_0) = N(0, I)
+    t = torch.tensor([T - 1, T - 1])
+    x_t, v_hat = float64_noise(2, 3, 4, 4, seed=1), float64_noise(2, 3, 4, 4, seed=2)
+    # alpha_T = 0: x_T carries nothing of x_{T-1}, so q(x_{T-1} | x_T, x_0) = q(x_{T-1} | x_0); x0_hat = -v_hat
+    alpha_bar_prev = scheduler.alphas_cumprod[-2].item()
+    q = Normal(math.sqrt(alpha_bar_prev) * x0, math.sqrt(1 - alpha_bar_prev))
+    p = Normal(math.sqrt(alpha_bar_prev) * -v_hat, math.sqrt(1 - alpha_bar_prev))
+    expected = kl_divergence(q, p).flatten(1).mean(1) / math.log(2)
+    torch.testing.assert_close(scheduler.vb_terms_bpd(v_hat, x0, x_t, t), expected, rtol=1e-6, atol=0)
+
+
+def test_bound_for_epsilon_under_zero_terminal_snr_is_refused_with_the_reason():
+    scheduler = SimpleDDPMScheduler(rescale_betas_zero_snr=True)
+    x = torch.zeros(1, 1, 2, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="undefined for prediction_type='epsilon'.*divides by 0"):
+        scheduler.vb_terms_bpd(x, x, x, torch.tensor([0]))
+    with pytest.raises(ValueError, match="undefined for prediction_type='epsilon'"):
+        scheduler.loss_weights(torch.tensor([5]), "elbo")
+    # Min-SNR's weight min(SNR, gamma) / SNR takes its limit 1 at SNR = 0
+    weights = scheduler.loss_weights(torch.tensor([0, T - 1]), "min_snr")
+    assert weights[1].item() == 1.0 and torch.isfinite(weights).all()
+
+
+def test_thresholding_and_zero_snr_configs_convert_both_ways():
+    keys = dict(thresholding=True, dynamic_thresholding_ratio=0.9, sample_max_value=1.5, rescale_betas_zero_snr=True)
+    ours = SimpleDDPMScheduler.from_config(DDPMScheduler(prediction_type="v_prediction", **keys).config)
+    assert {k: ours.config[k] for k in keys} == keys
+    assert ours.alphas_cumprod[-1].item() == 0
+    back = DDPMScheduler.from_config(SimpleDDPMScheduler(**keys).config)
+    assert {k: back.config[k] for k in keys} == keys
+
+
+def test_private_helpers_of_ddpm_scheduler_are_refused_with_what_to_use():
+    with pytest.raises(AttributeError, match="private helper of diffusers' DDPMScheduler.*p_mean_variance"):
+        SimpleDDPMScheduler()._get_variance(487)
+    with pytest.raises(AttributeError, match="dynamic_threshold"):
+        SimpleDDPMScheduler()._threshold_sample(torch.zeros(1, 1, 2, 2))
+
+
 # --- configuration ----------------------------------------------------------------------------------------------
 
 
@@ -439,7 +655,13 @@ def test_loads_scheduler_config_saved_by_google_ddpm(tmp_path):
         (dict(num_train_timesteps=4, trained_betas=[0.1, 0.2, 1.0, 0.3]), r"Every beta must lie in \(0, 1\)"),
         (dict(num_train_timesteps=3, trained_betas=[0.1, -0.2, 0.3]), r"Every beta must lie in \(0, 1\)"),
         (dict(num_train_timesteps=3, trained_betas=[0.1, 0.2]), "num_train_timesteps=3"),
-        (dict(thresholding=True), "dynamic thresholding"),
+        (dict(variance_type="other"), "'fixed_small', 'fixed_large'"),
+        (dict(beta_start=0.1, beta_end=2), r"Every beta must lie in \(0, 1\): beta_t is the variance"),
+        (dict(num_train_timesteps=1), "at least 2, got 1: the decoder's variance at t = 1 is sigma\\^2\\(2\\)"),
+        (dict(num_train_timesteps=1, trained_betas=[0.1]), "at least 2"),
+        (dict(num_train_timesteps=3, trained_betas=[0.1, 0.2]), "one beta per forward step"),
+        (dict(thresholding=True, dynamic_thresholding_ratio=1.5), r"dynamic_thresholding_ratio must lie in \[0, 1\]"),
+        (dict(thresholding=True, sample_max_value=0.0), "sample_max_value must be positive"),
     ],
 )
 def test_bad_configuration_is_refused_with_the_valid_choices(kwargs, message):
@@ -462,12 +684,6 @@ def test_bad_configuration_is_refused_with_the_valid_choices(kwargs, message):
 def test_bad_set_timesteps_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SimpleDDPMScheduler().set_timesteps(**kwargs)
-
-
-def test_step_before_set_timesteps_is_refused():
-    x = torch.zeros(1, 1, 2, 2)
-    with pytest.raises(RuntimeError, match="set_timesteps"):
-        SimpleDDPMScheduler().step(x, 999, x)
 
 
 def test_step_with_mismatched_shapes_or_foreign_timestep_is_refused():

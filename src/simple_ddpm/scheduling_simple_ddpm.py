@@ -10,8 +10,13 @@ Two designs of the network (Luo 2022, sec. 2.1):
   mu = (x_t - beta_t / sqrt(1 - alpha_bar_t) eps_hat) / sqrt(alpha_t)  (Ho et al. eq. 11).
 - ``"v_prediction"`` (Salimans & Ho 2022): v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0.
 
+Two options of diffusers' DDPMScheduler, with the same config keys:
+- ``thresholding``: dynamic thresholding of x0_hat (Saharia et al. 2022, sec. 2.3), in `step` and in the bound.
+- ``rescale_betas_zero_snr``: betas rescaled to zero terminal SNR, alpha_bar_T = 0 (Lin et al. 2023, Algorithm 1).
+
 All tables are float64, built once; ``step`` combines Python-float coefficients precomputed by
-``set_timesteps``, and ``add_noise`` gathers from tables cached per device and dtype.
+``set_timesteps`` (for the full T-step chain until it is called, as in diffusers), and ``add_noise`` gathers from
+tables cached per device and dtype.
 """
 
 import math
@@ -29,6 +34,11 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 VARIANCE_TYPES = ("fixed_small", "fixed_large")
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr")
+# DDPMScheduler's private helpers, which are not part of its API, and what serves their purpose here.
+DIFFUSERS_PRIVATE_HELPERS = {
+    "_get_variance": "`p_mean_variance` (the model's log-variance) or the `posterior_variance` table",
+    "_threshold_sample": "`dynamic_threshold`",
+}
 
 
 @dataclass
@@ -70,6 +80,19 @@ def make_betas(beta_schedule: str, num_train_timesteps: int, beta_start: float, 
         x = np.linspace(-6, 6, num_train_timesteps, dtype=np.float64)
         return 1 / (1 + np.exp(-x)) * (beta_end - beta_start) + beta_start
     raise AssertionError(beta_schedule)  # validated in __init__
+
+
+def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Betas whose alpha_bar_T is 0 (Lin et al. 2023, Algorithm 1), in float64.
+
+    sqrt(alpha_bar_t) is shifted so that its last value is 0 and scaled so that its first value is unchanged:
+    sqrt(alpha_bar'_t) = (sqrt(alpha_bar_t) - sqrt(alpha_bar_T)) sqrt(alpha_bar_1) / (sqrt(alpha_bar_1) -
+    sqrt(alpha_bar_T)); then beta'_t = 1 - alpha_bar'_t / alpha_bar'_{t-1}, so beta'_1 = beta_1 and beta'_T = 1.
+    """
+    sqrt_alpha_bar = np.sqrt(np.cumprod(1 - betas))
+    first, last = sqrt_alpha_bar[0], sqrt_alpha_bar[-1]
+    alpha_bar = ((sqrt_alpha_bar - last) * (first / (first - last))) ** 2
+    return 1 - np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
 
 
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
@@ -128,9 +151,15 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             the first and last step), "leading" takes 0, T//n, 2T//n, ... (+ steps_offset), "trailing" takes
             T-1, T-1-T/n, ... (rounded). At n = T all three are every step.
         steps_offset (`int`, defaults to 0): offset added to "leading" timesteps, as in diffusers.
-        thresholding (`bool`, defaults to False): accepted for diffusers config compatibility; must be False.
-        rescale_betas_zero_snr (`bool`, defaults to False): accepted for diffusers config compatibility; must be
-            False.
+        thresholding (`bool`, defaults to False): dynamic thresholding of x0_hat instead of clipping (Saharia et
+            al. 2022): per image, s = the `dynamic_thresholding_ratio` quantile of |x0_hat|, kept in
+            [1, `sample_max_value`] (torch.clamp's order: s = `sample_max_value` when that is below 1), and
+            x0_hat <- clip(x0_hat, -s, s) / s. Applied in `step` and in the bound (`p_mean_variance`).
+        dynamic_thresholding_ratio (`float`, defaults to 0.995): the quantile, in [0, 1].
+        sample_max_value (`float`, defaults to 1.0): the largest s, positive.
+        rescale_betas_zero_snr (`bool`, defaults to False): rescale the betas to zero terminal SNR (Lin et al.
+            2023, Algorithm 1): alpha_bar_T = 0, so x_T is pure noise. The bound is then undefined for
+            `prediction_type="epsilon"` (x0_hat divides by sqrt(alpha_bar_T) = 0); use "v_prediction" as Lin et al.
     """
 
     _compatibles = ["DDPMScheduler"] + [e.name for e in KarrasDiffusionSchedulers]
@@ -151,6 +180,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         timestep_spacing: str = "linspace",
         steps_offset: int = 0,
         thresholding: bool = False,
+        dynamic_thresholding_ratio: float = 0.995,
+        sample_max_value: float = 1.0,
         rescale_betas_zero_snr: bool = False,
     ):
         _choose("beta_schedule", beta_schedule, BETA_SCHEDULES)
@@ -160,30 +191,37 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         if beta_schedule == "cosine":  # store diffusers' name so DDPMScheduler can read our config
             beta_schedule = "squaredcos_cap_v2"
             self.register_to_config(beta_schedule=beta_schedule)
-        if thresholding or rescale_betas_zero_snr:
-            raise ValueError(
-                "SimpleDDPMScheduler implements neither dynamic thresholding nor zero-terminal-SNR rescaling; "
-                "set thresholding=False and rescale_betas_zero_snr=False (or use diffusers' DDPMScheduler)."
-            )
+        if thresholding and not 0 <= dynamic_thresholding_ratio <= 1:
+            raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1], got {dynamic_thresholding_ratio}.")
+        if thresholding and not sample_max_value > 0:
+            raise ValueError(f"sample_max_value must be positive, got {sample_max_value}.")
         if clip_sample_range <= 0:
             raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}.")
 
+        if num_train_timesteps < 2:
+            raise ValueError(
+                f"num_train_timesteps must be at least 2, got {num_train_timesteps}: the decoder's variance at t = 1 "
+                "is sigma^2(2), which needs a second step."
+            )
         if trained_betas is not None:
             betas = np.asarray(trained_betas, dtype=np.float64)
             if betas.ndim != 1 or len(betas) != num_train_timesteps:
                 raise ValueError(
-                    f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, "
-                    f"got shape {betas.shape}."
+                    f"trained_betas must be a list of num_train_timesteps={num_train_timesteps} numbers, one beta "
+                    f"per forward step, got shape {betas.shape}."
                 )
         else:
-            if num_train_timesteps < 2:
-                raise ValueError(f"num_train_timesteps must be at least 2, got {num_train_timesteps}.")
             if beta_schedule != "squaredcos_cap_v2" and not beta_start < beta_end:
                 raise ValueError(f"beta_end ({beta_end}) must be greater than beta_start ({beta_start}).")
             betas = make_betas(beta_schedule, num_train_timesteps, beta_start, beta_end)
         if not np.all((betas > 0) & (betas < 1)):
             bad = betas[~((betas > 0) & (betas < 1))]
-            raise ValueError(f"Every beta must lie in (0, 1); got {bad[:5].tolist()}.")
+            raise ValueError(
+                "Every beta must lie in (0, 1): beta_t is the variance added at step t and sqrt(1 - beta_t) the "
+                f"scale of x_{{t-1}}; got {bad[:5].tolist()}."
+            )
+        if rescale_betas_zero_snr:
+            betas = rescale_zero_terminal_snr(betas)  # beta_T = 1: alpha_bar_T = 0
 
         # Float64 tables over t = 1..T (index t-1). Names as in diffusers and improved-diffusion.
         self.betas = torch.from_numpy(betas)  # beta_t
@@ -205,13 +243,22 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             self.model_log_variance = torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]]))
 
         self.init_noise_sigma = 1.0
+        self._device_tables: dict[tuple, dict[str, torch.Tensor]] = {}
+        # Until `set_timesteps` is called, `step` walks the full chain T-1, ..., 0, as DDPMScheduler does.
         self.num_inference_steps = None
         self.timesteps = torch.arange(num_train_timesteps - 1, -1, -1)
-        self._step_coefficients: dict[int, tuple[float, float, float, float, float]] | None = None
-        self._device_tables: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._set_step_coefficients(self.timesteps.numpy())
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+    def __getattr__(self, name: str):
+        if name in DIFFUSERS_PRIVATE_HELPERS:
+            raise AttributeError(
+                f"SimpleDDPMScheduler has no {name}, a private helper of diffusers' DDPMScheduler outside its API; "
+                f"use {DIFFUSERS_PRIVATE_HELPERS[name]}."
+            )
+        return super().__getattr__(name)
 
     # ----------------------------------------------------------------------------------------------------------
     # Forward process and posterior, batched over timesteps (training tables, every t).
@@ -288,14 +335,38 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         """Mean and log-variance of the model's p(x_{t-1} | x_t), and x0_hat (clipped when `clip_sample`).
 
         Both designs go through x0_hat: mu = mu_q(x_t, x0_hat), which equals Ho et al.'s eq. 11 for Design II.
+        x0_hat is thresholded or clipped exactly as in `step`, so the bound is that of the sampler.
         """
         pred_original_sample = self.predict_original_sample(model_output, sample, timesteps)
-        if self.config.clip_sample:
+        if self.config.thresholding:
+            pred_original_sample = self.dynamic_threshold(pred_original_sample)
+        elif self.config.clip_sample:
             r = self.config.clip_sample_range
             pred_original_sample = pred_original_sample.clamp(-r, r)
         mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
         log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
         return mean, log_variance, pred_original_sample
+
+    def dynamic_threshold(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
+        """Dynamic thresholding of x0_hat (Saharia et al. 2022, sec. 2.3), per image.
+
+        s = clamp(quantile_p(|x0_hat|), 1, sample_max_value) with p = `dynamic_thresholding_ratio`, then
+        x0_hat <- clip(x0_hat, -s, s) / s. Half precision is computed in float32 (torch.quantile needs it).
+        """
+        flat = pred_original_sample.flatten(1)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()
+        s = torch.quantile(flat.abs(), self.config.dynamic_thresholding_ratio, dim=1, keepdim=True)
+        s = torch.clamp(s, min=1, max=self.config.sample_max_value)
+        thresholded = torch.clamp(flat, -s, s) / s
+        return thresholded.to(pred_original_sample.dtype).view_as(pred_original_sample)
+
+    def _check_bound_is_defined(self) -> None:
+        if self.config.prediction_type == "epsilon" and self.alphas_cumprod[-1].item() == 0:
+            raise ValueError(
+                "The bound is undefined for prediction_type='epsilon' with rescale_betas_zero_snr=True: at t = T, "
+                "x0_hat = (x_T - eps_hat) / sqrt(alpha_bar_T) divides by 0; use 'v_prediction' (Lin et al. 2023)."
+            )
 
     # ----------------------------------------------------------------------------------------------------------
     # Training-loss weights.
@@ -322,7 +393,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
           v:         Design I's weight times (1 - alpha_bar_t), since x0 - x0_hat = -sqrt(1 - alpha_bar_t)(v - v_hat);
           with s^2 the model's variance (`variance_type`; at t = 1, where sigma^2(1) = 0, the clipped sigma^2(2)).
         - "min_snr": Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) on x_0, i.e. min(SNR, gamma) / SNR for
-          Design II, min(SNR, gamma) for Design I and min(SNR, gamma) / (SNR + 1) for v.
+          Design II (its limit 1 where SNR = 0, at t = T under zero terminal SNR), min(SNR, gamma) for Design I
+          and min(SNR, gamma) / (SNR + 1) for v.
 
         Returned in float32 on the timesteps' device.
         """
@@ -334,8 +406,10 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         if weighting == "min_snr":
             snr = self.snr(t)
             clipped = snr.clamp(max=snr_gamma)
-            weights = {"epsilon": clipped / snr, "sample": clipped, "v_prediction": clipped / (snr + 1)}
+            epsilon = torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
+            weights = {"epsilon": epsilon, "sample": clipped, "v_prediction": clipped / (snr + 1)}
             return weights[prediction_type].float()
+        self._check_bound_is_defined()
         # gathered from the tables cached per device, not copied to the device at every training step
         beta, alpha, alpha_bar, alpha_bar_prev, log_variance = (
             self._table(name, t, self._float64_on(t.device))
@@ -354,7 +428,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
     # The variational bound, term by term, in bits per dimension (Ho et al. eq. 5).
 
     def prior_bpd(self, original_samples: torch.Tensor) -> torch.Tensor:
-        """L_T = KL(q(x_T | x_0) || N(0, I)) per image, in bits/dim."""
+        """L_T = KL(q(x_T | x_0) || N(0, I)) per image, in bits/dim; 0 under zero terminal SNR, where q(x_T | x_0)
+        is N(0, I)."""
         t = torch.full(original_samples.shape[:1], len(self) - 1, device=original_samples.device)
         mean = self._table("sqrt_alphas_cumprod", t, original_samples) * original_samples
         log_variance = torch.log1p(-self._table("alphas_cumprod", t, original_samples)).expand_as(mean)
@@ -375,6 +450,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         and the model's log-variance at t = 1 (sigma^2(2), see `model_log_variance`).
         Compute in float64 for an exact bound.
         """
+        self._check_bound_is_defined()
         true_mean, _ = self.q_posterior(original_samples, sample, timesteps)
         true_log_variance = self._table("posterior_log_variance_clipped", timesteps, sample)
         mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps)
@@ -424,8 +500,14 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 raise ValueError(f"timestep_spacing={spacing!r} with steps_offset gives invalid steps {steps}.")
         self.num_inference_steps = len(steps)
         self.timesteps = torch.from_numpy(steps).to(device)
+        self._set_step_coefficients(steps)
 
-        # Per-step coefficients as Python floats: x0_hat = c_x * x_t - c_out * output, mean = c0 x0_hat + ct x_t.
+    def _set_step_coefficients(self, steps: np.ndarray) -> None:
+        """Per-step coefficients of `step` on the chain `steps`, as Python floats.
+
+        x0_hat = c_x x_t - c_out output, for Design II (x_t - c_out output) c_x (Ho et al. eq. 15, infinite rather
+        than NaN where alpha_bar_t = 0, as in diffusers); mean = coef_x0 x0_hat + coef_xt x_t; std of the noise.
+        """
         alpha_bar = self.alphas_cumprod[torch.from_numpy(steps)]
         alpha_bar_prev = torch.cat([alpha_bar[1:], torch.ones(1, dtype=torch.float64)])
         beta = 1 - alpha_bar / alpha_bar_prev  # beta'_i of the respaced process
@@ -437,7 +519,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         std = variance.sqrt()
         std[-1] = 0.0  # no noise at the last step
         if self.config.prediction_type == "epsilon":
-            c_x, c_out = 1 / alpha_bar.sqrt(), (1 / alpha_bar - 1).sqrt()
+            c_x, c_out = 1 / alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         elif self.config.prediction_type == "v_prediction":
             c_x, c_out = alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         else:
@@ -445,11 +527,13 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         rows = torch.stack([c_x, c_out, coef_x0, coef_xt, std], 1).tolist()
         self._step_coefficients = dict(zip(steps.tolist(), map(tuple, rows), strict=True))
 
-    def previous_timestep(self, timestep: int) -> int:
-        """The step after `timestep` in the current schedule (-1 after the last)."""
-        steps = self.timesteps.tolist()
-        index = steps.index(int(timestep))
-        return steps[index + 1] if index + 1 < len(steps) else -1
+    def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
+        """The step after `timestep` in the current schedule, as DDPMScheduler returns it: a 0-d tensor (-1 after
+        the last) once `set_timesteps` was called, else `timestep - 1`."""
+        if self.num_inference_steps is None:
+            return timestep - 1
+        index = (self.timesteps == timestep).nonzero(as_tuple=True)[0][0]
+        return self.timesteps[index + 1] if index + 1 < len(self.timesteps) else torch.tensor(-1)
 
     def scale_model_input(self, sample: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """DDPM feeds x_t to the network unscaled (diffusers interface)."""
@@ -467,14 +551,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
 
         Args:
             model_output (`torch.Tensor`): the network's output at (x_t, t), shaped like `sample`.
-            timestep (`int`): t, one of `self.timesteps`.
+            timestep (`int`): t, one of `self.timesteps` (before `set_timesteps`, of the full chain T-1, ..., 0).
             sample (`torch.Tensor`): x_t.
             generator (`torch.Generator` or list of them, *optional*): for the added noise; a list gives one
                 generator per image.
             return_dict (`bool`, defaults to True): return a `SimpleDDPMSchedulerOutput` rather than a tuple.
         """
-        if self._step_coefficients is None:
-            raise RuntimeError("Call `set_timesteps(num_inference_steps)` before `step`.")
         if model_output.shape != sample.shape:
             raise ValueError(
                 f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
@@ -485,7 +567,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             c_x, c_out, coef_x0, coef_xt, std = self._step_coefficients[t]
         except KeyError:
             raise ValueError(
-                f"timestep {t} is not in the current schedule of {self.num_inference_steps} steps "
+                f"timestep {t} is not in the current schedule of {len(self.timesteps)} steps "
                 f"({self.timesteps[0].item()} .. {self.timesteps[-1].item()}); pass one of `scheduler.timesteps`."
             ) from None
 
@@ -494,11 +576,17 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         x_t = sample.to(torch.promote_types(sample.dtype, model_output.dtype))
         r = self.config.clip_sample_range
         if self.config.prediction_type == "sample":
-            pred_original_sample = model_output.clamp(-r, r) if self.config.clip_sample else model_output
+            pred_original_sample = model_output
+        elif self.config.prediction_type == "epsilon":
+            pred_original_sample = torch.sub(x_t, model_output, alpha=c_out).mul_(c_x)
         else:
             pred_original_sample = torch.mul(x_t, c_x).sub_(model_output, alpha=c_out)
-            if self.config.clip_sample:
-                pred_original_sample.clamp_(-r, r)
+        if self.config.thresholding:  # instead of clipping, as in diffusers
+            pred_original_sample = self.dynamic_threshold(pred_original_sample)
+        elif self.config.clip_sample and pred_original_sample is model_output:
+            pred_original_sample = model_output.clamp(-r, r)
+        elif self.config.clip_sample:
+            pred_original_sample.clamp_(-r, r)
         prev_sample = torch.mul(x_t, coef_xt).add_(pred_original_sample, alpha=coef_x0)
         if std > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
