@@ -168,6 +168,23 @@ def test_elbo_terms_add_up_and_prior_is_the_closed_form():
     torch.testing.assert_close(out.prior, torch.full((6,), prior, dtype=torch.float64))
 
 
+def test_elbo_under_zero_terminal_snr_has_no_prior_term_and_is_refused_for_epsilon():
+    images = binary_images(2, size=8).expand(-1, 3, -1, -1)
+    for prediction_type in ("v_prediction", "epsilon"):
+        scheduler = SimpleDDPMScheduler(
+            num_train_timesteps=20, rescale_betas_zero_snr=True, prediction_type=prediction_type
+        )
+        pipeline = SimpleDDPMPipeline(unet=tiny_unet(), scheduler=scheduler)
+        pipeline.set_progress_bar_config(disable=True)
+        if prediction_type == "epsilon":
+            with pytest.raises(ValueError, match="bound is undefined for prediction_type='epsilon'"):
+                pipeline.elbo(images, generator=torch.Generator().manual_seed(0))
+            continue
+        out = pipeline.elbo(images, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(out.prior, torch.zeros(2, dtype=torch.float64))  # q(x_T | x_0) = N(0, I)
+        assert torch.isfinite(out.bits_per_dim).all()
+
+
 def test_elbo_of_the_exact_denoiser_is_not_below_the_data_entropy():
     """Pixels uniform on {-1, 1} have 1 bit/dim of entropy: no model's bound can be lower on average."""
     out = binary_pipeline().elbo(binary_images(256), generator=torch.Generator().manual_seed(1))

@@ -588,6 +588,22 @@ def test_thresholding_and_zero_snr_configs_convert_both_ways():
     assert {k: back.config[k] for k in keys} == keys
 
 
+def test_last_step_above_zero_adds_no_noise_where_diffusers_adds_some():
+    config = dict(timestep_spacing="trailing", variance_type="fixed_large", prediction_type="sample")
+    ours, theirs = SimpleDDPMScheduler(**config), DDPMScheduler(**config)
+    ours.set_timesteps(20)
+    theirs.set_timesteps(20)
+    last = ours.timesteps[-1].item()
+    assert last == theirs.timesteps[-1].item() == 49
+    x_t, x0 = torch.randn(2, 3, 4, 4), torch.rand(2, 3, 4, 4) - 0.5
+    # the last step goes to x_0 itself: the posterior mean at alpha_bar = 1 is x0_hat, and Algorithm 2 adds no noise
+    assert torch.equal(ours.step(x0, last, x_t, generator=torch.Generator().manual_seed(0)).prev_sample, x0)
+    z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    noisy = theirs.step(x0, last, x_t, generator=torch.Generator().manual_seed(0)).prev_sample
+    std = math.sqrt(1 - ours.alphas_cumprod[last].item())  # diffusers' beta' of the last step, 1 - alpha_bar_t
+    torch.testing.assert_close(noisy, x0 + std * z, rtol=0, atol=1e-5)
+
+
 def test_private_helpers_of_ddpm_scheduler_are_refused_with_what_to_use():
     with pytest.raises(AttributeError, match="private helper of diffusers' DDPMScheduler.*p_mean_variance"):
         SimpleDDPMScheduler()._get_variance(487)
