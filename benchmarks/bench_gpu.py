@@ -99,7 +99,9 @@ def build_trainee(train_args, accelerator, unet: torch.nn.Module, compiled: bool
     if channels_last:
         unet = unet.to(memory_format=torch.channels_last)
     ema = train.build_ema(train_args, unet, accelerator.device)
-    optimizer, lr_scheduler = train.build_optimizer(train_args, unet, max_steps=10**6, num_processes=1)
+    optimizer, lr_scheduler = train.build_optimizer(
+        train_args, unet, max_steps=10**6, num_processes=1, device=accelerator.device
+    )
     if compiled:
         unet = torch.compile(unet, backend=backend)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)

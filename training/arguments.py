@@ -12,6 +12,7 @@ from pathlib import Path
 from accelerate.utils import is_wandb_available
 from diffusers.optimization import SchedulerType
 
+from simple_ddpm.hardware import MIXED_PRECISIONS
 from simple_ddpm.scheduling_simple_ddpm import BETA_SCHEDULES, LOSS_WEIGHTINGS, PREDICTION_TYPES, VARIANCE_TYPES
 
 MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
@@ -158,8 +159,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     optim.add_argument(
         "--mixed_precision",
-        choices=("no", "fp16", "bf16"),
-        help="Autocast precision; default: what `accelerate config` or `accelerate launch` set, else no.",
+        choices=MIXED_PRECISIONS,
+        default="auto",
+        help="Autocast precision. auto: what `accelerate launch --mixed_precision` or `accelerate config` chose, "
+        "else bf16 where the device computes it natively (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX), "
+        "else no.",
+    )
+    optim.add_argument(
+        "--fused_adamw",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="AdamW as one fused kernel for all weights (torch's fused=True) where torch has one for the device.",
+    )
+    optim.add_argument(
+        "--channels_last", action="store_true", help="Keep the UNet's weights and inputs in channels-last layout."
+    )
+    optim.add_argument(
+        "--torch_compile",
+        action="store_true",
+        help="Compile the UNet with torch.compile (inductor) for training; pays off on GPUs and long runs, costs "
+        "minutes of compilation first (benchmarks/RESULTS.md).",
     )
     optim.add_argument("--seed", type=int, default=0, help="Seeds weights, data order, noise and evaluation.")
     optim.add_argument(
@@ -198,7 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logging.add_argument("--num_samples", type=positive_int, default=64, help="Images in each sample grid.")
     logging.add_argument(
-        "--num_inference_steps", type=positive_int, help="Reverse steps for sample grids; default: T."
+        "--num_inference_steps", type=positive_int, help="Reverse steps for the final sample grid; default: T."
+    )
+    logging.add_argument(
+        "--periodic_inference_steps",
+        type=positive_int,
+        help="Reverse steps (respaced exactly) for the grids written during training; default: min(100, T). At "
+        "100 steps the grids look like those at 1,000 (benchmarks/RESULTS.md) for a tenth of the time.",
     )
     logging.add_argument(
         "--eval_every",
@@ -212,8 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     logging.add_argument(
         "--eval_timesteps",
         type=positive_int,
-        help="During training, estimate the bound from K random timesteps: unbiased, K/T of the time, but noisy "
-        "(a few small-t terms dominate the sum). Default: all T, the exact bound.",
+        default=100,
+        help="During training, estimate the bound from K timesteps (stratified, the small-t terms exact): "
+        "unbiased, about K/T of the exact bound's time. K >= T - 1 computes the exact bound.",
     )
     logging.add_argument(
         "--final_eval_timesteps",
@@ -284,11 +310,13 @@ def validate_args(args: argparse.Namespace) -> None:
         raise InvalidTrainingInput(f"--max_grad_norm must be >= 0, got {args.max_grad_norm}.")
     if not 0 < args.ema_max_decay < 1:
         raise InvalidTrainingInput(f"--ema_max_decay must be strictly between 0 and 1, got {args.ema_max_decay}.")
-    if args.num_inference_steps is not None and args.num_inference_steps > args.num_train_timesteps:
-        raise InvalidTrainingInput(
-            f"--num_inference_steps {args.num_inference_steps} exceeds T = --num_train_timesteps "
-            f"{args.num_train_timesteps}."
-        )
+    for name in ("num_inference_steps", "periodic_inference_steps"):
+        if getattr(args, name) is not None and getattr(args, name) > args.num_train_timesteps:
+            raise InvalidTrainingInput(
+                f"--{name} {getattr(args, name)} exceeds T = --num_train_timesteps {args.num_train_timesteps}."
+            )
+    if args.periodic_inference_steps is None:
+        args.periodic_inference_steps = min(100, args.num_train_timesteps)
     if args.push_to_hub and not args.hub_model_id:
         raise InvalidTrainingInput("--push_to_hub needs --hub_model_id USER/NAME.")
     hub_options = [name for name in ("hub_model_id", "hub_private_repo", "hub_token") if getattr(args, name)]

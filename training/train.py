@@ -51,6 +51,8 @@ from tqdm.auto import tqdm
 from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.cpu_threads import ThreadChoice, configure_cpu_threads
+from simple_ddpm.hardware import compile_unavailable_reason, fused_adamw_available, resolve_mixed_precision
 from simple_ddpm.hub import (
     BackgroundUploader,
     HubAccessError,
@@ -87,15 +89,18 @@ def reported_as_one_line(accelerator: Accelerator):
         sys.exit(2)
 
 
-def build_accelerator(args) -> Accelerator:
+def build_accelerator(args, threads: ThreadChoice | None = None) -> Accelerator:
     output_dir = Path(args.output_dir)
     # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
     # alone unless accelerate is told to use the CPU; it then joins them with gloo.
     no_gpu = not (torch.cuda.is_available() or torch.xpu.is_available())
+    device_type = "cpu" if no_gpu else "cuda" if torch.cuda.is_available() else "xpu"
     accelerator = Accelerator(
         cpu=no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
+        mixed_precision=resolve_mixed_precision(
+            args.mixed_precision, os.environ.get("ACCELERATE_MIXED_PRECISION"), device_type
+        ),
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
@@ -104,6 +109,8 @@ def build_accelerator(args) -> Accelerator:
     if not accelerator.is_main_process:
         logging.getLogger().setLevel(logging.ERROR)
         datasets.disable_progress_bars()
+    if threads is not None:
+        logger.info("%s; %s precision", threads.describe(), accelerator.mixed_precision)
     return accelerator
 
 
@@ -185,13 +192,17 @@ def build_ema(args, unet: UNet2DModel, device: torch.device) -> EMAModel | None:
     return ema
 
 
-def build_optimizer(args, unet: UNet2DModel, max_steps: int, num_processes: int):
+def build_optimizer(args, unet: UNet2DModel, max_steps: int, num_processes: int, device: torch.device):
+    fused = args.fused_adamw and fused_adamw_available(device.type)
+    if args.fused_adamw and not fused:
+        logger.warning("No fused AdamW for %s in this torch; using the foreach implementation.", device.type)
     optimizer = torch.optim.AdamW(
         unet.parameters(),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         weight_decay=args.adam_weight_decay,
         eps=args.adam_epsilon,
+        fused=fused or None,
     )
     # accelerate steps a prepared lr scheduler once per process per optimizer step.
     lr_scheduler = get_scheduler(
@@ -201,6 +212,22 @@ def build_optimizer(args, unet: UNet2DModel, max_steps: int, num_processes: int)
         num_training_steps=max_steps * num_processes,
     )
     return optimizer, lr_scheduler
+
+
+def speed_up(args, unet: UNet2DModel, device: torch.device) -> UNet2DModel:
+    """--channels_last and --torch_compile. Compiling is in place (`Module.compile`), so the weights' names, and
+    with them checkpoints and the saved pipeline, stay those of the eager UNet; where inductor cannot build
+    kernels the run goes on eagerly after one warning."""
+    if args.channels_last:
+        unet = unet.to(memory_format=torch.channels_last)
+    if args.torch_compile:
+        reason = compile_unavailable_reason(device.type)
+        if reason is not None:
+            logger.warning("--torch_compile: %s; training eagerly.", reason)
+        else:
+            torch._dynamo.config.suppress_errors = True  # a graph inductor cannot build runs eagerly, with a warning
+            unet.compile()
+    return unet
 
 
 def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
@@ -239,12 +266,12 @@ def sampling_pipeline(accelerator: Accelerator, unet, ema: EMAModel | None, sche
     return pipe.to(accelerator.device)
 
 
-def write_samples(pipe: SimpleDDPMPipeline, args, path: Path) -> np.ndarray:
+def write_samples(pipe: SimpleDDPMPipeline, args, path: Path, num_inference_steps: int) -> np.ndarray:
     """A grid of --num_samples images (the same seed every time, so grids over training compare) as a PNG."""
     images = pipe(
         batch_size=args.num_samples,
         generator=torch.Generator().manual_seed(args.seed),
-        num_inference_steps=args.num_inference_steps or args.num_train_timesteps,
+        num_inference_steps=num_inference_steps,
         output_type="pt",
     ).images
     grid = image_grid(images)
@@ -308,8 +335,9 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
     """One optimizer step over --gradient_accumulation_steps batches; returns the mean loss over all processes
     and the gradient norm before clipping. A non-finite loss stops training before the weights see it."""
     losses = []
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     for _ in range(args.gradient_accumulation_steps):
-        x0 = pixels_to_model_input(next(batches).to(accelerator.device))
+        x0 = pixels_to_model_input(next(batches).to(accelerator.device)).contiguous(memory_format=memory_format)
         with accelerator.accumulate(model.unet):
             loss = diffusion_loss(model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma)
             losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
@@ -343,7 +371,7 @@ def write_periodic_outputs(
         pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
         if periodic(step, args.sample_every):
             grid_path = Path(args.output_dir) / SAMPLES_DIR / f"step_{step:07d}.png"
-            grid = write_samples(pipe, args, grid_path)
+            grid = write_samples(pipe, args, grid_path, args.periodic_inference_steps)
             log_grid(accelerator, grid, step)
             if uploader is not None:
                 uploader.upload(grid_path, path_in_repo=f"{SAMPLES_DIR}/{grid_path.name}")
@@ -419,7 +447,9 @@ def finish(
     output_dir = Path(args.output_dir)
     pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
     save_pipeline_atomically(pipe, output_dir)
-    grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME)
+    grid = write_samples(
+        pipe, args, output_dir / FINAL_GRID_NAME, args.num_inference_steps or args.num_train_timesteps
+    )
     log_grid(accelerator, grid, progress.global_step)
     bits = held_out_bits_per_dim(pipe, data.eval, args, args.final_eval_timesteps)
     accelerator.log({"eval/bits_per_dim": bits}, step=progress.global_step)
@@ -493,9 +523,10 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
 
 def main(argv: list[str] | None = None) -> None:
     progress = TrainingProgress()  # counts wall time from here
+    threads = configure_cpu_threads()
     args = parse_args(argv)
     hub_token = resolve_token(vars(args).pop("hub_token"))  # off `args`: never in a tracker, log or saved file
-    accelerator = build_accelerator(args)
+    accelerator = build_accelerator(args, threads)
     if accelerator.is_main_process:
         remove_partial_saves(Path(args.output_dir))  # what a run killed mid-save left
 
@@ -512,9 +543,10 @@ def main(argv: list[str] | None = None) -> None:
         "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps
     )
 
+    unet = speed_up(args, unet.to(accelerator.device), accelerator.device)
     ema = build_ema(args, unet, accelerator.device)
     checkpoint_training_state(accelerator, progress, ema, [name for name, _ in unet.named_parameters()])
-    optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes)
+    optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes, accelerator.device)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema)
     if resume_from is not None:
