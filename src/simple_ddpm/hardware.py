@@ -1,8 +1,6 @@
 """What the device can do fast: native bfloat16, fused AdamW, torch.compile. Each answer is a plain check made
 before training, so that a run that asks for something the machine lacks falls back with one warning."""
 
-import shutil
-
 import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
@@ -42,12 +40,13 @@ def compile_unavailable_reason(device_type: str) -> str | None:
     """Why torch.compile's default backend (inductor) cannot build kernels here, or None if it can: on a CPU it
     needs a C++ compiler, on a GPU Triton."""
     if device_type == "cpu":
-        from torch._inductor import config
+        from torch._inductor import cpp_builder, exc
 
-        compiler = config.cpp.cxx[0] if isinstance(config.cpp.cxx, tuple) else config.cpp.cxx
-        if compiler is None:  # inductor's default: look for g++ / c++ / clang++
-            return None if any(shutil.which(name) for name in ("g++", "c++", "clang++")) else "no C++ compiler"
-        return None if shutil.which(compiler) else f"no C++ compiler ({compiler} not found)"
+        try:
+            cpp_builder.get_cpp_compiler()  # inductor's own search (config.cpp.cxx, $CXX, g++), as it will run it
+        except exc.InvalidCxxCompiler:
+            return "no C++ compiler found (install g++ or set CXX)"
+        return None
     if device_type == "cuda":
         from torch.utils._triton import has_triton
 
