@@ -1,6 +1,7 @@
 """The sampling loop's overhead: `SimpleDDPMPipeline` for N steps against N bare UNet calls on the same batch.
 
-    python benchmarks/bench_sampling.py [--steps 50] [--batch-size 16] [--threads 1] [--rounds 7] [--profile]
+    python benchmarks/bench_sampling.py [--steps 50] [--batch-size 16] [--threads N] [--rounds 7] [--profile]
+    python benchmarks/bench_sampling.py --compile [--compile-batch-sizes 16 64 256]
 
 The limit of any DDPM sampler is N forward passes of its network; everything else (the initial noise, N
 scheduler steps with their noise draws, the progress bar, the final conversion) is overhead. The UNet is a
@@ -12,11 +13,17 @@ in alternating order; the ratio is the median over rounds of the ratio within a 
 On a shared CPU that ratio carries a percent or two of noise, more than the overhead itself, so the overhead is
 also measured directly: the same pipeline around a network that costs nothing (it returns its input), timed
 against the UNet call in interleaved blocks. `--profile` prints where that overhead goes (torch.profiler).
+
+`--compile` answers when `torch.compile` pays off for sampling: for each batch size, the first call of the
+compiled UNet (compilation included) and then its per-call time against eager float32 and eager bfloat16
+autocast calls, interleaved; compilation pays off after compile_s / (eager - compiled) UNet calls, i.e. that
+many sampling steps of that batch.
 """
 
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from types import SimpleNamespace
 
@@ -35,7 +42,9 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=50, help="N, the number of sampling steps (default 50)")
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
-    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1, see RESULTS.md)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: every core, as train.py)")
+    parser.add_argument("--compile", action="store_true", help="measure torch.compile's cost and gain instead")
+    parser.add_argument("--compile-batch-sizes", type=int, nargs="+", default=[16, 64, 256], help="with --compile")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--output-type", default="pt", choices=("pt", "np", "pil"), help="pipeline output_type")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -80,11 +89,53 @@ class FreeNetwork(torch.nn.Module):
         return SimpleNamespace(sample=sample)
 
 
+def compile_payoff_row(unet: torch.nn.Module, device: torch.device, batch_size: int, rounds: int) -> str:
+    """One batch size: compilation time, then per-call times of the eager, bf16-autocast and compiled UNet."""
+    torch._dynamo.reset()
+    compiled = torch.compile(unet)
+    x = torch.randn((batch_size, 3, 32, 32), device=device)
+    t = torch.tensor(500, device=device)
+    sync = synchronizer(device)
+
+    def bf16() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            unet(x, t)
+
+    with torch.no_grad():
+        start = time.perf_counter()
+        compiled(x, t)
+        sync()
+        compile_s = time.perf_counter() - start
+        calls = {"eager": lambda: unet(x, t), "bf16": bf16, "compiled": lambda: compiled(x, t)}
+        timer = InterleavedTimer(calls, rounds, block_s=0.2, sync=sync).run()
+    eager, compiled_s = timer.median("eager"), timer.median("compiled")
+    payoff = f"{compile_s / (eager - compiled_s):,.0f} calls" if eager > compiled_s else "never"
+    return (
+        f"{batch_size:>5} {compile_s:>10.1f} {eager * 1e3:>9.2f} {timer.median('bf16') * 1e3:>8.2f} "
+        f"{compiled_s * 1e3:>12.2f} {timer.ratio('eager', 'compiled'):>8.3f} {payoff:>15}"
+    )
+
+
+def compile_payoff(unet: torch.nn.Module, device: torch.device, batch_sizes: list[int], rounds: int) -> None:
+    header = ("batch", "compile s", "eager ms", "bf16 ms", "compiled ms", "speedup", "pays off after")
+    widths = (5, 10, 9, 8, 12, 8, 15)
+    print(" ".join(f"{name:>{width}}" for name, width in zip(header, widths, strict=True)))
+    for batch_size in batch_sizes:
+        print(compile_payoff_row(unet, device, batch_size, rounds))
+
+
 def main() -> None:
     args = parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     unet = small_unet().to(device)
+    if args.compile:
+        print(
+            f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; medians of {args.rounds}"
+        )
+        compile_payoff(unet, device, args.compile_batch_sizes, args.rounds)
+        return
     scheduler = SimpleDDPMScheduler()
     scheduler.set_timesteps(args.steps)
     timesteps = scheduler.timesteps.to(device)
