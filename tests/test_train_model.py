@@ -89,3 +89,21 @@ def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(predi
     squared_error = (prediction.double() - target).pow(2).mean(dim=(1, 2, 3))
     expected = (scheduler.loss_weights(t, weighting, 5.0).double() * squared_error).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_final_bound_is_exact_only_where_its_unet_work_is_a_small_share_of_the_run(tmp_path):
+    import train
+
+    args = options(tmp_path)  # T = 1000
+    # exact: 180 images x 1000 terms <= 0.2 x 3 x 4000 steps x 128 images (the quickstart)
+    assert train.final_eval_timesteps(args, num_eval_images=180, images_seen=4000 * 128) is None
+    # estimated: 256 images x 1000 terms against 19,200 images seen
+    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=19_200) == train.ESTIMATE_TIMESTEPS
+    # the boundary: exactly a fifth of the run's work is still exact, one image more is not
+    images_seen = 256 * 1000 * 5 // 3 + 1
+    assert 256 * 1000 <= 0.2 * 3 * images_seen
+    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=images_seen) is None
+    assert train.final_eval_timesteps(args, num_eval_images=257, images_seen=images_seen) == 100
+    # a chosen K is kept, and K >= T - 1 is the exact bound
+    assert train.final_eval_timesteps(options(tmp_path, "--final_eval_timesteps", "20"), 256, 10**9) == 20
+    assert train.final_eval_timesteps(options(tmp_path, "--final_eval_timesteps", "999"), 256, 1) is None

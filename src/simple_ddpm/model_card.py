@@ -72,7 +72,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         eval_timesteps_text=(
             f"all {metrics['eval_timesteps']} (exact)"
             if exact
-            else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, drawn at random (unbiased estimate)"
+            else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, stratified (unbiased estimate)"
         ),
         sample_grid=metrics["sample_grid"],
         num_samples=metrics["num_samples"],
