@@ -68,6 +68,15 @@ def test_sample_grid_holds_the_images_of_generators_seed_plus_i_whatever_the_bat
     np.testing.assert_array_equal(np.asarray(Image.open(grid_path)), np.asarray(expected))
 
 
+def test_a_cpu_command_says_how_many_threads_it_uses(pipe_folder, tmp_path, capsys):
+    status = main(["sample", str(pipe_folder), "--output", str(tmp_path / "grid.png"), "--num-images", "1"] + [
+        "--steps", "2", "--device", "cpu",
+    ])  # fmt: skip
+    assert status == 0
+    threads = torch.get_num_threads()  # the conftest's OMP_NUM_THREADS, a chosen count, is kept
+    assert f"simple-ddpm sample: {threads} CPU thread(s) per process (OMP_NUM_THREADS)" in capsys.readouterr().err
+
+
 def test_sample_to_a_folder_writes_one_png_per_image(pipe_folder, tmp_path):
     status = main(
         ["sample", str(pipe_folder), "--output", str(tmp_path / "out"), "--num-images", "3"] + ["--steps", "2"]

@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .cpu_threads import configure_cpu_threads
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_datasets import (
     UNREADABLE_IMAGE_ERRORS,
@@ -246,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `simple-ddpm`; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if getattr(args, "device", None) == "cpu":
+        print(f"simple-ddpm {args.command}: {configure_cpu_threads().describe()}", file=sys.stderr)
     try:
         args.run(args)
     except (UsageError, DatasetInputError, HubAccessError) as error:
