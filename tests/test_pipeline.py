@@ -146,13 +146,6 @@ def test_diffusers_ddpm_pipeline_folder_loads_with_our_scheduler(tmp_path):
     assert loaded.scheduler.config.num_train_timesteps == 30
 
 
-def test_other_schedulers_are_refused():
-    from diffusers import DDIMScheduler
-
-    with pytest.raises(TypeError, match="needs a SimpleDDPMScheduler"):
-        SimpleDDPMPipeline(unet=tiny_unet(), scheduler=DDIMScheduler())
-
-
 # --- the bound ----------------------------------------------------------------------------------------------------
 
 

@@ -1,13 +1,16 @@
 """Unconditional DDPM sampling and the exact variational bound, as a diffusers pipeline."""
 
 import importlib
+import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
@@ -75,21 +78,25 @@ class SimpleDDPMPipeline(DiffusionPipeline):
     Args:
         unet (`UNet2DModel`): the denoising network, called as `unet(x_t, t).sample`; any module with that
             signature and a `config` with `sample_size` and `in_channels` works.
-        scheduler (`SimpleDDPMScheduler`): the noise schedule. A diffusers `DDPMScheduler` (as in checkpoints
-            saved by `DDPMPipeline`, e.g. google/ddpm-cifar10-32) is converted from its config.
+        scheduler (`SimpleDDPMScheduler` or another diffusers scheduler): the noise schedule and sampler. A
+            diffusers `DDPMScheduler` (as in checkpoints saved by `DDPMPipeline`, e.g. google/ddpm-cifar10-32) is
+            converted from its config. Any scheduler built from the config samples (`DDIMScheduler`,
+            `DPMSolverMultistepScheduler`, `EulerDiscreteScheduler`, ...: `X.from_config(pipe.scheduler.config)`);
+            `elbo` needs a `SimpleDDPMScheduler`.
     """
 
     model_cpu_offload_seq = "unet"
+    _callback_tensor_inputs = ["image", "pred_original_sample"]
 
-    def __init__(self, unet: torch.nn.Module, scheduler: SimpleDDPMScheduler):
+    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin):
         super().__init__()
         if isinstance(scheduler, DDPMScheduler):
             logger.info("Converting DDPMScheduler to SimpleDDPMScheduler from its config.")
             scheduler = SimpleDDPMScheduler.from_config(scheduler.config)
-        if not isinstance(scheduler, SimpleDDPMScheduler):
+        if not isinstance(scheduler, SchedulerMixin):
             raise TypeError(
-                f"SimpleDDPMPipeline needs a SimpleDDPMScheduler (or a DDPMScheduler to convert), "
-                f"got {type(scheduler).__name__}."
+                f"SimpleDDPMPipeline needs a diffusers scheduler (a SimpleDDPMScheduler, or e.g. "
+                f"DDIMScheduler.from_config(its config)), got {type(scheduler).__name__}."
             )
         self.register_modules(unet=unet, scheduler=scheduler)
 
@@ -173,6 +180,16 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         """The network's output at float32 `sample`, returned in float32 whatever the UNet's dtype."""
         return self.unet(sample.to(self._unet_dtype()), timestep).sample.float()
 
+    def _step_kwargs(self, generator, eta: float | None) -> dict:
+        """`generator` and `eta` for the scheduler's `step`, where it takes them (diffusers' rule)."""
+        parameters = inspect.signature(self.scheduler.step).parameters
+        kwargs = {"generator": generator} if "generator" in parameters else {}
+        if eta is not None:
+            if "eta" not in parameters:
+                raise ValueError(f"{type(self.scheduler).__name__} takes no eta; leave eta unset.")
+            kwargs["eta"] = eta
+        return kwargs
+
     @torch.no_grad()
     def __call__(
         self,
@@ -181,8 +198,11 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         num_inference_steps: int = 1000,
         output_type: str = "pil",
         return_dict: bool = True,
+        eta: float | None = None,
+        callback_on_step_end: Callable[["SimpleDDPMPipeline", int, int, dict], dict] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> ImagePipelineOutput | tuple:
-        """Generate images by ancestral sampling from x_T ~ N(0, I).
+        """Generate images from x_T ~ N(0, I), by ancestral sampling or the scheduler's sampler.
 
         Args:
             batch_size (`int`, defaults to 1): number of images.
@@ -193,6 +213,15 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             output_type (`str`, defaults to "pil"): "pil" (list of PIL images), "np" (float array (B, H, W, C)
                 in [0, 1]) or "pt" (float tensor (B, C, H, W) in [0, 1]).
             return_dict (`bool`, defaults to True): return an `ImagePipelineOutput` rather than a tuple.
+            eta (`float`, *optional*): passed to the scheduler's `step`: for `SimpleDDPMScheduler`, 1 (the
+                default) is DDPM, 0 deterministic DDIM (Song et al. 2021 eq. 16); `DDIMScheduler` takes it too.
+            callback_on_step_end (`Callable`, *optional*): called after every step as
+                `callback_on_step_end(pipe, step_index, timestep, callback_kwargs)`, where `callback_kwargs` holds
+                the tensors named in `callback_on_step_end_tensor_inputs`: "image" (x_{t-1}, the next model input)
+                and "pred_original_sample" (x0_hat at this step; None with a scheduler whose step gives none).
+                It returns a dict; an "image" in it replaces x_{t-1}.
+            callback_on_step_end_tensor_inputs (`list[str]`, defaults to ["image"]): from
+                `_callback_tensor_inputs`.
 
         The sample is kept in float32 between steps; a float16 or bfloat16 UNet sees it cast to its dtype.
         """
@@ -200,16 +229,32 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             raise ValueError(f"Unknown output_type {output_type!r}; valid values are: {', '.join(OUTPUT_TYPES)}.")
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        tensor_inputs = callback_on_step_end_tensor_inputs or ["image"]
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are unknown; valid values are: "
+                f"{', '.join(self._callback_tensor_inputs)}."
+            )
+        step_kwargs = self._step_kwargs(generator, eta)
         device = self._execution_device
-        self.scheduler.set_timesteps(num_inference_steps)
-        # Python ints for the scheduler and device tensors for the UNet: no host-device sync inside the loop.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps.to(device)
+        # Python numbers for the scheduler: no host-device sync inside the loop.
         steps = self.scheduler.timesteps.tolist()
-        timesteps_on_device = self.scheduler.timesteps.to(device)
 
         image = randn_tensor(_sample_shape(self.unet, batch_size), generator=generator, device=device)
+        image = image * self.scheduler.init_noise_sigma
         for i, t in enumerate(self.progress_bar(steps)):
-            model_output = self._predict(image, timesteps_on_device[i])
-            image = self.scheduler.step(model_output, t, image, generator=generator).prev_sample
+            model_input = self.scheduler.scale_model_input(image, timesteps[i])
+            model_output = self._predict(model_input, timesteps[i])
+            output = self.scheduler.step(model_output, t, image, **step_kwargs)
+            image = output.prev_sample
+            if callback_on_step_end is not None:
+                tensors = {"image": image, "pred_original_sample": getattr(output, "pred_original_sample", None)}
+                callback_kwargs = {name: tensors[name] for name in tensor_inputs}
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
+                image = callback_outputs.get("image", image)
 
         image = (image / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
@@ -254,6 +299,12 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 would be unbiased too, but its variance is many times larger.
         """
         scheduler = self.scheduler
+        if not isinstance(scheduler, SimpleDDPMScheduler):
+            raise TypeError(
+                f"elbo needs the DDPM posterior tables of a SimpleDDPMScheduler, and this pipeline samples with "
+                f"{type(scheduler).__name__}; measure the pipeline as trained (SimpleDDPMPipeline.from_pretrained) "
+                "or set pipe.scheduler back to its SimpleDDPMScheduler."
+            )
         T = len(scheduler)
         if images.ndim != 4:
             raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}.")

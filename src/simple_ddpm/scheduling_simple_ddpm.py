@@ -526,6 +526,26 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             c_x, c_out = torch.zeros_like(alpha_bar), -torch.ones_like(alpha_bar)
         rows = torch.stack([c_x, c_out, coef_x0, coef_xt, std], 1).tolist()
         self._step_coefficients = dict(zip(steps.tolist(), map(tuple, rows), strict=True))
+        # alpha_bar_{t_i}, alpha_bar_{t_{i+1}} and sigma^2 of the respaced posterior, for DDIM's step (`eta`)
+        ddim_rows = torch.stack([alpha_bar, alpha_bar_prev, beta * (1 - alpha_bar_prev) / (1 - alpha_bar)], 1)
+        self._ddim_tables = dict(zip(steps.tolist(), map(tuple, ddim_rows.tolist()), strict=True))
+
+    def ddim_coefficients(self, timestep: int, eta: float) -> tuple[float, float, float]:
+        """(coef_x0, coef_xt, sigma) of DDIM's step x_{t'} = coef_x0 x0_hat + coef_xt x_t + sigma z, z ~ N(0, I).
+
+        Song et al. 2021, eq. 12: x_{t'} = sqrt(alpha_bar_{t'}) x0_hat + sqrt(1 - alpha_bar_{t'} - sigma^2) eps_hat
+        + sigma z, with t' the next step of the current schedule (alpha_bar = 1 after the last),
+        eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t) derived from the (clipped) x0_hat, and
+        eq. 16: sigma = eta sqrt((1 - alpha_bar_{t'}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t'}),
+        eta times the respaced chain's posterior standard deviation. eta = 1 is DDPM's posterior mean and
+        variance; eta = 0 is deterministic DDIM.
+        """
+        alpha_bar, alpha_bar_prev, posterior_variance = self._ddim_tables[timestep]
+        sigma = eta * math.sqrt(posterior_variance)
+        direction = math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0))  # coefficient of eps_hat
+        coef_xt = direction / math.sqrt(1 - alpha_bar)
+        coef_x0 = math.sqrt(alpha_bar_prev) - coef_xt * math.sqrt(alpha_bar)
+        return coef_x0, coef_xt, sigma
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """The step after `timestep` in the current schedule, as DDPMScheduler returns it: a 0-d tensor (-1 after
@@ -546,8 +566,11 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         generator: torch.Generator | list[torch.Generator] | None = None,
         return_dict: bool = True,
+        eta: float = 1.0,
     ) -> SimpleDDPMSchedulerOutput | tuple:
         """Draw x_{t-1} ~ p(x_{t-1} | x_t) = N(mu_q(x_t, x0_hat), s^2) (Ho et al. Algorithm 2, one iteration).
+
+        With `eta` != 1, DDIM's step instead (Song et al. 2021 eq. 12 and 16, see `ddim_coefficients`).
 
         Args:
             model_output (`torch.Tensor`): the network's output at (x_t, t), shaped like `sample`.
@@ -556,7 +579,17 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             generator (`torch.Generator` or list of them, *optional*): for the added noise; a list gives one
                 generator per image.
             return_dict (`bool`, defaults to True): return a `SimpleDDPMSchedulerOutput` rather than a tuple.
+            eta (`float`, defaults to 1.0): in [0, 1], the weight of the noise: 1 is DDPM (exactly the step without
+                `eta`), 0 is deterministic DDIM. Values other than 1 need `variance_type="fixed_small"`.
         """
+        if eta != 1:
+            if not 0 <= eta <= 1:
+                raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
+            if self.config.variance_type != "fixed_small":
+                raise ValueError(
+                    f"eta={eta} scales the posterior standard deviation (DDIM eq. 16), which needs "
+                    f"variance_type='fixed_small'; this scheduler has {self.config.variance_type!r}. Use eta=1."
+                )
         if model_output.shape != sample.shape:
             raise ValueError(
                 f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
@@ -570,6 +603,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 f"timestep {t} is not in the current schedule of {len(self.timesteps)} steps "
                 f"({self.timesteps[0].item()} .. {self.timesteps[-1].item()}); pass one of `scheduler.timesteps`."
             ) from None
+        if eta != 1:
+            coef_x0, coef_xt, std = self.ddim_coefficients(t, eta)
 
         # One pass over the batch per line, in place on the tensors made here. In-place ops keep their left
         # operand's dtype, so x_t is first cast to the dtype that torch.add would promote mixed inputs to.
