@@ -1,7 +1,10 @@
-"""The `simple-ddpm` console command: sample from a pipeline, measure its bits/dim, push it to the Hub.
+"""The `simple-ddpm` console command: sample from a pipeline, measure its bits/dim and Frechet distance, push it
+to the Hub.
 
     simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--steps 1000] [--seed 0]
+        [--scheduler ddpm|ddim|dpm++] [--eta E] [--trajectory trajectory.png]
     simple-ddpm elbo MODEL DATA [--num-images 256] [--timesteps K] [--batch-size 256]
+    simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-samples 1000]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
 
 MODEL is a local pipeline folder or a Hub repo id. Bad input ends the command with one line on stderr and exit
@@ -9,7 +12,10 @@ status 2; a bug still shows its traceback.
 """
 
 import argparse
+import hashlib
+import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +25,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .cpu_threads import configure_cpu_threads
+from .feature_networks import INCEPTION, FeatureNetworkError, load_feature_extractor
+from .frechet import FeatureStatistics, StatisticsError, frechet_distance
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_datasets import (
     UNREADABLE_IMAGE_ERRORS,
@@ -33,6 +41,7 @@ from .image_datasets import (
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, write_model_card
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
+from .sampling import SAMPLERS, evenly_spaced_steps, generate_images, sample_trajectory, use_sampler
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -60,17 +69,33 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
     return pipe.to(device)
 
 
+def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float | None:
+    """Set the pipeline's scheduler from --scheduler; return the eta to sample with."""
+    try:
+        return use_sampler(pipe, args.scheduler, args.eta)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def sample(args: argparse.Namespace) -> None:
     """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
-    generators = [torch.Generator().manual_seed(args.seed + i) for i in range(args.num_images)]
-    batches = []
-    for start in tqdm(range(0, args.num_images, args.batch_size), desc="batches"):
-        batch = generators[start : start + args.batch_size]
-        batches.append(
-            pipe(batch_size=len(batch), generator=batch, num_inference_steps=args.steps, output_type="pt")[0]
-        )
-    images = torch.cat(batches).cpu()  # (N, C, H, W) in [0, 1]
+    eta = choose_sampler(pipe, args)
+    if args.trajectory:
+        steps = evenly_spaced_steps(args.steps, args.trajectory_steps)
+        try:
+            grid, _ = sample_trajectory(
+                pipe, min(4, args.num_images), steps, seed=args.seed, num_inference_steps=args.steps, eta=eta
+            )
+        except ValueError as error:
+            raise UsageError(f"--trajectory: {error}") from None
+        trajectory = Path(args.trajectory)
+        trajectory.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(trajectory)
+        print(f"Wrote x_t and x0_hat of {min(4, args.num_images)} samples after steps {steps} to {trajectory}")
+    images = generate_images(
+        pipe, args.num_images, batch_size=args.batch_size, seed=args.seed, num_inference_steps=args.steps, eta=eta
+    )
 
     output = Path(args.output)
     if output.suffix.lower() == ".png":
@@ -90,14 +115,15 @@ def read_image(path: Path) -> Image.Image:
         return image.copy()
 
 
-def load_images(data: str, split: str, image_column: str | None, count: int) -> list[Image.Image]:
-    """The first `count` images of a folder of image files, a `save_to_disk` folder, or a `datasets` dataset id.
+def load_images(data: str, split: str, image_column: str | None, count: int | None) -> list[Image.Image]:
+    """The first `count` (default: all) images of a folder of image files, a `save_to_disk` folder, or a
+    `datasets` dataset id.
 
     A dataset is read as train.py reads it (`simple_ddpm.image_datasets`): the same image-column rule, and a
     column of file paths works too."""
     path = Path(data).expanduser()
     if path.is_dir() and not is_saved_dataset(path):
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = image_folder_files(path)
         if not files:
             raise UsageError(f"{data} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no saved dataset.")
         return [read_image(p) for p in files[:count]]
@@ -117,7 +143,7 @@ def load_images(data: str, split: str, image_column: str | None, count: int) -> 
             raise UsageError(f"{data} has no split {split!r}; its splits are: {', '.join(dataset)}.")
         dataset = dataset[split]
     column = find_image_column(dataset.features, image_column, option="--image-column")
-    cells = undecoded(dataset.select(range(min(count, len(dataset)))), column)[column]
+    cells = undecoded(dataset.select(range(min(count or len(dataset), len(dataset)))), column)[column]
     images = []
     for index, encoded in enumerate(cells):
         try:
@@ -159,6 +185,100 @@ def elbo(args: argparse.Namespace) -> None:
         print(f"bits/dim: {bits.mean():.4f} (1 image; {terms})")
 
 
+def image_folder_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def pixels_of(images: list[Image.Image], channels: int, size: int) -> torch.Tensor:
+    """uint8 pixels (N, C, size, size), converted and resized as training does (`to_pixels`)."""
+    return torch.from_numpy(np.stack([to_pixels(image, channels, size) for image in images]))
+
+
+def features_of(extractor, pixels: torch.Tensor, batch_size: int, name: str) -> np.ndarray:
+    rows = [extractor(pixels[i : i + batch_size]) for i in tqdm(range(0, len(pixels), batch_size), desc=name)]
+    return np.concatenate(rows)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simple_ddpm" / "fid"
+
+
+def reference_key(args: argparse.Namespace, extractor, channels: int, size: int) -> str:
+    """What identifies a reference set's statistics: the reference (a dataset id, or a folder with the name,
+    size and modification time of every file in it), the images taken, and the feature network."""
+    path = Path(args.reference).expanduser()
+    files = []
+    if path.is_dir():
+        files = [(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))]
+    key = {
+        "reference": str(path.resolve()) if path.exists() else args.reference,
+        "files": files,
+        "split": args.split,
+        "image_column": args.image_column,
+        "num_reference": args.num_reference,
+        "features": extractor.name,
+        "channels": channels,
+        "size": size,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def reference_statistics(args: argparse.Namespace, extractor, channels: int, size: int) -> FeatureStatistics:
+    """Statistics of REFERENCE: read from an .npz, else from the cache, else measured and cached."""
+    if args.reference.endswith(".npz"):
+        if not Path(args.reference).expanduser().is_file():
+            raise UsageError(f"{args.reference}: no such statistics file.")
+        return FeatureStatistics.load(Path(args.reference).expanduser())
+    cache = Path(args.cache_dir).expanduser() / f"{reference_key(args, extractor, channels, size)}.npz"
+    if cache.is_file():
+        print(f"Reference statistics from the cache: {cache}")
+        return FeatureStatistics.load(cache)
+    images = load_images(args.reference, args.split, args.image_column, args.num_reference)
+    pixels = pixels_of(images, channels, size)
+    statistics = FeatureStatistics.of(features_of(extractor, pixels, args.batch_size, "reference"), extractor.name)
+    statistics.save(cache)
+    print(f"Reference statistics of {len(images)} images cached at {cache} (pass it as REFERENCE to reuse)")
+    return statistics
+
+
+def fid(args: argparse.Namespace) -> None:
+    """The Frechet distance between samples of a pipeline (or a folder of images) and a reference set."""
+    extractor = load_feature_extractor(args.features, args.device)
+    source = Path(args.model).expanduser()
+    if source.is_dir() and not (source / "model_index.json").is_file():
+        files = image_folder_files(source)
+        if not files:
+            raise UsageError(f"{args.model} is neither a pipeline folder (no model_index.json) nor an image folder.")
+        images = [read_image(p) for p in files[: args.num_samples]]
+        channels = extractor.channels
+        size = extractor.image_size or min(images[0].size)
+        pixels = pixels_of(images, channels, size)
+        what = f"{len(pixels)} images of {args.model}"
+    else:
+        pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
+        channels, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+        if extractor.image_size is not None and (channels, size) != (extractor.channels, extractor.image_size):
+            raise UsageError(
+                f"The feature classifier takes {extractor.channels}-channel {extractor.image_size}x"
+                f"{extractor.image_size} images; {args.model} makes {channels}-channel {size}x{size} images."
+            )
+        T = len(pipe.scheduler)
+        steps = args.num_inference_steps or T
+        if not 1 <= steps <= T:
+            raise UsageError(f"--num-inference-steps must be in [1, {T}] for this model, got {steps}.")
+        eta = choose_sampler(pipe, args)
+        samples = generate_images(
+            pipe, args.num_samples, batch_size=args.batch_size, seed=args.seed, num_inference_steps=steps, eta=eta
+        )
+        pixels = (samples * 255).round().to(torch.uint8)  # what a saved PNG holds
+        channels = extractor.channels  # Inception repeats a grayscale sample's channel; references convert alike
+        what = f"{len(pixels)} samples, {args.scheduler} at {steps} steps"
+    generated = FeatureStatistics.of(features_of(extractor, pixels, args.batch_size, "samples"), extractor.name)
+    reference = reference_statistics(args, extractor, channels, size)
+    distance = frechet_distance(generated, reference)
+    print(f"Frechet distance: {distance:.4f} ({extractor.name}; {what}; {reference.count} reference images)")
+
+
 def push(args: argparse.Namespace) -> None:
     """Checks the folder before the Hub, so that a bad folder leaves no empty repo behind. A trained folder's card
     is written again from its metrics.json, so that its usage snippet loads the repo pushed to."""
@@ -198,7 +318,8 @@ def positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="simple-ddpm", description="Sample from a SimpleDDPMPipeline, measure its bits/dim, push it to the Hub."
+        prog="simple-ddpm",
+        description="Sample from a SimpleDDPMPipeline, measure its bits/dim and Frechet distance, push it to the Hub.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -209,12 +330,45 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dtype", choices=list(DTYPES), default="float32", help="dtype of the UNet's weights")
     model.add_argument("--seed", type=int, default=0, help="image i uses the generator seeded with seed + i")
 
-    sampler = commands.add_parser("sample", parents=[model], help="generate images")
+    sampling = argparse.ArgumentParser(add_help=False)
+    sampling.add_argument(
+        "--scheduler",
+        choices=list(SAMPLERS),
+        default="ddpm",
+        help="; ".join(f"{name}: {what}" for name, (what, _) in SAMPLERS.items()),
+    )
+    sampling.add_argument("--eta", type=float, help="ddpm and ddim: the noise weight in [0, 1] (DDIM eq. 16)")
+
+    sampler = commands.add_parser("sample", parents=[model, sampling], help="generate images")
     sampler.add_argument("--output", default="samples.png", help="a .png file for a grid, else a folder of PNGs")
     sampler.add_argument("--num-images", type=positive_int, default=16)
     sampler.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call")
-    sampler.add_argument("--steps", type=positive_int, default=1000, help="reverse steps (fewer respaces the chain)")
+    sampler.add_argument(
+        "--steps", "--num-inference-steps", type=positive_int, default=1000, help="reverse steps (fewer respaces)"
+    )
+    sampler.add_argument(
+        "--trajectory", help="also write a PNG of x_t and x0_hat of the first 4 samples along the chain"
+    )
+    sampler.add_argument("--trajectory-steps", type=positive_int, default=8, help="columns of --trajectory")
     sampler.set_defaults(run=sample)
+
+    frechet = commands.add_parser(
+        "fid", parents=[model, sampling], help="Frechet distance of samples (or an image folder) to a reference"
+    )
+    frechet.add_argument("reference", help="a folder of images, a datasets save_to_disk folder or id, or an .npz")
+    frechet.add_argument(
+        "--features",
+        default=INCEPTION,
+        help="'inception' (FID; needs simple-ddpm[fid]) or a FeatureClassifier .safetensors file",
+    )
+    frechet.add_argument("--num-samples", type=positive_int, default=1000, help="samples (or images) measured")
+    frechet.add_argument("--num-inference-steps", type=positive_int, help="default: every training step")
+    frechet.add_argument("--batch-size", type=positive_int, default=64, help="images per network call")
+    frechet.add_argument("--split", default="test", help="split of a reference dataset (default: test)")
+    frechet.add_argument("--image-column", help="default: the only column of Image type")
+    frechet.add_argument("--num-reference", type=positive_int, help="the first N reference images (default: all)")
+    frechet.add_argument("--cache-dir", default=str(default_cache_dir()), help="where reference statistics are kept")
+    frechet.set_defaults(run=fid)
 
     bound = commands.add_parser("elbo", parents=[model], help="bits/dim of the variational bound on images")
     bound.add_argument("data", help="a folder of images, a datasets save_to_disk folder, or a datasets id")
@@ -251,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simple-ddpm {args.command}: {configure_cpu_threads().describe()}", file=sys.stderr)
     try:
         args.run(args)
-    except (UsageError, DatasetInputError, HubAccessError) as error:
+    except (UsageError, DatasetInputError, HubAccessError, FeatureNetworkError, StatisticsError) as error:
         print(f"simple-ddpm {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

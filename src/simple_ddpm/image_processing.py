@@ -83,16 +83,19 @@ def grid_shape(count: int) -> tuple[int, int]:
     return rows, count // rows
 
 
-def image_grid(images: torch.Tensor, cell_size: int | None = None, padding: int = 1) -> Image.Image:
+def image_grid(
+    images: torch.Tensor, cell_size: int | None = None, padding: int = 1, cols: int | None = None
+) -> Image.Image:
     """A PNG-ready grid of a batch of images in [0, 1], shape (B, C, H, W), C in (1, 3, 4).
 
     Cells are upscaled with nearest-neighbour to `cell_size` pixels (default: at least 32, an integer multiple of
-    the image size) so that 8x8 samples can be looked at; `padding` pixels of white separate them.
+    the image size) so that 8x8 samples can be looked at; `padding` pixels of white separate them. The grid is
+    the squarest that holds the images exactly, or has `cols` columns, filled row by row.
     """
     count, channels, height, width = images.shape
     if cell_size is None:
         cell_size = max(height, width) * max(1, math.ceil(32 / max(height, width)))
-    rows, cols = grid_shape(count)
+    rows, cols = grid_shape(count) if cols is None else (-(-count // cols), cols)
     pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     mode = CHANNEL_MODES[channels]
     grid = Image.new(mode, (cols * (cell_size + padding) + padding, rows * (cell_size + padding) + padding), 255)

@@ -1,0 +1,129 @@
+"""Sampling many images from a pipeline: the choice of sampler, batches with one progress bar over all network
+calls, and the trajectory x_t, x0_hat of a few samples. Shared by the `simple-ddpm` command, the Frechet distance
+in training/train.py, and the benchmarks.
+"""
+
+import torch
+from diffusers import DPMSolverMultistepScheduler
+from tqdm.auto import tqdm
+
+from .image_processing import image_grid
+from .pipeline_simple_ddpm import SimpleDDPMPipeline
+from .scheduling_simple_ddpm import SimpleDDPMScheduler
+
+# name -> (what it is, the default eta of SimpleDDPMScheduler's step; None: the scheduler takes no eta)
+SAMPLERS = {
+    "ddpm": ("ancestral sampling, Ho et al. 2020 (eta = 1)", 1.0),
+    "ddim": ("DDIM, Song et al. 2021 (eta = 0: deterministic)", 0.0),
+    "dpm++": ("DPM-Solver++(2M), Lu et al. 2022, diffusers' DPMSolverMultistepScheduler", None),
+}
+
+
+def use_sampler(pipe: SimpleDDPMPipeline, sampler: str, eta: float | None = None) -> float | None:
+    """Set `pipe.scheduler` for `sampler` (a key of `SAMPLERS`) from the pipeline's DDPM configuration, and return
+    the eta to pass to the pipeline. "ddpm" and "ddim" are SimpleDDPMScheduler's step with eta 1 and 0 (or
+    `eta`): both step to the next timestep of the respaced chain, whatever the spacing."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; valid values are: {', '.join(SAMPLERS)}.")
+    default_eta = SAMPLERS[sampler][1]
+    if default_eta is None:
+        if eta is not None:
+            raise ValueError(f"--eta applies to the ddpm and ddim samplers, not to {sampler}.")
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+        return None
+    if not isinstance(pipe.scheduler, SimpleDDPMScheduler):
+        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config)
+    eta = default_eta if eta is None else eta
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
+    return eta
+
+
+def generate_images(
+    pipe: SimpleDDPMPipeline,
+    num_images: int,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    num_inference_steps: int = 1000,
+    eta: float | None = None,
+    progress: bool = True,
+    callback_on_step_end=None,
+    callback_on_step_end_tensor_inputs: list[str] | None = None,
+) -> torch.Tensor:
+    """`num_images` samples (N, C, H, W) in [0, 1] on the CPU. Image i starts from the generator seeded with
+    seed + i, so it does not depend on the batch size. One progress bar counts every step of every batch."""
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
+    num_batches = -(-num_images // batch_size)
+    bar = tqdm(total=num_batches * num_inference_steps, desc="sampling steps", disable=not progress, unit="step")
+
+    def count_step(pipeline, step_index, timestep, callback_kwargs):
+        bar.update(1)
+        if callback_on_step_end is None:
+            return {}
+        return callback_on_step_end(pipeline, step_index, timestep, callback_kwargs)
+
+    batches = []
+    with bar:
+        for start in range(0, num_images, batch_size):
+            batch = generators[start : start + batch_size]
+            bar.set_postfix_str(f"batch {start // batch_size + 1}/{num_batches}")
+            images = pipe(
+                batch_size=len(batch),
+                generator=batch,
+                num_inference_steps=num_inference_steps,
+                eta=eta,
+                output_type="pt",
+                callback_on_step_end=count_step,
+                callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            )[0]
+            batches.append(images.cpu())
+    return torch.cat(batches)
+
+
+def evenly_spaced_steps(num_inference_steps: int, count: int) -> list[int]:
+    """`count` step indices from the first to the last, evenly spaced (fewer when there are fewer steps)."""
+    count = min(count, num_inference_steps)
+    if count == 1:
+        return [num_inference_steps - 1]
+    return sorted({round(i * (num_inference_steps - 1) / (count - 1)) for i in range(count)})
+
+
+def sample_trajectory(
+    pipe: SimpleDDPMPipeline,
+    num_images: int,
+    step_indices: list[int],
+    *,
+    seed: int = 0,
+    num_inference_steps: int = 1000,
+    eta: float | None = None,
+):
+    """The grid of x_t (top row of each pair) and x0_hat (bottom row) of `num_images` samples after the steps
+    `step_indices` (0-based), one column per step, as a PIL image; and the final samples in [0, 1]."""
+    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    wanted = set(step_indices)
+
+    def record(pipeline, step_index, timestep, callback_kwargs):
+        if step_index in wanted:
+            x0_hat = callback_kwargs["pred_original_sample"]
+            if x0_hat is None:
+                raise ValueError(f"{type(pipeline.scheduler).__name__} gives no x0_hat; use --scheduler ddpm or ddim.")
+            recorded[step_index] = (callback_kwargs["image"].cpu(), x0_hat.cpu())
+        return {}
+
+    images = generate_images(
+        pipe,
+        num_images,
+        batch_size=num_images,
+        seed=seed,
+        num_inference_steps=num_inference_steps,
+        eta=eta,
+        progress=False,
+        callback_on_step_end=record,
+        callback_on_step_end_tensor_inputs=["image", "pred_original_sample"],
+    )
+    cells = []
+    for i in range(num_images):
+        for which in (0, 1):  # x_t, then x0_hat
+            cells += [(recorded[s][which][i] / 2 + 0.5).clamp(0, 1) for s in sorted(wanted)]
+    return image_grid(torch.stack(cells), cols=len(wanted)), images
