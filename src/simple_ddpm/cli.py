@@ -41,6 +41,7 @@ from .image_datasets import (
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, write_model_card
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
+from .sample_quality import check_image_format, pixel_statistics, sample_statistics
 from .sampling import SAMPLERS, evenly_spaced_steps, generate_images, sample_trajectory, use_sampler
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -194,11 +195,6 @@ def pixels_of(images: list[Image.Image], channels: int, size: int) -> torch.Tens
     return torch.from_numpy(np.stack([to_pixels(image, channels, size) for image in images]))
 
 
-def features_of(extractor, pixels: torch.Tensor, batch_size: int, name: str) -> np.ndarray:
-    rows = [extractor(pixels[i : i + batch_size]) for i in tqdm(range(0, len(pixels), batch_size), desc=name)]
-    return np.concatenate(rows)
-
-
 def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "simple_ddpm" / "fid"
 
@@ -235,7 +231,7 @@ def reference_statistics(args: argparse.Namespace, extractor, channels: int, siz
         return FeatureStatistics.load(cache)
     images = load_images(args.reference, args.split, args.image_column, args.num_reference)
     pixels = pixels_of(images, channels, size)
-    statistics = FeatureStatistics.of(features_of(extractor, pixels, args.batch_size, "reference"), extractor.name)
+    statistics = pixel_statistics(extractor, pixels, batch_size=args.batch_size, desc="reference features")
     statistics.save(cache)
     print(f"Reference statistics of {len(images)} images cached at {cache} (pass it as REFERENCE to reuse)")
     return statistics
@@ -243,37 +239,39 @@ def reference_statistics(args: argparse.Namespace, extractor, channels: int, siz
 
 def fid(args: argparse.Namespace) -> None:
     """The Frechet distance between samples of a pipeline (or a folder of images) and a reference set."""
+    if args.num_samples < 2:
+        raise UsageError("--num-samples must be at least 2: a covariance needs two images.")
     extractor = load_feature_extractor(args.features, args.device)
+    # Inception repeats a grayscale sample's channel; reference images are converted to its 3 channels alike
+    channels = extractor.channels
     source = Path(args.model).expanduser()
     if source.is_dir() and not (source / "model_index.json").is_file():
         files = image_folder_files(source)
         if not files:
             raise UsageError(f"{args.model} is neither a pipeline folder (no model_index.json) nor an image folder.")
         images = [read_image(p) for p in files[: args.num_samples]]
-        channels = extractor.channels
         size = extractor.image_size or min(images[0].size)
-        pixels = pixels_of(images, channels, size)
-        what = f"{len(pixels)} images of {args.model}"
+        generated = pixel_statistics(extractor, pixels_of(images, channels, size), batch_size=args.batch_size)
+        what = f"{generated.count} images of {args.model}"
     else:
         pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
-        channels, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
-        if extractor.image_size is not None and (channels, size) != (extractor.channels, extractor.image_size):
-            raise UsageError(
-                f"The feature classifier takes {extractor.channels}-channel {extractor.image_size}x"
-                f"{extractor.image_size} images; {args.model} makes {channels}-channel {size}x{size} images."
-            )
+        size = pipe.unet.config.sample_size
+        check_image_format(extractor, pipe.unet.config.in_channels, size, args.model)
         T = len(pipe.scheduler)
         steps = args.num_inference_steps or T
         if not 1 <= steps <= T:
             raise UsageError(f"--num-inference-steps must be in [1, {T}] for this model, got {steps}.")
         eta = choose_sampler(pipe, args)
-        samples = generate_images(
-            pipe, args.num_samples, batch_size=args.batch_size, seed=args.seed, num_inference_steps=steps, eta=eta
+        generated = sample_statistics(
+            pipe,
+            extractor,
+            args.num_samples,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            num_inference_steps=steps,
+            eta=eta,
         )
-        pixels = (samples * 255).round().to(torch.uint8)  # what a saved PNG holds
-        channels = extractor.channels  # Inception repeats a grayscale sample's channel; references convert alike
-        what = f"{len(pixels)} samples, {args.scheduler} at {steps} steps"
-    generated = FeatureStatistics.of(features_of(extractor, pixels, args.batch_size, "samples"), extractor.name)
+        what = f"{generated.count} samples, {args.scheduler} at {steps} steps"
     reference = reference_statistics(args, extractor, channels, size)
     distance = frechet_distance(generated, reference)
     print(f"Frechet distance: {distance:.4f} ({extractor.name}; {what}; {reference.count} reference images)")
