@@ -248,6 +248,22 @@ def build_parser() -> argparse.ArgumentParser:
         "per held-out image cost at most a fifth of the training's UNet work, else the 100-term estimate.",
     )
     logging.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size of the ELBO.")
+    logging.add_argument(
+        "--fid_every",
+        type=non_negative_int,
+        default=0,
+        help="Frechet distance of samples (--periodic_inference_steps of DDPM) to the held-out images every N steps "
+        "and at the end; 0: never.",
+    )
+    logging.add_argument(
+        "--fid_num_samples", type=positive_int, default=256, help="Samples per Frechet distance (at least 2)."
+    )
+    logging.add_argument(
+        "--fid_features",
+        default="inception",
+        help="'inception' (FID; needs simple-ddpm[fid]) or a feature classifier .safetensors file "
+        "(simple_ddpm.feature_networks).",
+    )
 
     checkpoints = parser.add_argument_group("checkpoints")
     checkpoints.add_argument(
@@ -318,6 +334,8 @@ def validate_args(args: argparse.Namespace) -> None:
             )
     if args.periodic_inference_steps is None:
         args.periodic_inference_steps = min(100, args.num_train_timesteps)
+    if args.fid_every and args.fid_num_samples < 2:
+        raise InvalidTrainingInput(f"--fid_num_samples must be at least 2, got {args.fid_num_samples}.")
     if args.push_to_hub and not args.hub_model_id:
         raise InvalidTrainingInput("--push_to_hub needs --hub_model_id USER/NAME.")
     hub_options = [name for name in ("hub_model_id", "hub_private_repo", "hub_token") if getattr(args, name)]

@@ -45,6 +45,7 @@ from checkpoints import (
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from frechet_eval import FrechetEvaluation
 from image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
 from stop_signals import TrainingInterrupted, stop_signals
 from tqdm.auto import tqdm
@@ -381,8 +382,10 @@ def write_periodic_outputs(
     data: PreparedImages,
     step: int,
     uploader: BackgroundUploader | None,
+    fid: FrechetEvaluation | None = None,
 ) -> None:
-    """On the main process: a sample grid every --sample_every steps, the held-out bits/dim every --eval_every."""
+    """On the main process: a sample grid every --sample_every steps, the held-out bits/dim every --eval_every,
+    the Frechet distance every --fid_every."""
     if accelerator.is_main_process:
         pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
         if periodic(step, args.sample_every):
@@ -395,6 +398,10 @@ def write_periodic_outputs(
             bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
             accelerator.log({"eval/bits_per_dim": bits}, step=step)
             tqdm.write(f"step {step}: held-out bits/dim {bits:.4f}")
+        if fid is not None and periodic(step, args.fid_every):
+            distance = fid(pipe)
+            accelerator.log({"eval/frechet_distance": distance}, step=step)
+            tqdm.write(f"step {step}: Frechet distance {distance:.4f} ({fid.extractor.name})")
     accelerator.wait_for_everyone()
 
 
@@ -406,6 +413,7 @@ def train(
     progress: TrainingProgress,
     max_steps: int,
     uploader: BackgroundUploader | None,
+    fid: FrechetEvaluation | None = None,
 ) -> None:
     """Ho et al. Algorithm 1 until `max_steps`. Sampling and evaluation use their own generators, not torch's
     global one, and a checkpoint is the last thing in a step, so a resumed run draws the same noise."""
@@ -436,8 +444,9 @@ def train(
                     step=step,
                 )
                 window_start, window_steps = time.perf_counter(), 0
-            if step < max_steps and (periodic(step, args.sample_every) or periodic(step, args.eval_every)):
-                write_periodic_outputs(args, accelerator, model, data, step, uploader)
+            periodic_outputs = (args.sample_every, args.eval_every, args.fid_every)
+            if step < max_steps and any(periodic(step, every) for every in periodic_outputs):
+                write_periodic_outputs(args, accelerator, model, data, step, uploader, fid)
                 window_start, window_steps = time.perf_counter(), 0  # images/s counts training only
             stop_signal = stop_signals.agreed_signal(accelerator)
             if periodic(step, args.checkpointing_steps) or stop_signal:
@@ -457,6 +466,7 @@ def finish(
     model: Trainee,
     progress: TrainingProgress,
     repo_id: str | None,
+    fid: FrechetEvaluation | None = None,
 ) -> None:
     """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md, whose
     usage snippet loads `repo_id` (default: the folder)."""
@@ -483,6 +493,10 @@ def finish(
         "skipped_images": data.num_skipped,
         "training": training_setup(args, accelerator, data, pipe.unet),
     }
+    if fid is not None:
+        distance = fid(pipe)
+        accelerator.log({"eval/frechet_distance": distance}, step=progress.global_step)
+        metrics["frechet_distance"] = fid.describe(distance)
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
     write_model_card(output_dir, repo_id=repo_id)
     logger.info(
@@ -556,6 +570,7 @@ def main(argv: list[str] | None = None) -> None:
         check_mixed_precision(accelerator.mixed_precision, accelerator.device.type)
         uploader = connect_hub(args, accelerator, hub_token)
         data = prepare_data(args, accelerator)
+        fid = FrechetEvaluation.prepare(args, data.eval, accelerator.device)
         set_seed(args.seed)  # the same initial weights on every process
         unet = build_unet(args, data.channels, data.resolution)
         resume_from = checkpoint_to_resume(args, unet)
@@ -582,11 +597,11 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         with reported_as_one_line(accelerator), stop_signals.handling():
-            train(args, accelerator, data, model, progress, max_steps, uploader)
+            train(args, accelerator, data, model, progress, max_steps, uploader, fid)
         accelerator.wait_for_everyone()
         pushed = True
         if accelerator.is_main_process:
-            finish(args, accelerator, data, model, progress, repo_id=uploader.repo_id if uploader else None)
+            finish(args, accelerator, data, model, progress, uploader.repo_id if uploader else None, fid)
             if uploader is not None:
                 pushed = push_final(Path(args.output_dir), uploader, hub_token)
     except (TrainingDiverged, SaveRefused, TrainingInterrupted) as error:

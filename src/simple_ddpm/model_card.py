@@ -45,6 +45,19 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         template_path (`Path`): the Jinja template.
     """
     setup = metrics["training"]
+    frechet = metrics.get("frechet_distance")
+    frechet_results = [
+        EvalResult(
+            task_type="unconditional-image-generation",
+            dataset_type=setup["dataset"],
+            dataset_name=setup["dataset"],
+            dataset_split=setup["eval_split"],
+            metric_type="frechet_distance",
+            metric_name=f"Frechet distance ({frechet['features']}, {frechet['num_samples']} samples)",
+            metric_value=round(frechet["value"], 4),
+        )
+        for frechet in ([frechet] if frechet else [])
+    ]
     card_data = _card_data(
         repo_id,
         dataset=setup["dataset"],
@@ -58,7 +71,8 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
                 metric_name="negative ELBO (bits/dim)",
                 metric_value=round(metrics["held_out_bits_per_dim"], 4),
             )
-        ],
+        ]
+        + frechet_results,
     )
     exact = metrics["eval_timesteps"] == setup["num_train_timesteps"]
     return ModelCard.from_template(
@@ -74,6 +88,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
             if exact
             else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, stratified (unbiased estimate)"
         ),
+        frechet_distance=frechet,
         sample_grid=metrics["sample_grid"],
         num_samples=metrics["num_samples"],
         num_inference_steps=metrics["num_inference_steps"],
