@@ -1,0 +1,292 @@
+"""Frechet distance against sampling steps on Fashion-MNIST: DDPM, DDIM and DPM-Solver++ on one trained model.
+
+    python benchmarks/fashion_mnist.py     # once: the IDX files to benchmarks/_work/fashion_mnist
+    python benchmarks/bench_fid.py         # trains what is missing, samples, prints the table, draws the plot
+    python benchmarks/bench_fid.py --table # the table and plot again, from the results on disk
+
+The feature network is a `FeatureClassifier` trained here on the 60,000 training images (seeded; its test accuracy
+is printed), saved as benchmarks/_work/fid/classifier.safetensors; its 128-unit penultimate layer gives the
+features. The model is bench_quality.py's main run (epsilon prediction, simple loss, `tiny` UNet, 600 steps of
+32 images), trained by the same command when missing. Each sampler configuration draws --num-samples images
+(image i from seed i, so every configuration starts from the same x_T) and is compared with the statistics of
+the 10,000 test images. Reference rows put the scale in view: --num-samples training images (the floor that
+finite samples leave), the same images blurred, and uniform noise.
+
+Samplers: "ddpm" is SimpleDDPMScheduler's ancestral step on the exactly respaced chain (DDIM with eta = 1 is
+the same step), "ddim" its eta = 0 step (Song et al. 2021 eq. 12), "diffusers-ddim" diffusers' DDIMScheduler
+swapped in from the config (eta = 0), which steps from t to t - T // n whatever the spacing, and "dpm++"
+diffusers' DPMSolverMultistepScheduler (2nd order, DPM-Solver++). Every configuration writes its result under
+benchmarks/_work/fid/results and is skipped when that exists, so a stopped run resumes.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image, ImageDraw, ImageFilter
+
+from simple_ddpm import SimpleDDPMPipeline
+from simple_ddpm.feature_networks import ClassifierFeatures, FeatureClassifier, save_feature_classifier
+from simple_ddpm.frechet import FeatureStatistics, frechet_distance
+from simple_ddpm.image_processing import image_grid
+from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
+from simple_ddpm.sampling import use_sampler
+
+BENCHMARKS = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_quality  # noqa: E402
+
+WORK = BENCHMARKS / "_work" / "fid"
+SAMPLERS = ("ddpm", "ddim", "diffusers-ddim", "dpm++")
+DEFAULT_CONFIGS = [f"ddpm:{n}" for n in (1000, 250, 100, 50, 25)] + [
+    f"{sampler}:{n}" for sampler in ("ddim", "diffusers-ddim", "dpm++") for n in (50, 25, 10)
+]
+COLOURS = {"ddpm": (31, 119, 180), "ddim": (214, 39, 40), "diffusers-ddim": (148, 103, 189), "dpm++": (44, 160, 44)}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples per configuration (default 1000)")
+    parser.add_argument(
+        "--configs", nargs="*", default=DEFAULT_CONFIGS, help="SAMPLER:STEPS, of " + ", ".join(SAMPLERS)
+    )
+    parser.add_argument("--batch-size", type=int, default=250, help="images per network call (default 250)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument(
+        "--classifier-epochs", type=int, default=2, help="epochs of the feature classifier (default 2)"
+    )
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--model", type=Path, default=bench_quality.WORK / bench_quality.MAIN_RUN)
+    parser.add_argument("--plot", type=Path, default=BENCHMARKS / "fid_vs_steps.png")
+    parser.add_argument("--grid", type=Path, default=BENCHMARKS / "fid_samplers_25steps.png")
+    parser.add_argument("--table", action="store_true", help="only the table and plot, from the results on disk")
+    return parser.parse_args(argv)
+
+
+def fashion_mnist_pixels(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 pixels (N, 1, 28, 28) and labels of a split of the datasets folder fashion_mnist.py writes."""
+    import datasets
+
+    data = datasets.load_from_disk(str(bench_quality.DATASET))[split].with_format("numpy")
+    return torch.from_numpy(np.asarray(data["image"]))[:, None], torch.from_numpy(np.asarray(data["label"]))
+
+
+def train_classifier(args: argparse.Namespace) -> dict:
+    """The feature network: a FeatureClassifier fit to the training labels (Adam, seeded), and its test accuracy."""
+    path, info = args.work / "classifier.safetensors", args.work / "classifier.json"
+    if path.is_file() and info.is_file():
+        return json.loads(info.read_text())
+    train_pixels, train_labels = fashion_mnist_pixels("train")
+    test_pixels, test_labels = fashion_mnist_pixels("test")
+    torch.manual_seed(0)
+    model = FeatureClassifier(in_channels=1, image_size=28, num_classes=10)
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    start = time.perf_counter()
+    for _ in range(args.classifier_epochs):
+        for batch in torch.randperm(len(train_pixels)).split(128):
+            loss = torch.nn.functional.cross_entropy(model(train_pixels[batch].float() / 255), train_labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        predictions = torch.cat([model(chunk.float() / 255).argmax(1) for chunk in test_pixels.split(1000)])
+    result = {
+        "test_accuracy": (predictions == test_labels).float().mean().item(),
+        "epochs": args.classifier_epochs,
+        "seconds": time.perf_counter() - start,
+    }
+    args.work.mkdir(parents=True, exist_ok=True)
+    save_feature_classifier(model, path)
+    info.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def train_model(args: argparse.Namespace) -> None:
+    """bench_quality.py's main run, by its own command, when it is not on disk."""
+    if (args.model / "metrics.json").is_file():
+        return
+    quality_args = bench_quality.parse_args([])
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench_quality.REPO / "src"), env.get("PYTHONPATH")]))
+    subprocess.run(bench_quality.train_command(quality_args, bench_quality.MAIN_RUN), env=env, check=True)
+
+
+def result_path(args: argparse.Namespace, name: str) -> Path:
+    return args.work / "results" / f"{name.replace(':', '-')}-{args.num_samples}.json"
+
+
+def save_result(args: argparse.Namespace, name: str, result: dict) -> dict:
+    path = result_path(args, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def test_statistics(args: argparse.Namespace, extractor: ClassifierFeatures) -> FeatureStatistics:
+    cache = args.work / "test_statistics.npz"
+    if cache.is_file():
+        return FeatureStatistics.load(cache)
+    statistics = pixel_statistics(extractor, fashion_mnist_pixels("test")[0], batch_size=1000, progress=False)
+    statistics.save(cache)
+    return statistics
+
+
+def reference_rows(args: argparse.Namespace, extractor: ClassifierFeatures, test: FeatureStatistics) -> None:
+    """Training images, the same blurred (Gaussian, radius 1 pixel), and uniform noise, --num-samples each."""
+    if result_path(args, "reference:noise").is_file():
+        return
+    pixels = fashion_mnist_pixels("train")[0][: args.num_samples]
+    blurred = torch.from_numpy(
+        np.stack([np.asarray(Image.fromarray(p[0].numpy()).filter(ImageFilter.GaussianBlur(1))) for p in pixels])
+    )[:, None]
+    noise = torch.randint(0, 256, pixels.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    for name, images in (("train", pixels), ("blurred train", blurred), ("noise", noise)):
+        statistics = pixel_statistics(extractor, images, batch_size=1000, progress=False)
+        save_result(args, f"reference:{name}", {"name": name, "fd": frechet_distance(statistics, test)})
+
+
+def sampler_pipeline(args: argparse.Namespace, sampler: str) -> tuple[SimpleDDPMPipeline, float | None]:
+    pipe = SimpleDDPMPipeline.from_pretrained(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    if sampler == "diffusers-ddim":
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        return pipe, 0.0
+    return pipe, use_sampler(pipe, sampler)
+
+
+def measure(args: argparse.Namespace, config: str, extractor: ClassifierFeatures, test: FeatureStatistics) -> dict:
+    sampler, steps = config.split(":")
+    pipe, eta = sampler_pipeline(args, sampler)
+    start = time.perf_counter()
+    statistics = sample_statistics(
+        pipe,
+        extractor,
+        args.num_samples,
+        batch_size=args.batch_size,
+        num_inference_steps=int(steps),
+        eta=eta,
+        progress=False,
+    )
+    seconds = time.perf_counter() - start
+    result = {"sampler": sampler, "steps": int(steps), "fd": frechet_distance(statistics, test), "seconds": seconds}
+    print(f"{config}: FD {result['fd']:.3f}, {seconds:.0f} s", flush=True)
+    return save_result(args, config, result)
+
+
+def write_grid(args: argparse.Namespace) -> None:
+    """12 samples of the same seeds for each sampler at 25 steps, one row each (ddpm, ddim, diffusers-ddim, dpm++)."""
+    rows = []
+    for sampler in SAMPLERS:
+        pipe, eta = sampler_pipeline(args, sampler)
+        generators = [torch.Generator().manual_seed(i) for i in range(12)]
+        rows.append(pipe(batch_size=12, generator=generators, num_inference_steps=25, eta=eta, output_type="pt")[0])
+    image_grid(torch.cat(rows), cell_size=56, cols=12).save(args.grid, optimize=True)
+
+
+def load_results(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+    files = sorted((args.work / "results").glob(f"*-{args.num_samples}.json"))
+    results = [json.loads(f.read_text()) for f in files]
+    return [r for r in results if "sampler" in r], [r for r in results if "sampler" not in r]
+
+
+def print_table(args: argparse.Namespace) -> None:
+    samples, references = load_results(args)
+    classifier = json.loads((args.work / "classifier.json").read_text())
+    print(f"Feature classifier: test accuracy {classifier['test_accuracy']:.4f} ({classifier['epochs']} epochs)")
+    print(f"Frechet distance to the 10,000 test images, {args.num_samples} images per row (lower is better)\n")
+    print("| sampler | steps | FD | sampling time (s) |")
+    print("|---|---|---|---|")
+    for r in sorted(samples, key=lambda r: (SAMPLERS.index(r["sampler"]), -r["steps"])):
+        print(f"| {r['sampler']} | {r['steps']} | {r['fd']:.3f} | {r['seconds']:.0f} |")
+    for r in references:
+        print(f"| reference: {r['name']} | | {r['fd']:.3f} | |")
+
+
+def draw_plot(args: argparse.Namespace) -> None:
+    """FD against steps on a log axis, one line per sampler, the training-images floor dashed. PIL only."""
+    samples, references = load_results(args)
+    if not samples:
+        return
+    width, height, left, right, top, bottom = 720, 440, 70, 170, 30, 60
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    floor = next((r["fd"] for r in references if r["name"] == "train"), None)
+    steps = [r["steps"] for r in samples]
+    fds = [r["fd"] for r in samples] + ([floor] if floor is not None else [])
+    x_low, x_high = np.log10(min(steps) / 1.3), np.log10(max(steps) * 1.3)
+    y_high = max(fds) * 1.1
+
+    def xy(step: float, fd: float) -> tuple[float, float]:
+        x = left + (np.log10(step) - x_low) / (x_high - x_low) * (width - left - right)
+        return x, top + (1 - fd / y_high) * (height - top - bottom)
+
+    draw.rectangle([left, top, width - right, height - bottom], outline="black")
+    for step in (10, 25, 50, 100, 250, 1000):
+        if min(steps) / 1.3 <= step <= max(steps) * 1.3:
+            x, _ = xy(step, 0)
+            draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
+            draw.text((x - 8, height - bottom + 8), str(step), fill="black")
+    for i in range(6):
+        fd = y_high * i / 5
+        _, y = xy(min(steps), fd)
+        draw.line([left - 5, y, left, y], fill="black")
+        draw.text((8, y - 6), f"{fd:.2f}", fill="black")
+    draw.text((left + 150, height - 25), "sampling steps (network calls), log scale", fill="black")
+    draw.text((8, 8), "Frechet distance to the test set (classifier features)", fill="black")
+    if floor is not None:
+        _, y = xy(min(steps), floor)
+        for x in range(left, width - right, 12):
+            draw.line([x, y, x + 6, y], fill=(120, 120, 120))
+    for k, sampler in enumerate(SAMPLERS):
+        points = sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler)
+        if not points:
+            continue
+        xys = [xy(*p) for p in points]
+        if len(xys) > 1:
+            draw.line(xys, fill=COLOURS[sampler], width=2)
+        for x, y in xys:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[sampler])
+        draw.line(
+            [width - right + 15, top + 20 * k + 6, width - right + 35, top + 20 * k + 6],
+            fill=COLOURS[sampler],
+            width=2,
+        )
+        draw.text((width - right + 40, top + 20 * k), sampler, fill="black")
+    if floor is not None:
+        draw.text((width - right + 15, top + 20 * len(SAMPLERS)), "- - train images", fill=(120, 120, 120))
+    image.save(args.plot, optimize=True)
+
+
+def main() -> None:
+    args = parse_args()
+    if not args.table:
+        torch.set_num_threads(args.threads)
+        for config in args.configs:
+            if config.split(":")[0] not in SAMPLERS:
+                raise SystemExit(f"error: unknown sampler in {config!r}; valid: {', '.join(SAMPLERS)}")
+        classifier = train_classifier(args)
+        print(f"Feature classifier: test accuracy {classifier['test_accuracy']:.4f}", flush=True)
+        extractor = ClassifierFeatures(args.work / "classifier.safetensors")
+        test = test_statistics(args, extractor)
+        reference_rows(args, extractor, test)
+        train_model(args)
+        for config in args.configs:
+            if not result_path(args, config).is_file():
+                measure(args, config, extractor, test)
+        if not args.grid.is_file():
+            write_grid(args)
+    print_table(args)
+    draw_plot(args)
+
+
+if __name__ == "__main__":
+    main()
