@@ -1,5 +1,7 @@
 """simple_ddpm: DDPM (Ho et al. 2020) as a diffusers scheduler and pipeline, with the exact ELBO in bits/dim."""
 
+from .feature_networks import FeatureClassifier, load_feature_classifier, save_feature_classifier
+from .frechet import FeatureStatistics, frechet_distance
 from .hub import (
     BackgroundUploader,
     HubAccessError,
@@ -17,13 +19,18 @@ __version__ = "0.1.0"
 __all__ = [
     "BackgroundUploader",
     "ELBOOutput",
+    "FeatureClassifier",
+    "FeatureStatistics",
     "HubAccessError",
     "SimpleDDPMPipeline",
     "SimpleDDPMScheduler",
     "SimpleDDPMSchedulerOutput",
+    "frechet_distance",
+    "load_feature_classifier",
     "make_hub_layout",
     "prepare_repo",
     "push_pipeline_folder",
     "resolve_token",
+    "save_feature_classifier",
     "write_model_card",
 ]
