@@ -180,7 +180,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         """The network's output at float32 `sample`, returned in float32 whatever the UNet's dtype."""
         return self.unet(sample.to(self._unet_dtype()), timestep).sample.float()
 
-    def _step_kwargs(self, generator, eta: float | None) -> dict:
+    def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None, eta: float | None) -> dict:
         """`generator` and `eta` for the scheduler's `step`, where it takes them (diffusers' rule)."""
         parameters = inspect.signature(self.scheduler.step).parameters
         kwargs = {"generator": generator} if "generator" in parameters else {}

@@ -3,8 +3,11 @@ calls, and the trajectory x_t, x0_hat of a few samples. Shared by the `simple-dd
 in training/train.py, and the benchmarks.
 """
 
+from collections.abc import Callable
+
 import torch
 from diffusers import DPMSolverMultistepScheduler
+from PIL import Image
 from tqdm.auto import tqdm
 
 from .image_processing import image_grid
@@ -48,7 +51,7 @@ def generate_images(
     num_inference_steps: int = 1000,
     eta: float | None = None,
     progress: bool = True,
-    callback_on_step_end=None,
+    callback_on_step_end: Callable[[SimpleDDPMPipeline, int, int, dict], dict] | None = None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
 ) -> torch.Tensor:
     """`num_images` samples (N, C, H, W) in [0, 1] on the CPU. Image i starts from the generator seeded with
@@ -97,7 +100,7 @@ def sample_trajectory(
     seed: int = 0,
     num_inference_steps: int = 1000,
     eta: float | None = None,
-):
+) -> tuple[Image.Image, torch.Tensor]:
     """The grid of x_t (top row of each pair) and x0_hat (bottom row) of `num_images` samples after the steps
     `step_indices` (0-based), one column per step, as a PIL image; and the final samples in [0, 1]."""
     recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
