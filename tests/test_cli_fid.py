@@ -181,6 +181,13 @@ def test_sample_trajectory_shows_x_t_over_x0_hat_and_ends_on_the_sample(pipe_fol
         np.testing.assert_array_equal(last_x_t, samples[1:cell, 1 + i * cell : (i + 1) * cell])
 
 
+def test_ddim_of_a_fixed_large_model_is_refused_in_one_line(tmp_path, capsys):
+    save_trained_folder(tiny_pipeline(variance_type="fixed_large"), tmp_path / "large")
+    command = ["sample", str(tmp_path / "large"), "--output", str(tmp_path / "g.png"), "--steps", "3"]
+    assert main(command + ["--scheduler", "ddim"]) == 2
+    assert "eta=0.0 needs variance_type='fixed_small'" in one_line_error(capsys, "sample")
+
+
 def test_trajectory_with_a_sampler_that_gives_no_x0_hat_is_refused(pipe_folder, tmp_path, capsys):
     command = ["sample", str(pipe_folder), "--output", str(tmp_path / "g.png"), "--steps", "3"]
     assert main(command + ["--scheduler", "dpm++", "--trajectory", str(tmp_path / "t.png")]) == 2

@@ -39,6 +39,9 @@ def use_sampler(pipe: SimpleDDPMPipeline, sampler: str, eta: float | None = None
     eta = default_eta if eta is None else eta
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
+    variance_type = pipe.scheduler.config.variance_type
+    if eta != 1 and variance_type != "fixed_small":
+        raise ValueError(f"eta={eta} needs variance_type='fixed_small'; this model has {variance_type!r}: use ddpm.")
     return eta
 
 
