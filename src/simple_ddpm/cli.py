@@ -42,7 +42,7 @@ from .image_processing import image_grid, pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, write_model_card
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 from .sample_quality import check_image_format, pixel_statistics, sample_statistics
-from .sampling import SAMPLERS, evenly_spaced_steps, generate_images, sample_trajectory, use_sampler
+from .sampling import SAMPLERS, TrajectoryRecorder, evenly_spaced_steps, generate_images, use_sampler
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -82,21 +82,28 @@ def sample(args: argparse.Namespace) -> None:
     """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
     eta = choose_sampler(pipe, args)
+    recorder = None
     if args.trajectory:
-        steps = evenly_spaced_steps(args.steps, args.trajectory_steps)
-        try:
-            grid, _ = sample_trajectory(
-                pipe, min(4, args.num_images), steps, seed=args.seed, num_inference_steps=args.steps, eta=eta
-            )
-        except ValueError as error:
-            raise UsageError(f"--trajectory: {error}") from None
+        recorder = TrajectoryRecorder(min(4, args.num_images), evenly_spaced_steps(args.steps, args.trajectory_steps))
+    try:
+        images = generate_images(
+            pipe,
+            args.num_images,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            num_inference_steps=args.steps,
+            eta=eta,
+            callback_on_step_end=recorder,
+            callback_on_step_end_tensor_inputs=recorder and recorder.tensor_inputs,
+        )
+    except ValueError as error:  # a sampler without x0_hat for --trajectory, or a bad --eta for the model
+        raise UsageError(str(error)) from None
+    if recorder is not None:
         trajectory = Path(args.trajectory)
         trajectory.parent.mkdir(parents=True, exist_ok=True)
-        grid.save(trajectory)
-        print(f"Wrote x_t and x0_hat of {min(4, args.num_images)} samples after steps {steps} to {trajectory}")
-    images = generate_images(
-        pipe, args.num_images, batch_size=args.batch_size, seed=args.seed, num_inference_steps=args.steps, eta=eta
-    )
+        recorder.grid().save(trajectory)
+        steps = recorder.step_indices
+        print(f"Wrote x_t and x0_hat of {recorder.num_images} samples after steps {steps} to {trajectory}")
 
     output = Path(args.output)
     if output.suffix.lower() == ".png":

@@ -95,41 +95,30 @@ def evenly_spaced_steps(num_inference_steps: int, count: int) -> list[int]:
     return sorted({round(i * (num_inference_steps - 1) / (count - 1)) for i in range(count)})
 
 
-def sample_trajectory(
-    pipe: SimpleDDPMPipeline,
-    num_images: int,
-    step_indices: list[int],
-    *,
-    seed: int = 0,
-    num_inference_steps: int = 1000,
-    eta: float | None = None,
-) -> tuple[Image.Image, torch.Tensor]:
-    """The grid of x_t (top row of each pair) and x0_hat (bottom row) of `num_images` samples after the steps
-    `step_indices` (0-based), one column per step, as a PIL image; and the final samples in [0, 1]."""
-    recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-    wanted = set(step_indices)
+class TrajectoryRecorder:
+    """A `callback_on_step_end` that keeps x_t and x0_hat of the first `num_images` images of the first batch after
+    the steps `step_indices` (0-based), for `grid`."""
 
-    def record(pipeline, step_index, timestep, callback_kwargs):
-        if step_index in wanted:
+    tensor_inputs = ["image", "pred_original_sample"]
+
+    def __init__(self, num_images: int, step_indices: list[int]):
+        self.num_images = num_images
+        self.step_indices = sorted(step_indices)
+        self.recorded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, pipeline: SimpleDDPMPipeline, step_index: int, timestep: int, callback_kwargs: dict) -> dict:
+        if step_index in self.step_indices and step_index not in self.recorded:  # later batches pass by
             x0_hat = callback_kwargs["pred_original_sample"]
             if x0_hat is None:
-                raise ValueError(f"{type(pipeline.scheduler).__name__} gives no x0_hat; use --scheduler ddpm or ddim.")
-            recorded[step_index] = (callback_kwargs["image"].cpu(), x0_hat.cpu())
+                raise ValueError(f"{type(pipeline.scheduler).__name__} gives no x0_hat; use the ddpm or ddim sampler.")
+            n = self.num_images
+            self.recorded[step_index] = (callback_kwargs["image"][:n].cpu(), x0_hat[:n].cpu())
         return {}
 
-    images = generate_images(
-        pipe,
-        num_images,
-        batch_size=num_images,
-        seed=seed,
-        num_inference_steps=num_inference_steps,
-        eta=eta,
-        progress=False,
-        callback_on_step_end=record,
-        callback_on_step_end_tensor_inputs=["image", "pred_original_sample"],
-    )
-    cells = []
-    for i in range(num_images):
-        for which in (0, 1):  # x_t, then x0_hat
-            cells += [(recorded[s][which][i] / 2 + 0.5).clamp(0, 1) for s in sorted(wanted)]
-    return image_grid(torch.stack(cells), cols=len(wanted)), images
+    def grid(self) -> Image.Image:
+        """For each image a row of x_t and below it a row of x0_hat, one column per step."""
+        cells = []
+        for i in range(min(self.num_images, len(self.recorded[self.step_indices[0]][0]))):
+            for which in (0, 1):  # x_t, then x0_hat
+                cells += [(self.recorded[s][which][i] / 2 + 0.5).clamp(0, 1) for s in self.step_indices]
+        return image_grid(torch.stack(cells), cols=len(self.step_indices))
