@@ -203,12 +203,14 @@ def print_table(args: argparse.Namespace) -> None:
     classifier = json.loads((args.work / "classifier.json").read_text())
     print(f"Feature classifier: test accuracy {classifier['test_accuracy']:.4f} ({classifier['epochs']} epochs)")
     print(f"Frechet distance to the 10,000 test images, {args.num_samples} images per row (lower is better)\n")
-    print("| sampler | steps | FD | sampling time (s) |")
-    print("|---|---|---|---|")
+    # Every sampler here makes one network call per step: the steps are the cost (wall times on a shared machine
+    # are in the result files, not comparable between rows).
+    print("| sampler | steps = network calls per image | FD |")
+    print("|---|---|---|")
     for r in sorted(samples, key=lambda r: (SAMPLERS.index(r["sampler"]), -r["steps"])):
-        print(f"| {r['sampler']} | {r['steps']} | {r['fd']:.3f} | {r['seconds']:.0f} |")
+        print(f"| {r['sampler']} | {r['steps']} | {r['fd']:.1f} |")
     for r in references:
-        print(f"| reference: {r['name']} | | {r['fd']:.3f} | |")
+        print(f"| reference: {r['name']} | | {r['fd']:.1f} |")
 
 
 def draw_plot(args: argparse.Namespace) -> None:
