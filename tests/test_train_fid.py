@@ -48,6 +48,7 @@ def test_training_logs_and_saves_the_frechet_distance_of_the_saved_pipeline(tmp_
     result = run_train(
         *SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", "--final_eval_timesteps", "3",
         "--report_to", "tensorboard", "--fid_every", "2", "--fid_num_samples", "6", "--fid_features", str(features),
+        "--periodic_inference_steps", "10",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step 2: Frechet distance" in result.stderr + result.stdout
