@@ -665,7 +665,7 @@ def test_loads_scheduler_config_saved_by_google_ddpm(tmp_path):
     [
         (dict(beta_schedule="exponential"), "'linear', 'scaled_linear', 'squaredcos_cap_v2', 'cosine', 'sigmoid'"),
         (dict(prediction_type="noise"), "'epsilon', 'sample', 'v_prediction'"),
-        (dict(variance_type="learned_range"), "'fixed_small', 'fixed_large'"),
+        (dict(variance_type="fixed_small_log"), "'fixed_small', 'fixed_large', 'learned_range', 'learned'"),
         (dict(timestep_spacing="uniform"), "'linspace', 'leading', 'trailing'"),
         (dict(beta_start=0.02, beta_end=0.02), "beta_end .* must be greater than beta_start"),
         (dict(num_train_timesteps=4, trained_betas=[0.1, 0.2, 1.0, 0.3]), r"Every beta must lie in \(0, 1\)"),

@@ -176,8 +176,16 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         parameter = next(self.unet.parameters(), None)
         return torch.float32 if parameter is None else parameter.dtype
 
+    def _check_channels(self) -> None:
+        """A learned-variance scheduler needs a UNet with 2C output channels, a fixed one C: one line otherwise.
+        Other diffusers schedulers are left to check what they need."""
+        output_channels = getattr(self.unet.config, "out_channels", None)
+        if output_channels is not None and isinstance(self.scheduler, SimpleDDPMScheduler):
+            self.scheduler.check_output_channels(output_channels, self.unet.config.in_channels)
+
     def _predict(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-        """The network's output at float32 `sample`, returned in float32 whatever the UNet's dtype."""
+        """The network's output at float32 `sample` (2C channels with a learned variance), in float32 whatever the
+        UNet's dtype."""
         return self.unet(sample.to(self._unet_dtype()), timestep).sample.float()
 
     def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None, eta: float | None) -> dict:
@@ -202,7 +210,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         callback_on_step_end: Callable[["SimpleDDPMPipeline", int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ) -> ImagePipelineOutput | tuple:
-        """Generate images from x_T ~ N(0, I), by ancestral sampling or the scheduler's sampler.
+        """Generate images from x_T ~ N(0, I), by ancestral sampling or the scheduler's sampler. A learned variance
+        (`variance_type` "learned_range" or "learned") is read from the UNet's last C output channels.
 
         Args:
             batch_size (`int`, defaults to 1): number of images.
@@ -237,6 +246,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 f"{', '.join(self._callback_tensor_inputs)}."
             )
         step_kwargs = self._step_kwargs(generator, eta)
+        self._check_channels()
         device = self._execution_device
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps.to(device)
@@ -284,7 +294,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         x0_hat is clipped when the scheduler's `clip_sample` is set; at t = 1 the model's variance is
         sigma^2(2) (the clipped log-variance); the decoder is the discretized Gaussian on the 8-bit grid,
         bin width 2/255, the edge bins open to infinity, with the exact normal CDF (improved-diffusion uses a
-        tanh approximation).
+        tanh approximation). With a learned variance, every term uses the variance the network outputs.
 
         Args:
             images (`torch.Tensor` of shape `(B, C, H, W)`): x_0, floats in [-1, 1] on the 8-bit grid
@@ -326,6 +336,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images; pass one per image.")
         if num_timesteps is not None and not 1 <= num_timesteps <= T - 1:
             raise ValueError(f"num_timesteps must be in [1, {T - 1}], got {num_timesteps}.")
+        self._check_channels()
         batch_size = batch_size or len(images)
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}.")

@@ -14,6 +14,11 @@ Two options of diffusers' DDPMScheduler, with the same config keys:
 - ``thresholding``: dynamic thresholding of x0_hat (Saharia et al. 2022, sec. 2.3), in `step` and in the bound.
 - ``rescale_betas_zero_snr``: betas rescaled to zero terminal SNR, alpha_bar_T = 0 (Lin et al. 2023, Algorithm 1).
 
+Learned variance (Nichol & Dhariwal 2021, sec. 3.1), ``variance_type="learned_range"`` or ``"learned"``: the network
+outputs 2C channels for a C-channel image, the first C the prediction above and the last C a value v per pixel.
+For "learned_range", log Sigma_t = frac log beta_t + (1 - frac) log sigma~^2_t with frac = (v + 1) / 2 (their
+eq. 15; sigma~^2_t is the posterior variance, clipped at t = 1 as for "fixed_small"); for "learned", log Sigma_t = v.
+
 All tables are float64, built once; ``step`` combines Python-float coefficients precomputed by
 ``set_timesteps`` (for the full T-step chain until it is called, as in diffusers), and ``add_noise`` gathers from
 tables cached per device and dtype.
@@ -31,7 +36,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine", "sigmoid")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
+FIXED_VARIANCE_TYPES = ("fixed_small", "fixed_large")
+LEARNED_VARIANCE_TYPES = ("learned_range", "learned")
+VARIANCE_TYPES = FIXED_VARIANCE_TYPES + LEARNED_VARIANCE_TYPES
 TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
 LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr")
 # DDPMScheduler's private helpers, which are not part of its API, and what serves their purpose here.
@@ -142,7 +149,10 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             (Nichol & Dhariwal's cosine schedule, also accepted as "cosine"), "sigmoid".
         trained_betas (`list[float]`, *optional*): explicit betas; overrides `beta_schedule`.
         variance_type (`str`, defaults to "fixed_small"): variance of p(x_{t-1} | x_t): "fixed_small" is the
-            posterior variance sigma^2(t) = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, "fixed_large" is beta_t.
+            posterior variance sigma^2(t) = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, "fixed_large" is beta_t;
+            "learned_range" and "learned" read it from the last C of the network's 2C output channels (Nichol &
+            Dhariwal 2021; see the module docstring). diffusers' DDPMScheduler samples "learned_range" as we do;
+            its "learned" reads v as the variance itself, ours (and improved-diffusion's) as its log.
         clip_sample (`bool`, defaults to True): clip x0_hat to [-clip_sample_range, clip_sample_range].
         prediction_type (`str`, defaults to "epsilon"): "epsilon" (Design II), "sample" (Design I), "v_prediction".
         clip_sample_range (`float`, defaults to 1.0): the clipping bound.
@@ -237,10 +247,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
         # log-variance of p(x_{t-1} | x_t); at t = 1 both types use sigma^2(2) (improved-diffusion's convention).
-        if variance_type == "fixed_small":
-            self.model_log_variance = self.posterior_log_variance_clipped
-        else:
+        if variance_type == "fixed_large":
             self.model_log_variance = torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]]))
+        else:  # for the learned types, the variance that the training-loss weights assume (see loss_weights)
+            self.model_log_variance = self.posterior_log_variance_clipped
+        # The ends of "learned_range"'s interpolation: log sigma^2(t) clipped (above) and log beta_t.
+        self.log_betas = torch.log(self.betas)
 
         self.init_noise_sigma = 1.0
         self._device_tables: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -259,6 +271,67 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 f"use {DIFFUSERS_PRIVATE_HELPERS[name]}."
             )
         return super().__getattr__(name)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # The network's output: the prediction, and with a learned variance the variance's value v.
+
+    @property
+    def learns_variance(self) -> bool:
+        """Whether the network outputs the reverse variance (2C channels) rather than C channels."""
+        return self.config.variance_type in LEARNED_VARIANCE_TYPES
+
+    def check_output_channels(self, output_channels: int, sample_channels: int) -> None:
+        """Raise a one-line ValueError unless a network with `output_channels` fits C = `sample_channels` images:
+        2C channels for a learned variance, C for a fixed one."""
+        variance_type = self.config.variance_type
+        expected = 2 * sample_channels if self.learns_variance else sample_channels
+        if output_channels == expected:
+            return
+        if self.learns_variance:
+            raise ValueError(
+                f"variance_type={variance_type!r} needs a model output of {expected} channels (the prediction and "
+                f"the variance, 2 x the sample's {sample_channels}), got {output_channels}; a model that outputs "
+                f"{sample_channels} channels has a fixed variance: use variance_type 'fixed_small' or 'fixed_large'."
+            )
+        hint = (
+            f"; a model that outputs its variance needs variance_type 'learned_range' or 'learned', not "
+            f"{variance_type!r}"
+            if output_channels == 2 * sample_channels
+            else ""
+        )
+        raise ValueError(
+            f"variance_type={variance_type!r} needs a model output of {expected} channels, as many as the sample's, "
+            f"got {output_channels}{hint}."
+        )
+
+    def split_model_output(
+        self, model_output: torch.Tensor, sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The prediction (first C channels) and, with a learned variance, v (last C channels; else None)."""
+        if model_output.ndim < 2 or model_output.shape[2:] != sample.shape[2:] or len(model_output) != len(sample):
+            raise ValueError(
+                f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
+                "they must agree in all but the channel dimension."
+            )
+        self.check_output_channels(model_output.shape[1], sample.shape[1])
+        if not self.learns_variance:
+            return model_output, None
+        prediction, variance_values = model_output.chunk(2, dim=1)
+        return prediction, variance_values
+
+    def learned_log_variance(
+        self,
+        variance_values: torch.Tensor,
+        min_log: torch.Tensor | float,
+        max_log: torch.Tensor | float,
+    ) -> torch.Tensor:
+        """log Sigma_t from the network's v: v itself for "learned"; for "learned_range" (Nichol & Dhariwal 2021
+        eq. 15) frac max_log + (1 - frac) min_log with frac = (v + 1) / 2, min_log = log sigma~^2_t (clipped) and
+        max_log = log beta_t of the chain being sampled or bounded."""
+        if self.config.variance_type == "learned":
+            return variance_values
+        frac = (variance_values + 1) / 2
+        return frac * max_log + (1 - frac) * min_log
 
     # ----------------------------------------------------------------------------------------------------------
     # Forward process and posterior, batched over timesteps (training tables, every t).
@@ -336,15 +409,23 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
 
         Both designs go through x0_hat: mu = mu_q(x_t, x0_hat), which equals Ho et al.'s eq. 11 for Design II.
         x0_hat is thresholded or clipped exactly as in `step`, so the bound is that of the sampler.
+        With a learned variance, `model_output` has 2C channels and the log-variance is `learned_log_variance` of
+        its last C, between the T-step chain's log sigma~^2_t (clipped) and log beta_t.
         """
-        pred_original_sample = self.predict_original_sample(model_output, sample, timesteps)
+        prediction, variance_values = self.split_model_output(model_output, sample)
+        pred_original_sample = self.predict_original_sample(prediction, sample, timesteps)
         if self.config.thresholding:
             pred_original_sample = self.dynamic_threshold(pred_original_sample)
         elif self.config.clip_sample:
             r = self.config.clip_sample_range
             pred_original_sample = pred_original_sample.clamp(-r, r)
         mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
-        log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
+        if variance_values is None:
+            log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
+        else:
+            min_log = self._table("posterior_log_variance_clipped", timesteps, sample)
+            max_log = self._table("log_betas", timesteps, sample)
+            log_variance = self.learned_log_variance(variance_values.to(sample.dtype), min_log, max_log)
         return mean, log_variance, pred_original_sample
 
     def dynamic_threshold(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
@@ -391,7 +472,9 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                      0.5 (SNR(t-1) - SNR(t));
           Design II: beta_t^2 / (2 s^2 (1 - alpha_bar_t) alpha_t);
           v:         Design I's weight times (1 - alpha_bar_t), since x0 - x0_hat = -sqrt(1 - alpha_bar_t)(v - v_hat);
-          with s^2 the model's variance (`variance_type`; at t = 1, where sigma^2(1) = 0, the clipped sigma^2(2)).
+          with s^2 the model's variance (`variance_type`; at t = 1, where sigma^2(1) = 0, the clipped sigma^2(2);
+          for a learned variance, the weight of "fixed_small", and the bound itself is trained by L_vlb, see
+          `simple_ddpm.training_losses`).
         - "min_snr": Min-SNR-gamma (Hang et al. 2023): min(SNR, gamma) on x_0, i.e. min(SNR, gamma) / SNR for
           Design II (its limit 1 where SNR = 0, at t = T under zero terminal SNR), min(SNR, gamma) for Design I
           and min(SNR, gamma) / (SNR + 1) for v.
@@ -443,11 +526,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         sample: torch.Tensor,
         timesteps: torch.Tensor,
     ) -> torch.Tensor:
-        """The bound's term at each (x_0, x_t, t) per image, in bits/dim.
+        """The bound's term at each (x_0, x_t, t) per image, in bits/dim (improved-diffusion's `_vb_terms_bpd`).
 
+        `model_output` is the network's output, 2C channels with a learned variance.
         For t >= 2 (index >= 1): L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)).
         For t = 1 (index 0): L_0 = -log p(x_0 | x_1) under the discretized Gaussian decoder with mean mu(x_1)
-        and the model's log-variance at t = 1 (sigma^2(2), see `model_log_variance`).
+        and the model's log-variance at t = 1 (sigma^2(2) for a fixed variance, see `model_log_variance`).
         Compute in float64 for an exact bound.
         """
         self._check_bound_is_defined()
@@ -471,7 +555,9 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
 
         Respacing (Nichol & Dhariwal 2021, sec. 4): on the chosen steps t_1 > t_2 > ... > t_n the process is
         a DDPM of its own with beta'_i = 1 - alpha_bar_{t_i} / alpha_bar_{t_{i+1}} (alpha_bar after the last
-        step is 1), so every `step` samples the exact posterior of that shorter process.
+        step is 1), so every `step` samples the exact posterior of that shorter process. A learned variance
+        interpolates between that chain's own log sigma~'^2_i (clipped at the last step as at t = 1) and
+        log beta'_i, as improved-diffusion's respaced diffusion does.
         """
         T = self.config.num_train_timesteps
         if (num_inference_steps is None) == (timesteps is None):
@@ -529,6 +615,13 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         # alpha_bar_{t_i}, alpha_bar_{t_{i+1}} and sigma^2 of the respaced posterior, for DDIM's step (`eta`)
         ddim_rows = torch.stack([alpha_bar, alpha_bar_prev, beta * (1 - alpha_bar_prev) / (1 - alpha_bar)], 1)
         self._ddim_tables = dict(zip(steps.tolist(), map(tuple, ddim_rows.tolist()), strict=True))
+        self._step_log_variance_range = {}
+        if self.learns_variance:
+            posterior_variance = ddim_rows[:, 2].clone()  # sigma~'^2_i, 0 at the last step
+            # The last step adds no noise; its log is the next-to-last's, as sigma^2(1) is replaced by sigma^2(2).
+            posterior_variance[-1] = posterior_variance[-2] if len(steps) > 1 else beta[-1]
+            ranges = torch.stack([posterior_variance.log(), beta.log()], 1).tolist()
+            self._step_log_variance_range = dict(zip(steps.tolist(), map(tuple, ranges), strict=True))
 
     def ddim_coefficients(self, timestep: int, eta: float) -> tuple[float, float, float]:
         """(coef_x0, coef_xt, sigma) of DDIM's step x_{t'} = coef_x0 x0_hat + coef_xt x_t + sigma z, z ~ N(0, I).
@@ -573,7 +666,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         With `eta` != 1, DDIM's step instead (Song et al. 2021 eq. 12 and 16, see `ddim_coefficients`).
 
         Args:
-            model_output (`torch.Tensor`): the network's output at (x_t, t), shaped like `sample`.
+            model_output (`torch.Tensor`): the network's output at (x_t, t), shaped like `sample`; with a learned
+                variance, 2C channels (the prediction, then v, see `learned_log_variance`).
             timestep (`int`): t, one of `self.timesteps` (before `set_timesteps`, of the full chain T-1, ..., 0).
             sample (`torch.Tensor`): x_t.
             generator (`torch.Generator` or list of them, *optional*): for the added noise; a list gives one
@@ -590,11 +684,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                     f"eta={eta} scales the posterior standard deviation (DDIM eq. 16), which needs "
                     f"variance_type='fixed_small'; this scheduler has {self.config.variance_type!r}. Use eta=1."
                 )
-        if model_output.shape != sample.shape:
-            raise ValueError(
-                f"model_output has shape {tuple(model_output.shape)} but sample has shape {tuple(sample.shape)}; "
-                "they must match (learned-variance outputs are not supported)."
-            )
+        model_output, variance_values = self.split_model_output(model_output, sample)
         t = int(timestep)
         try:
             c_x, c_out, coef_x0, coef_xt, std = self._step_coefficients[t]
@@ -625,7 +715,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         prev_sample = torch.mul(x_t, coef_xt).add_(pred_original_sample, alpha=coef_x0)
         if std > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            prev_sample.add_(noise, alpha=std)
+            if variance_values is None:
+                prev_sample.add_(noise, alpha=std)
+            else:
+                min_log, max_log = self._step_log_variance_range[t]
+                log_variance = self.learned_log_variance(variance_values.to(prev_sample.dtype), min_log, max_log)
+                prev_sample.addcmul_(noise, torch.exp(0.5 * log_variance))
 
         if not return_dict:
             return prev_sample, pred_original_sample
