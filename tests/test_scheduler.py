@@ -707,6 +707,8 @@ def test_step_with_mismatched_shapes_or_foreign_timestep_is_refused():
     scheduler.set_timesteps(10)
     x = torch.zeros(1, 3, 4, 4)
     with pytest.raises(ValueError, match="model_output has shape"):
+        scheduler.step(torch.zeros(1, 3, 4, 5), 999, x)
+    with pytest.raises(ValueError, match="needs a model output of 3 channels, as many as the sample's, got 6"):
         scheduler.step(torch.zeros(1, 6, 4, 4), 999, x)
     with pytest.raises(ValueError, match="timestep 998 is not in the current schedule"):
         scheduler.step(x, 998, x)
