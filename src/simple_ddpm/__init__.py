@@ -13,6 +13,8 @@ from .hub import (
 from .model_card import write_model_card
 from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
+from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
+from .training_losses import TrainingLosses, training_losses
 
 __version__ = "0.1.0"
 
@@ -22,9 +24,13 @@ __all__ = [
     "FeatureClassifier",
     "FeatureStatistics",
     "HubAccessError",
+    "LossSecondMomentSampler",
     "SimpleDDPMPipeline",
     "SimpleDDPMScheduler",
     "SimpleDDPMSchedulerOutput",
+    "TrainingLosses",
+    "UniformSampler",
+    "create_timestep_sampler",
     "frechet_distance",
     "load_feature_classifier",
     "make_hub_layout",
@@ -32,5 +38,6 @@ __all__ = [
     "push_pipeline_folder",
     "resolve_token",
     "save_feature_classifier",
+    "training_losses",
     "write_model_card",
 ]

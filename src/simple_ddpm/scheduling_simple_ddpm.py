@@ -403,20 +403,27 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         return mean, variance
 
     def p_mean_variance(
-        self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+        self,
+        model_output: torch.Tensor,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        clip_sample: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean and log-variance of the model's p(x_{t-1} | x_t), and x0_hat (clipped when `clip_sample`).
 
         Both designs go through x0_hat: mu = mu_q(x_t, x0_hat), which equals Ho et al.'s eq. 11 for Design II.
         x0_hat is thresholded or clipped exactly as in `step`, so the bound is that of the sampler.
         With a learned variance, `model_output` has 2C channels and the log-variance is `learned_log_variance` of
-        its last C, between the T-step chain's log sigma~^2_t (clipped) and log beta_t.
+        its last C, between the T-step chain's log sigma~^2_t (clipped) and log beta_t. `clip_sample` overrides
+        the config's; False leaves x0_hat neither clipped nor thresholded (training, as improved-diffusion's
+        `training_losses`: clipping would cut the gradient).
         """
         prediction, variance_values = self.split_model_output(model_output, sample)
         pred_original_sample = self.predict_original_sample(prediction, sample, timesteps)
-        if self.config.thresholding:
+        clip = self.config.clip_sample if clip_sample is None else clip_sample
+        if self.config.thresholding and clip_sample is not False:
             pred_original_sample = self.dynamic_threshold(pred_original_sample)
-        elif self.config.clip_sample:
+        elif clip:
             r = self.config.clip_sample_range
             pred_original_sample = pred_original_sample.clamp(-r, r)
         mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
@@ -525,6 +532,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         original_samples: torch.Tensor,
         sample: torch.Tensor,
         timesteps: torch.Tensor,
+        clip_sample: bool | None = None,
     ) -> torch.Tensor:
         """The bound's term at each (x_0, x_t, t) per image, in bits/dim (improved-diffusion's `_vb_terms_bpd`).
 
@@ -532,12 +540,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         For t >= 2 (index >= 1): L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)).
         For t = 1 (index 0): L_0 = -log p(x_0 | x_1) under the discretized Gaussian decoder with mean mu(x_1)
         and the model's log-variance at t = 1 (sigma^2(2) for a fixed variance, see `model_log_variance`).
-        Compute in float64 for an exact bound.
+        Compute in float64 for an exact bound. `clip_sample` overrides the config's, as in `p_mean_variance`.
         """
         self._check_bound_is_defined()
         true_mean, _ = self.q_posterior(original_samples, sample, timesteps)
         true_log_variance = self._table("posterior_log_variance_clipped", timesteps, sample)
-        mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps)
+        mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps, clip_sample)
         kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
         nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
         return torch.where(timesteps.to(kl.device) == 0, nll, kl) / math.log(2)
