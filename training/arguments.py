@@ -13,7 +13,15 @@ from accelerate.utils import is_wandb_available
 from diffusers.optimization import SchedulerType
 
 from simple_ddpm.hardware import MIXED_PRECISIONS
-from simple_ddpm.scheduling_simple_ddpm import BETA_SCHEDULES, LOSS_WEIGHTINGS, PREDICTION_TYPES, VARIANCE_TYPES
+from simple_ddpm.scheduling_simple_ddpm import (
+    BETA_SCHEDULES,
+    LEARNED_VARIANCE_TYPES,
+    LOSS_WEIGHTINGS,
+    PREDICTION_TYPES,
+    VARIANCE_TYPES,
+)
+from simple_ddpm.timestep_samplers import TIMESTEP_SAMPLINGS
+from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
 
 MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
 # With no data option, the run trains on scikit-learn's digits for this many steps (the README's quickstart).
@@ -127,7 +135,31 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear", help="Noise schedule.")
     model.add_argument("--num_train_timesteps", type=positive_int, default=1000, help="T, the diffusion length.")
     model.add_argument(
-        "--variance_type", choices=VARIANCE_TYPES, default="fixed_small", help="Reverse-process variance."
+        "--variance_type",
+        choices=VARIANCE_TYPES,
+        default="fixed_small",
+        help="Reverse-process variance: fixed (fixed_small, fixed_large), or learned by a UNet with twice the "
+        "output channels (learned_range, learned; Nichol & Dhariwal 2021).",
+    )
+    model.add_argument(
+        "--loss_type",
+        choices=LOSS_TYPES,
+        default="mse",
+        help="mse: the prediction's MSE weighted by --loss_weighting, plus --vlb_weight x L_vlb for a learned "
+        "variance (L_hybrid); vlb: the bound's terms L_vlb alone, through mean and variance.",
+    )
+    model.add_argument(
+        "--vlb_weight",
+        type=float,
+        help=f"lambda of L_hybrid = MSE + lambda L_vlb, with a learned variance and --loss_type mse. Default: "
+        f"{DEFAULT_VLB_WEIGHT}.",
+    )
+    model.add_argument(
+        "--timestep_sampling",
+        choices=TIMESTEP_SAMPLINGS,
+        default="uniform",
+        help="uniform, or importance: p_t proportional to the RMS of the last 10 losses at t, each loss weighted "
+        "by 1 / (T p_t), so the objective is unchanged (Nichol & Dhariwal 2021, eq. 18).",
     )
 
     optim = parser.add_argument_group("optimisation")
@@ -323,6 +355,7 @@ def validate_args(args: argparse.Namespace) -> None:
         raise InvalidTrainingInput("--report_to wandb needs the wandb package: pip install wandb.")
     if args.learning_rate <= 0:
         raise InvalidTrainingInput(f"--learning_rate must be positive, got {args.learning_rate}.")
+    check_objective(args)
     if args.max_grad_norm < 0:
         raise InvalidTrainingInput(f"--max_grad_norm must be >= 0, got {args.max_grad_norm}.")
     if not 0 < args.ema_max_decay < 1:
@@ -347,6 +380,27 @@ def validate_args(args: argparse.Namespace) -> None:
     if resume not in (None, "latest") and not Path(resume).is_dir():
         raise InvalidTrainingInput(f"--resume_from_checkpoint {resume} does not exist (give a folder or 'latest').")
     check_output_dir_writable(Path(args.output_dir))
+
+
+def check_objective(args: argparse.Namespace) -> None:
+    """The loss options that fit together; sets the default --vlb_weight."""
+    learned = args.variance_type in LEARNED_VARIANCE_TYPES
+    if args.loss_type == "vlb" and args.loss_weighting != "simple":
+        raise InvalidTrainingInput(
+            f"--loss_weighting {args.loss_weighting} weighs the MSE; --loss_type vlb trains the bound's terms alone."
+        )
+    if args.vlb_weight is not None:
+        if args.loss_type == "vlb":
+            raise InvalidTrainingInput("--vlb_weight weighs L_vlb in L_hybrid; --loss_type vlb trains L_vlb alone.")
+        if not learned:
+            raise InvalidTrainingInput(
+                f"--vlb_weight with --variance_type {args.variance_type} would train nothing (L_hybrid's L_vlb "
+                "trains the variance only); learn it with --variance_type learned_range, or train the bound "
+                "alone with --loss_type vlb."
+            )
+        if args.vlb_weight < 0:
+            raise InvalidTrainingInput(f"--vlb_weight must be >= 0, got {args.vlb_weight}.")
+    args.vlb_weight = DEFAULT_VLB_WEIGHT if args.vlb_weight is None else args.vlb_weight
 
 
 def check_mixed_precision(mixed_precision: str, device_type: str) -> None:

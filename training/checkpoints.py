@@ -1,10 +1,11 @@
 """Checkpoint folders of train.py: naming, pruning, choosing one to resume from, and checking it fits the model.
 
 A checkpoint is what `accelerator.save_state` writes (model, optimizer, lr schedule, every process's RNG state)
-plus, through accelerate's save and load hooks, our `TrainingProgress` as JSON and the EMA as safetensors and
-JSON, and the UNet's config, in OUTPUT_DIR/checkpoint-<step>. Nothing of ours is pickled: accelerate would load
-objects registered with `register_for_checkpointing` with a full unpickle, which can run code from the file;
-what it loads itself it opens with `torch.load(weights_only=True)` or safetensors.
+plus, through accelerate's save and load hooks, our `TrainingProgress` as JSON, the EMA as safetensors and
+JSON, the importance sampler's loss history as safetensors, and the UNet's config, in
+OUTPUT_DIR/checkpoint-<step>. Nothing of ours is pickled: accelerate would load objects registered with
+`register_for_checkpointing` with a full unpickle, which can run code from the file; what it loads itself it opens
+with `torch.load(weights_only=True)` or safetensors.
 """
 
 import json
@@ -27,6 +28,7 @@ MODEL_WEIGHTS_NAME = "model.safetensors"  # accelerate's name for the first prep
 PROGRESS_NAME = "training_progress.json"
 EMA_WEIGHTS_NAME = "ema.safetensors"  # the EMA's shadow weights, under the UNet's parameter names
 EMA_STATE_NAME = "ema.json"  # the EMA's decay schedule and step count
+TIMESTEP_SAMPLER_NAME = "timestep_sampler.safetensors"  # --timestep_sampling importance: the loss history
 # What earlier checkpoints held instead: accelerate's pickles of registered objects. They are still resumed,
 # through torch's restricted unpickler, under these names in a view of the folder (see load_checkpoint).
 LEGACY_NAMES = {"custom_checkpoint_0.pkl": "legacy_progress.pkl", "custom_checkpoint_1.pkl": "legacy_ema.pkl"}
@@ -56,9 +58,12 @@ class TrainingProgress:
         self._session_start = time.perf_counter()
 
 
-def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, parameter_names: list[str]) -> None:
-    """Make `accelerator.save_state` write `progress` and `ema` (an EMAModel of the parameters named
-    `parameter_names`, or None) in safe formats, and `load_state` read them back."""
+def checkpoint_training_state(
+    accelerator, progress: TrainingProgress, ema, parameter_names: list[str], timestep_sampler=None
+) -> None:
+    """Make `accelerator.save_state` write `progress`, `ema` (an EMAModel of the parameters named
+    `parameter_names`, or None) and the state of `timestep_sampler` (if it has one) in safe formats, and
+    `load_state` read them back."""
 
     def save(models, weights, output_dir: str) -> None:
         if not accelerator.is_main_process:  # like accelerate's own custom states: one copy, from the main process
@@ -71,6 +76,8 @@ def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, para
             tensors = dict(zip(parameter_names, shadow, strict=True))
             save_file(tensors, folder / EMA_WEIGHTS_NAME)
             (folder / EMA_STATE_NAME).write_text(json.dumps(state, indent=2))
+        if timestep_sampler is not None and (sampler_state := timestep_sampler.state_dict()):
+            save_file(sampler_state, folder / TIMESTEP_SAMPLER_NAME)
 
     def load(models, input_dir: str) -> None:
         folder = Path(input_dir)
@@ -78,6 +85,11 @@ def checkpoint_training_state(accelerator, progress: TrainingProgress, ema, para
             progress.load_state_dict(json.loads((folder / PROGRESS_NAME).read_text()))
         else:
             progress.load_state_dict(restricted_unpickle(folder / LEGACY_PROGRESS_NAME))
+        if (folder / TIMESTEP_SAMPLER_NAME).is_file():  # check_training_state saw that the run wants it
+            try:
+                timestep_sampler.load_state_dict(load_file(folder / TIMESTEP_SAMPLER_NAME))
+            except ValueError as error:
+                raise InvalidTrainingInput(f"{TIMESTEP_SAMPLER_NAME} of the checkpoint: {error}") from None
         if ema is None:
             return
         if (folder / EMA_WEIGHTS_NAME).is_file():
@@ -123,8 +135,9 @@ def load_checkpoint(accelerator, folder: Path) -> None:
         accelerator.load_state(view)
 
 
-def check_training_state(folder: Path, use_ema: bool) -> None:
-    """Refuse a checkpoint that lacks the counters or, when the run keeps an EMA, the EMA, before loading it."""
+def check_training_state(folder: Path, use_ema: bool, timestep_sampling: str = "uniform") -> None:
+    """Refuse a checkpoint that lacks the counters or, when the run keeps an EMA, the EMA, or whose timestep
+    sampling differs from the run's, before loading it."""
     legacy_progress, legacy_ema = LEGACY_NAMES  # as an earlier checkpoint names them
     if not any((folder / name).is_file() for name in (PROGRESS_NAME, legacy_progress)):
         raise InvalidTrainingInput(f"Checkpoint {folder} is incomplete: it has no {PROGRESS_NAME}.")
@@ -132,6 +145,14 @@ def check_training_state(folder: Path, use_ema: bool) -> None:
         raise InvalidTrainingInput(
             f"Checkpoint {folder} has no EMA ({EMA_WEIGHTS_NAME}): it was trained with --no-use_ema. Resume it "
             "with --no-use_ema too, or start a new run."
+        )
+    has_history = (folder / TIMESTEP_SAMPLER_NAME).is_file()
+    if has_history != (timestep_sampling == "importance"):
+        saved = "importance" if has_history else "uniform"
+        raise InvalidTrainingInput(
+            f"Checkpoint {folder} was trained with --timestep_sampling {saved}"
+            f"{'' if has_history else ' (it has no ' + TIMESTEP_SAMPLER_NAME + ')'}; resume it with "
+            f"--timestep_sampling {saved}, or start a new run."
         )
     if (folder / EMA_WEIGHTS_NAME).is_file() and not (folder / EMA_STATE_NAME).is_file():
         raise InvalidTrainingInput(

@@ -65,6 +65,8 @@ from simple_ddpm.hub import (
 from simple_ddpm.image_datasets import DatasetInputError
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
+from simple_ddpm.timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
+from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, training_losses
 
 logger = logging.getLogger("train")
 
@@ -235,22 +237,36 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
     folder = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
     if folder is not None:
         check_compatible(folder, unet.config, unet.state_dict())
-        check_training_state(folder, args.use_ema)
+        check_training_state(folder, args.use_ema, args.timestep_sampling)
     return folder
 
 
 def diffusion_loss(
-    unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, x0: torch.Tensor, loss_weighting: str, snr_gamma: float
+    unet: torch.nn.Module,
+    scheduler: SimpleDDPMScheduler,
+    x0: torch.Tensor,
+    loss_weighting: str,
+    snr_gamma: float,
+    loss_type: str = "mse",
+    vlb_weight: float = DEFAULT_VLB_WEIGHT,
+    timestep_sampler: UniformSampler | None = None,
+    gather=lambda tensor: tensor,
 ) -> torch.Tensor:
-    """Ho et al. Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), regress the target of the prediction type at
-    x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, each image's MSE weighted by w(t)."""
+    """Ho et al. Algorithm 1 with Nichol & Dhariwal's objective: eps ~ N(0, I), t from the timestep sampler
+    (uniform by default), each image's loss (`simple_ddpm.training_losses`: the MSE weighted by w(t), + lambda L_vlb
+    for a learned variance) weighted by 1 / (T p_t). An importance sampler learns from every process's losses."""
+    sampler = timestep_sampler or UniformSampler(scheduler.config.num_train_timesteps)
     noise = torch.randn_like(x0)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+    timesteps, weights = sampler.sample(x0.shape[0], x0.device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    target = scheduler.get_target(x0, noise, timesteps)
     model_output = unet(noisy, timesteps).sample
-    mse_per_image = (model_output.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
-    return (scheduler.loss_weights(timesteps, loss_weighting, snr_gamma) * mse_per_image).mean()
+    losses = training_losses(
+        scheduler, model_output, x0, noisy, noise, timesteps,
+        loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, vlb_weight=vlb_weight,
+    )  # fmt: skip
+    if isinstance(sampler, LossSecondMomentSampler):
+        sampler.update_with_losses(gather(timesteps), gather(losses.loss.detach()))
+    return (weights * losses.loss).mean()
 
 
 def sampling_pipeline(accelerator: Accelerator, unet, ema: EMAModel | None, scheduler) -> SimpleDDPMPipeline:
@@ -346,6 +362,7 @@ class Trainee:
     optimizer: torch.optim.Optimizer
     lr_scheduler: torch.optim.lr_scheduler.LRScheduler
     ema: EMAModel | None
+    timestep_sampler: UniformSampler
 
 
 def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iterator[torch.Tensor], step: int):
@@ -356,7 +373,10 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
     for _ in range(args.gradient_accumulation_steps):
         x0 = pixels_to_model_input(next(batches).to(accelerator.device)).contiguous(memory_format=memory_format)
         with accelerator.accumulate(model.unet):
-            loss = diffusion_loss(model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma)
+            loss = diffusion_loss(
+                model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma,
+                args.loss_type, args.vlb_weight, model.timestep_sampler, accelerator.gather,
+            )  # fmt: skip
             losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
             if not torch.isfinite(losses[-1]):
                 last_checkpoint = (list_checkpoints(Path(args.output_dir)) or ["none"])[-1]
@@ -542,6 +562,10 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
         "beta_schedule": args.beta_schedule,
         "prediction_type": args.prediction_type,
         "loss_weighting": args.loss_weighting,
+        "variance_type": args.variance_type,
+        "loss_type": args.loss_type,
+        "vlb_weight": args.vlb_weight,
+        "timestep_sampling": args.timestep_sampling,
         "learning_rate": args.learning_rate,
         "lr_scheduler": args.lr_scheduler,
         "lr_warmup_steps": args.lr_warmup_steps,
@@ -582,10 +606,12 @@ def main(argv: list[str] | None = None) -> None:
 
     unet = speed_up(args, unet.to(accelerator.device), accelerator.device)
     ema = build_ema(args, unet, accelerator.device)
-    checkpoint_training_state(accelerator, progress, ema, [name for name, _ in unet.named_parameters()])
+    timestep_sampler = create_timestep_sampler(args.timestep_sampling, args.num_train_timesteps)
+    parameter_names = [name for name, _ in unet.named_parameters()]
+    checkpoint_training_state(accelerator, progress, ema, parameter_names, timestep_sampler)
     optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes, accelerator.device)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema)
+    model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema, timestep_sampler)
     if resume_from is not None:
         with reported_as_one_line(accelerator):
             load_checkpoint(accelerator, resume_from)

@@ -6,6 +6,8 @@ from pathlib import Path
 from arguments import InvalidTrainingInput
 from diffusers import UNet2DModel
 
+from simple_ddpm.scheduling_simple_ddpm import LEARNED_VARIANCE_TYPES
+
 # Keyword arguments of UNet2DModel for each --model_preset; sample_size and channels come from the data.
 UNET_PRESETS = {
     # ~0.7M parameters, two levels (R and R/2, attention at R/2): learns 8x8 digits in minutes on a CPU.
@@ -72,10 +74,12 @@ def unet_source(name_or_path: str) -> tuple[str, dict]:
 
 
 def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
-    """A UNet2DModel for `channels` x `resolution` x `resolution` images, or InvalidTrainingInput."""
+    """A UNet2DModel for `channels` x `resolution` x `resolution` images (2 x `channels` outputs with a learned
+    variance), or InvalidTrainingInput."""
+    out_channels = 2 * channels if args.variance_type in LEARNED_VARIANCE_TYPES else channels
     if args.model_config_name_or_path is None:
         config = dict(
-            UNET_PRESETS[args.model_preset], sample_size=resolution, in_channels=channels, out_channels=channels
+            UNET_PRESETS[args.model_preset], sample_size=resolution, in_channels=channels, out_channels=out_channels
         )
         check_resolution(config, resolution)
         return UNet2DModel(**config)
@@ -85,7 +89,7 @@ def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
     try:
         if kind == "config":
             config = json.loads(Path(name).expanduser().read_text())
-            config.update(sample_size=resolution, in_channels=channels, out_channels=channels)
+            config.update(sample_size=resolution, in_channels=channels, out_channels=out_channels)
             unet = UNet2DModel.from_config(config)
         else:
             unet = UNet2DModel.from_pretrained(name, **kwargs)
@@ -93,10 +97,15 @@ def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
         first_line = next(iter(str(error).splitlines()), type(error).__name__)
         raise InvalidTrainingInput(f"Cannot build a UNet2DModel from {name}: {first_line}") from None
     check_resolution(unet.config, resolution)
-    if unet.config.in_channels != channels or unet.config.out_channels != channels:
+    if unet.config.in_channels != channels:
         raise InvalidTrainingInput(
             f"{name} has {unet.config.in_channels} input channels, the data {channels}; pass --num_channels "
             f"{unet.config.in_channels} to convert the images."
+        )
+    if unet.config.out_channels != out_channels:
+        raise InvalidTrainingInput(
+            f"{name} has {unet.config.out_channels} output channels; --variance_type {args.variance_type} needs "
+            f"{out_channels} for {channels}-channel images (twice as many to learn the variance)."
         )
     if unet.config.sample_size not in (resolution, None):
         unet.register_to_config(sample_size=resolution)
