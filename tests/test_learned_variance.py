@@ -266,3 +266,12 @@ def test_saved_learned_variance_pipeline_loads_samples_and_bounds_as_before_and_
     stock.set_progress_bar_config(disable=True)
     theirs = stock(batch_size=2, generator=torch.Generator().manual_seed(0), num_inference_steps=10, output_type="np")
     np.testing.assert_allclose(theirs.images, sample(pipe), rtol=0, atol=1e-5)
+
+
+def test_card_of_a_learned_variance_pipeline_says_the_variance_is_learned():
+    from simple_ddpm.model_card import pipeline_model_card
+
+    card = pipeline_model_card(tiny_learned_pipeline(), "alice/iddpm").text
+    assert "| reverse variance | learned (`learned_range`, Nichol & Dhariwal 2021)" in card
+    fixed = pipeline_model_card(tiny_learned_pipeline("fixed_large", out_channels=C), "alice/ddpm").text
+    assert "| reverse variance | fixed: beta_t (`fixed_large`" in fixed

@@ -213,3 +213,39 @@ def test_two_processes_split_each_batch_and_the_main_one_saves(tmp_path):
     assert metrics["images_seen"] == 4 * 16 * 2
     assert (output_dir / "checkpoint-3" / "random_states_1.pkl").is_file()  # each process saved its own RNG
     SimpleDDPMPipeline.from_pretrained(output_dir)
+
+
+def test_learned_variance_run_with_importance_sampling_resumes_bitwise_and_saves_what_it_is(tmp_path):
+    # T = 5 lets every timestep fill its history of 10 losses within the first steps: the importance draws and
+    # their weights, not the uniform warm-up, are what the resumed run must reproduce.
+    common = [
+        *SMALL_RUN, "--max_train_steps", "6", "--num_train_timesteps", "5", "--num_inference_steps", "5",
+        "--eval_timesteps", "3", "--gradient_accumulation_steps", "2", "--variance_type", "learned_range",
+        "--timestep_sampling", "importance",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_train(*common, "--output_dir", str(uninterrupted), "--checkpoints_total_limit", "5")
+    history = load_file(uninterrupted / "checkpoint-3" / "timestep_sampler.safetensors")
+    assert torch.all(history["loss_counts"] == 10), "the sampler was still uniform at the checkpoint"
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(uninterrupted / "checkpoint-3"), str(resumed)], check=True)
+    result = run_train(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest")
+    assert "at step 3" in result.stderr
+
+    for name in ("model.safetensors", "ema.safetensors", "timestep_sampler.safetensors"):
+        first = load_file(uninterrupted / "checkpoint-6" / name)
+        second = load_file(resumed / "checkpoint-6" / name)
+        assert sorted(first) == sorted(second) and all(torch.equal(first[key], second[key]) for key in first)
+    start = load_file(uninterrupted / "checkpoint-3" / "timestep_sampler.safetensors")["loss_history"]
+    assert not torch.equal(
+        start, load_file(uninterrupted / "checkpoint-6" / "timestep_sampler.safetensors")["loss_history"]
+    )
+
+    pipe = SimpleDDPMPipeline.from_pretrained(resumed)
+    assert pipe.scheduler.config.variance_type == "learned_range"
+    assert (pipe.unet.config.in_channels, pipe.unet.config.out_channels) == (1, 2)
+    metrics = json.loads((resumed / "metrics.json").read_text())
+    bits = pipe.elbo(held_out_digits(8), generator=torch.Generator().manual_seed(0)).bits_per_dim
+    assert metrics["held_out_bits_per_dim"] == pytest.approx(bits.mean().item(), rel=1e-6)
+    card = ModelCard.load(resumed / "README.md").text
+    assert "learned_range" in card and "importance" in card and "0.001 L_vlb" in card

@@ -237,3 +237,55 @@ def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
     assert (tmp_path / "checkpoint-final-notes").is_dir()
     assert resolve_resume("latest", tmp_path) == tmp_path / "checkpoint-100"
     assert resolve_resume("latest", tmp_path / "checkpoint-final-notes") is None  # a first run
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--vlb_weight", "0.01"], "--vlb_weight with --variance_type fixed_small would train nothing"),
+        (["--loss_type", "vlb", "--vlb_weight", "1"], "--vlb_weight weighs L_vlb in L_hybrid; --loss_type vlb"),
+        (["--loss_type", "vlb", "--loss_weighting", "min_snr"], "--loss_weighting min_snr weighs the MSE"),
+        (["--variance_type", "learned_range", "--vlb_weight", "-1"], "--vlb_weight must be >= 0, got -1.0"),
+    ],
+)
+def test_objective_options_that_do_not_fit_together_are_one_line_exit_2(tmp_path, capsys, arguments, message):
+    with pytest.raises(SystemExit) as exit_info:
+        options(tmp_path, *arguments)
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: {message}" in last_line  # usage lines above, the one-line reason last
+
+
+def test_objective_defaults_and_the_combinations_that_make_sense_parse(tmp_path):
+    assert options(tmp_path, "--variance_type", "learned_range").vlb_weight == 0.001
+    assert options(tmp_path, "--variance_type", "learned", "--vlb_weight", "0.01").vlb_weight == 0.01
+    pure_vlb = options(tmp_path, "--loss_type", "vlb", "--timestep_sampling", "importance")  # fixed variance
+    assert (pure_vlb.variance_type, pure_vlb.loss_type, pure_vlb.timestep_sampling) == (
+        "fixed_small",
+        "vlb",
+        "importance",
+    )
+
+
+def test_learned_variance_with_a_pretrained_unet_of_c_outputs_is_one_line_naming_both_numbers(tmp_path):
+    from diffusers import UNet2DModel
+
+    UNet2DModel(
+        sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).save_pretrained(tmp_path / "unet")  # fmt: skip
+    args = options(tmp_path, "--model_config_name_or_path", str(tmp_path / "unet"), "--variance_type", "learned_range")
+    with pytest.raises(InvalidTrainingInput, match="has 1 output channels; --variance_type learned_range needs 2"):
+        build_unet(args, channels=1, resolution=8)
+
+
+def test_checkpoint_of_the_other_timestep_sampling_is_refused_before_loading(tmp_path):
+    folder = tmp_path / "checkpoint-4"
+    folder.mkdir()
+    (folder / "training_progress.json").write_text("{}")
+    with pytest.raises(InvalidTrainingInput, match="trained with --timestep_sampling uniform .*no timestep_sampler"):
+        check_training_state(folder, use_ema=False, timestep_sampling="importance")
+    (folder / "timestep_sampler.safetensors").write_bytes(b"")
+    with pytest.raises(InvalidTrainingInput, match="trained with --timestep_sampling importance; resume it with"):
+        check_training_state(folder, use_ema=False, timestep_sampling="uniform")
+    check_training_state(folder, use_ema=False, timestep_sampling="importance")

@@ -16,6 +16,13 @@ from .pipeline_simple_ddpm import SimpleDDPMPipeline
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 METRICS_NAME = "metrics.json"
 CARD_TAGS = ["simple-ddpm", "diffusers:SimpleDDPMPipeline", "diffusers", "ddpm", "unconditional-image-generation"]
+VARIANCE_DESCRIPTIONS = {
+    "fixed_small": "fixed: the posterior's sigma~^2_t (`fixed_small`, Ho et al. 2020)",
+    "fixed_large": "fixed: beta_t (`fixed_large`, Ho et al. 2020)",
+    "learned_range": "learned (`learned_range`, Nichol & Dhariwal 2021): the UNet's last half of output channels "
+    "interpolate log beta_t and log sigma~^2_t",
+    "learned": "learned (`learned`): the UNet's last half of output channels are the log-variance",
+}
 TRAINING_METRICS_KEYS = ("held_out_bits_per_dim", "held_out_images", "eval_timesteps", "steps", "training")
 
 
@@ -29,6 +36,19 @@ def _card_data(repo_id: str, dataset: str | None = None, eval_results: list | No
         model_name=repo_id,
         eval_results=eval_results,
     )
+
+
+def objective_description(setup: dict) -> str:
+    """The training objective in words, from train.py's `training` metrics (older ones lack the newer keys)."""
+    if setup.get("loss_type") == "vlb":
+        text = "L_vlb, the bound's terms (Nichol & Dhariwal 2021)"
+    else:
+        text = f"`{setup['loss_weighting']}` loss weighting"
+        if setup.get("variance_type") in ("learned_range", "learned"):
+            text += f" + {setup['vlb_weight']} L_vlb for the variance (L_hybrid, Nichol & Dhariwal 2021)"
+    if setup.get("timestep_sampling") == "importance":
+        text += "; timesteps importance-sampled by the loss's second moment"
+    return text
 
 
 def is_training_metrics(metrics: dict) -> bool:
@@ -95,6 +115,8 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         steps=metrics["steps"],
         images_seen=metrics["images_seen"],
         wall_time_minutes=metrics["wall_time_s"] / 60,
+        objective_text=objective_description(setup),
+        variance_text=VARIANCE_DESCRIPTIONS[setup.get("variance_type", "fixed_small")],
         ema_text=f"max decay {setup['ema_max_decay']}, warmup power {setup['ema_power']}"
         if setup["use_ema"]
         else "off",
@@ -116,6 +138,7 @@ def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: P
         num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
         beta_schedule=pipe.scheduler.config.beta_schedule,
         prediction_type=pipe.scheduler.config.prediction_type,
+        variance_text=VARIANCE_DESCRIPTIONS[pipe.scheduler.config.variance_type],
     )
 
 
