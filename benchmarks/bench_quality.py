@@ -15,6 +15,11 @@ which shows how close the estimate the training script reports comes to the exac
 (epsilon, simple) also gets 10x10 sample grids at 1000, 250, 100 and 50 steps
 (benchmarks/fashion_mnist_<N>steps.png).
 
+Two more runs train improved DDPM (Nichol & Dhariwal 2021) at the same budget: a learned variance
+(`learned_range`) with L_hybrid, and a learned variance with L_vlb alone and importance-sampled timesteps; their
+grids are benchmarks/fashion_mnist_<run>_<N>steps.png. `--runs` restricts the benchmark to some runs and
+`--skip-exact` leaves out the exact bounds (75 core-minutes per model on 1,000 images).
+
 Jobs run as subprocesses in --lanes lanes (default two, for two cores) that take the next job from one queue,
 one torch thread each; every job writes its result under benchmarks/_work/quality and is skipped when that
 result exists, so an interrupted run resumes where it stopped. The queue puts the main run's exact bound
@@ -49,6 +54,13 @@ RUNS = {
     "sample-simple": ("sample", "simple"),
     "epsilon-elbo": ("epsilon", "elbo"),
     "epsilon-min_snr": ("epsilon", "min_snr"),
+    "learned-hybrid": ("epsilon", "simple"),
+    "learned-vlb-is": ("epsilon", "simple"),
+}
+# train.py options of the improved-DDPM runs, beyond prediction type and weighting
+IMPROVED_RUNS = {
+    "learned-hybrid": ["--variance_type=learned_range"],  # + 0.001 L_vlb, the default --vlb_weight
+    "learned-vlb-is": ["--variance_type=learned_range", "--loss_type=vlb", "--timestep_sampling=importance"],
 }
 GRID_STEPS = (1000, 250, 100, 50)
 GRID_CELL = 56  # 28x28 samples upscaled 2x, so that a 10x10 grid is 570 px wide and under 300 KB
@@ -88,6 +100,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--grid-dir", type=Path, default=BENCHMARKS, help="where the sample grids go")
     parser.add_argument("--table", action="store_true", help="only print the table from the results on disk")
+    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="the runs (default all)")
+    parser.add_argument("--skip-exact", action="store_true", help="leave out the exact bounds")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: run one job in this process
     return parser.parse_args(argv)
 
@@ -118,6 +132,7 @@ def train_command(args: argparse.Namespace, run: str) -> list[str]:
         "--num_inference_steps=10",
         "--final_eval_timesteps=1",
         f"--output_dir={args.work / run}",
+        *IMPROVED_RUNS.get(run, []),
     ]
 
 
@@ -197,7 +212,8 @@ def sample_grid(args: argparse.Namespace, run: str, steps: int) -> dict:
         batch_size=100, generator=torch.Generator().manual_seed(0), num_inference_steps=steps, output_type="pt"
     ).images
     seconds = time.perf_counter() - start
-    path = args.grid_dir / f"fashion_mnist_{steps}steps.png"
+    name = f"fashion_mnist_{steps}steps.png" if run == MAIN_RUN else f"fashion_mnist_{run}_{steps}steps.png"
+    path = args.grid_dir / name
     image_grid(images, cell_size=GRID_CELL).save(path, optimize=True)
     print(f"{path}: {path.stat().st_size / 1024:.0f} KB, {seconds:.0f} s", flush=True)
     return {"steps": steps, "seconds": seconds, "path": str(path)}
@@ -270,15 +286,17 @@ def job_queue(args: argparse.Namespace) -> list[str]:
     weighting runs, shard by shard across them (so that their partial bounds cover the same images), since they
     differ from the main run by tenths of a bit/dim, which the exact bound has to settle; and last that of
     sample prediction, whose 100x gap the estimate already shows."""
-    shards = exact_shards(args)
-    weighting_runs = [run for run, (prediction, _) in RUNS.items() if run != MAIN_RUN and prediction == "epsilon"]
-    other_runs = [run for run in RUNS if run != MAIN_RUN and run not in weighting_runs]
+    shards = [] if args.skip_exact else exact_shards(args)
+    runs = [run for run in RUNS if run in args.runs]
+    improved = [run for run in runs if run in IMPROVED_RUNS]
+    weighting_runs = [run for run in runs if run not in (MAIN_RUN, *improved) and RUNS[run][0] == "epsilon"]
+    other_runs = [run for run in runs if run not in (MAIN_RUN, *improved, *weighting_runs)]
     return (
-        [f"train:{run}" for run in RUNS]
-        + [f"exact:{MAIN_RUN}:{shard}" for shard in shards]
-        + [f"grid:{MAIN_RUN}:{steps}" for steps in args.grid_steps]
-        + [f"estimate:{run}" for run in RUNS]
-        + [f"exact:{run}:{shard}" for shard in shards for run in weighting_runs]
+        [f"train:{run}" for run in runs]
+        + [f"exact:{MAIN_RUN}:{shard}" for shard in shards if MAIN_RUN in runs]
+        + [f"estimate:{run}" for run in runs]
+        + [f"grid:{run}:{steps}" for steps in sorted(args.grid_steps) for run in runs if run in (MAIN_RUN, *improved)]
+        + [f"exact:{run}:{shard}" for shard in shards for run in improved + weighting_runs]
         + [f"exact:{run}:{shard}" for shard in shards for run in other_runs]
     )
 
@@ -319,6 +337,8 @@ def print_table(args: argparse.Namespace) -> None:
         "taken group by group (the same images, timesteps and noise)\n"
     )
     header = f"{'run':16} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>7}"
+    print("learned-hybrid: learned_range variance, simple + 0.001 L_vlb; learned-vlb-is: learned_range, L_vlb alone,")
+    print("importance-sampled timesteps\n")
     columns = (
         f" {'images':>6} {'bits/dim (exact)':>18} {'minus main, paired':>19} {'bits/dim (estimate)':>20}"
         f" {'minus main, paired':>19}"
@@ -329,6 +349,8 @@ def print_table(args: argparse.Namespace) -> None:
     main_estimate = read_json(result_path(args, f"estimate:{MAIN_RUN}"))
     exact_results = {}
     for run, (prediction_type, weighting) in RUNS.items():
+        if run not in args.runs:
+            continue
         metrics = read_json(args.work / run / "metrics.json")
         exact = exact_results[run] = exact_result(args, run)
         estimate = read_json(result_path(args, f"estimate:{run}"))
@@ -376,9 +398,12 @@ def print_table(args: argparse.Namespace) -> None:
             breakdown(run, exact)
             if not exact["complete"] and main and run != MAIN_RUN:  # the main run on the same images, to compare
                 breakdown(f"  {MAIN_RUN}, same", exact_result(args, MAIN_RUN, exact["first_images"]))
-    grids = [read_json(result_path(args, f"grid:{MAIN_RUN}:{steps}")) for steps in args.grid_steps]
-    times = ", ".join(f"{grid['steps']} steps {grid['seconds']:.0f} s" for grid in grids if grid)
-    print(f"\nsample grids of {MAIN_RUN} (100 images, one batch): {times or 'not run'}")
+    for run in [MAIN_RUN, *IMPROVED_RUNS]:
+        grids = [read_json(result_path(args, f"grid:{run}:{steps}")) for steps in args.grid_steps]
+        times = ", ".join(f"{grid['steps']} steps {grid['seconds']:.0f} s" for grid in grids if grid)
+        print(
+            f"{'' if run != MAIN_RUN else chr(10)}sample grids of {run} (100 images, one batch): {times or 'not run'}"
+        )
 
 
 def image_numbers(exact: dict) -> list[int]:
