@@ -123,6 +123,19 @@ def test_pushed_folder_is_what_loads_by_repo_id_from_the_offline_cache(fake_hub,
     assert "simple-ddpm" in card.data.tags
 
 
+def test_learned_variance_pipeline_pushed_loads_by_repo_id_samples_alike_and_its_card_says_so(fake_hub, tmp_path):
+    pipe = tiny_pipeline(variance_type="learned_range")
+    repo_id = push(fake_hub, pipe, tmp_path / "trained", repo_id="alice/iddpm")
+    fake_hub.export_to_cache(repo_id, tmp_path / "cache")
+
+    loaded = SimpleDDPMPipeline.from_pretrained(repo_id, cache_dir=tmp_path / "cache")
+    assert loaded.scheduler.config.variance_type == "learned_range" and loaded.unet.config.out_channels == 6
+    torch.testing.assert_close(samples(loaded), samples(pipe), rtol=0, atol=0)
+    assert "| reverse variance | learned (`learned_range`" in fake_hub.files(repo_id)["README.md"].decode()
+    stock = DDPMPipeline.from_pretrained(repo_id, cache_dir=tmp_path / "cache")
+    assert type(stock.scheduler) is DDPMScheduler and stock.scheduler.config.variance_type == "learned_range"
+
+
 def test_diffusers_own_save_layout_does_not_load_by_repo_id_which_is_why_save_pretrained_rewrites_it(
     fake_hub, tmp_path
 ):

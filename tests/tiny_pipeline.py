@@ -10,12 +10,12 @@ from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, write_model_car
 from simple_ddpm.image_processing import image_grid
 
 
-def tiny_unet(seed: int = 0) -> UNet2DModel:
+def tiny_unet(seed: int = 0, out_channels: int = 3) -> UNet2DModel:
     torch.manual_seed(seed)
     return UNet2DModel(
         sample_size=8,
         in_channels=3,
-        out_channels=3,
+        out_channels=out_channels,
         block_out_channels=(8, 16),
         layers_per_block=1,
         norm_num_groups=4,
@@ -26,7 +26,8 @@ def tiny_unet(seed: int = 0) -> UNet2DModel:
 
 def tiny_pipeline(seed: int = 0, **scheduler_config) -> SimpleDDPMPipeline:
     scheduler = SimpleDDPMScheduler(**{"num_train_timesteps": 10, "beta_end": 0.2, **scheduler_config})
-    pipe = SimpleDDPMPipeline(unet=tiny_unet(seed), scheduler=scheduler)
+    unet = tiny_unet(seed, out_channels=6 if scheduler.learns_variance else 3)  # a learned variance: 2C outputs
+    pipe = SimpleDDPMPipeline(unet=unet, scheduler=scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -56,6 +57,10 @@ def training_metrics(pipe: SimpleDDPMPipeline, bits_per_dim: float = 7.25) -> di
             "beta_schedule": config.beta_schedule,
             "prediction_type": config.prediction_type,
             "loss_weighting": "simple",
+            "variance_type": config.variance_type,
+            "loss_type": "mse",
+            "vlb_weight": 0.001,
+            "timestep_sampling": "uniform",
             "learning_rate": 0.001,
             "lr_scheduler": "cosine",
             "lr_warmup_steps": 10,
