@@ -44,3 +44,15 @@ def test_card_of_a_pipeline_without_measurements_states_its_configuration_and_cl
     assert f"| UNet | {sum(p.numel() for p in pipe.unet.parameters()):,} parameters |" in card.text
     assert "T = 10, `squaredcos_cap_v2` betas, predicts `v_prediction`" in card.text
     assert "at 8x8 pixels, 3 channels." in card.text
+
+
+def test_card_says_when_importance_sampling_never_left_its_uniform_warm_up():
+    from simple_ddpm.model_card import objective_description
+
+    setup = {"loss_type": "vlb", "variance_type": "learned_range", "timestep_sampling": "importance"}
+    active = objective_description(setup | {"importance_sampling_warmed_up": True})
+    assert active.endswith("; timesteps importance-sampled by the loss's second moment")
+    idle = objective_description(setup | {"importance_sampling_warmed_up": False})
+    assert "they stayed uniform" in idle and "importance-sampled by" in idle
+    hybrid = objective_description({"loss_weighting": "simple", "variance_type": "learned", "vlb_weight": 0.001})
+    assert hybrid == "`simple` loss weighting + 0.001 L_vlb for the variance (L_hybrid, Nichol & Dhariwal 2021)"

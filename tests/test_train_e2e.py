@@ -248,4 +248,5 @@ def test_learned_variance_run_with_importance_sampling_resumes_bitwise_and_saves
     bits = pipe.elbo(held_out_digits(8), generator=torch.Generator().manual_seed(0)).bits_per_dim
     assert metrics["held_out_bits_per_dim"] == pytest.approx(bits.mean().item(), rel=1e-6)
     card = ModelCard.load(resumed / "README.md").text
-    assert "learned_range" in card and "importance" in card and "0.001 L_vlb" in card
+    assert "learned_range" in card and "0.001 L_vlb" in card and metrics["training"]["importance_sampling_warmed_up"]
+    assert "; timesteps importance-sampled by the loss's second moment" in card

@@ -511,7 +511,8 @@ def finish(
         "num_samples": args.num_samples,
         "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
         "skipped_images": data.num_skipped,
-        "training": training_setup(args, accelerator, data, pipe.unet),
+        "training": training_setup(args, accelerator, data, pipe.unet)
+        | {"importance_sampling_warmed_up": model.timestep_sampler.warmed_up()},
     }
     if fid is not None:
         distance = fid(pipe)

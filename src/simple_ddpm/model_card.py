@@ -46,7 +46,12 @@ def objective_description(setup: dict) -> str:
         text = f"`{setup['loss_weighting']}` loss weighting"
         if setup.get("variance_type") in ("learned_range", "learned"):
             text += f" + {setup['vlb_weight']} L_vlb for the variance (L_hybrid, Nichol & Dhariwal 2021)"
-    if setup.get("timestep_sampling") == "importance":
+    if setup.get("timestep_sampling") == "importance" and setup.get("importance_sampling_warmed_up") is False:
+        text += (
+            "; timesteps to be importance-sampled by the loss's second moment, but they stayed uniform: some "
+            "timestep never got the 10 losses the sampler waits for"
+        )
+    elif setup.get("timestep_sampling") == "importance":
         text += "; timesteps importance-sampled by the loss's second moment"
     return text
 

@@ -34,6 +34,10 @@ class UniformSampler:
         timesteps = torch.randint(0, self.num_train_timesteps, (batch_size,), device=device, generator=generator)
         return timesteps, torch.ones(batch_size, device=device)
 
+    def warmed_up(self) -> bool:
+        """Whether draws follow the losses (never, for uniform draws)."""
+        return False
+
     def update_with_losses(self, timesteps: torch.Tensor, losses: torch.Tensor) -> None:
         """Uniform draws ignore the losses."""
 
