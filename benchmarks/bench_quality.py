@@ -338,7 +338,7 @@ def print_table(args: argparse.Namespace) -> None:
     )
     header = f"{'run':16} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>7}"
     print("learned-hybrid: learned_range variance, simple + 0.001 L_vlb; learned-vlb-is: learned_range, L_vlb alone,")
-    print("importance-sampled timesteps\n")
+    print("--timestep_sampling importance (the weighting column applies to the MSE only)\n")
     columns = (
         f" {'images':>6} {'bits/dim (exact)':>18} {'minus main, paired':>19} {'bits/dim (estimate)':>20}"
         f" {'minus main, paired':>19}"
