@@ -1,7 +1,9 @@
-"""Unconditional DDPM sampling and the exact variational bound, as a diffusers pipeline."""
+"""DDPM sampling, unconditional or class-conditional with classifier-free guidance, and the exact variational bound,
+as a diffusers pipeline."""
 
 import importlib
 import inspect
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +16,13 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
-from .scheduling_simple_ddpm import SimpleDDPMScheduler
+from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+
+ClassLabels = int | str | list[int | str] | torch.Tensor
 
 
 @dataclass
@@ -73,23 +77,47 @@ def _sample_shape(unet: torch.nn.Module, batch_size: int) -> tuple[int, ...]:
 
 
 class SimpleDDPMPipeline(DiffusionPipeline):
-    """Unconditional image generation with DDPM (Ho et al. 2020, Algorithm 2) and the model's likelihood bound.
+    """Image generation with DDPM (Ho et al. 2020, Algorithm 2) and the model's likelihood bound; unconditional, or
+    class-conditional with classifier-free guidance (Ho & Salimans 2022).
 
     Args:
         unet (`UNet2DModel`): the denoising network, called as `unet(x_t, t).sample`; any module with that
-            signature and a `config` with `sample_size` and `in_channels` works.
+            signature and a `config` with `sample_size` and `in_channels` works. A class-conditional UNet has
+            `num_class_embeds` = K + 1 and is called as `unet(x_t, t, class_labels=y)`: labels 0..K-1 are the
+            classes and K, the last, is the "no label" token that classifier-free guidance trains (see
+            `null_class_label`).
         scheduler (`SimpleDDPMScheduler` or another diffusers scheduler): the noise schedule and sampler. A
             diffusers `DDPMScheduler` (as in checkpoints saved by `DDPMPipeline`, e.g. google/ddpm-cifar10-32) is
             converted from its config. Any scheduler built from the config samples (`DDIMScheduler`,
             `DPMSolverMultistepScheduler`, `EulerDiscreteScheduler`, ...: `X.from_config(pipe.scheduler.config)`);
             `elbo` needs a `SimpleDDPMScheduler`.
+        class_names (`list[str]`, *optional*): the names of the K classes of a class-conditional UNet, in label
+            order; saved in model_index.json (a diffusers-only user may ignore them). Without them, classes are
+            chosen by index.
     """
 
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image", "pred_original_sample"]
 
-    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin):
+    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin, class_names: list[str] | None = None):
         super().__init__()
+        num_class_embeds = getattr(unet.config, "num_class_embeds", None)
+        if class_names is not None:
+            class_names = [str(name) for name in class_names]
+            if num_class_embeds is None:
+                raise ValueError("class_names were given but the UNet is unconditional (no num_class_embeds).")
+            if len(class_names) != num_class_embeds - 1:
+                raise ValueError(
+                    f"Got {len(class_names)} class_names for a UNet with num_class_embeds={num_class_embeds}, which "
+                    f"holds {num_class_embeds - 1} classes and the no-label token."
+                )
+            if len(set(class_names)) != len(class_names):
+                raise ValueError(f"class_names must be distinct, got {class_names}.")
+        if num_class_embeds is not None and num_class_embeds < 2:
+            raise ValueError(
+                f"A class-conditional UNet needs num_class_embeds >= 2 (classes + the no-label token), got "
+                f"{num_class_embeds}."
+            )
         if isinstance(scheduler, DDPMScheduler):
             logger.info("Converting DDPMScheduler to SimpleDDPMScheduler from its config.")
             scheduler = SimpleDDPMScheduler.from_config(scheduler.config)
@@ -99,6 +127,65 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 f"DDIMScheduler.from_config(its config)), got {type(scheduler).__name__}."
             )
         self.register_modules(unet=unet, scheduler=scheduler)
+        self.register_to_config(class_names=class_names)
+
+    @property
+    def num_classes(self) -> int | None:
+        """K, the number of classes of a class-conditional UNet; None for an unconditional one."""
+        num_class_embeds = getattr(self.unet.config, "num_class_embeds", None)
+        return None if num_class_embeds is None else num_class_embeds - 1
+
+    @property
+    def null_class_label(self) -> int | None:
+        """The "no label" token, K (the UNet's last class embedding); None for an unconditional UNet."""
+        return self.num_classes
+
+    def class_label_tensor(self, class_labels: ClassLabels | None, batch_size: int) -> torch.Tensor | None:
+        """`class_labels` as a (batch_size,) long tensor of indices: each an index in [0, K) or a class name; one
+        label (an int or a name) is used for the whole batch. None gives the no-label token K on a conditional
+        model (sampling p(x)), and None on an unconditional one. Raises `ValueError` with the valid values."""
+        if self.num_classes is None:
+            if class_labels is not None:
+                raise ValueError(
+                    "class_labels were given but this model is unconditional (its UNet has no class embeddings)."
+                )
+            return None
+        if class_labels is None:
+            return torch.full((batch_size,), self.null_class_label, dtype=torch.long)
+        if isinstance(class_labels, torch.Tensor):
+            if class_labels.is_floating_point() or class_labels.ndim > 1:
+                raise ValueError(
+                    f"class_labels must be integers (one per image), got a {class_labels.dtype} tensor of shape "
+                    f"{tuple(class_labels.shape)}."
+                )
+            class_labels = class_labels.reshape(-1).tolist() if class_labels.ndim else int(class_labels)
+        if not isinstance(class_labels, list | tuple):
+            class_labels = [class_labels] * batch_size
+        if len(class_labels) != batch_size:
+            raise ValueError(
+                f"Got {len(class_labels)} class_labels for {batch_size} images; pass one per image, or one for all."
+            )
+        return torch.tensor([self._class_index(label) for label in class_labels], dtype=torch.long)
+
+    def _class_index(self, label: int | str) -> int:
+        names = self.config.get("class_names")
+        if isinstance(label, str):
+            if names is None:
+                raise ValueError(
+                    f"Unknown class name {label!r}: this model has no class names; pass an index in "
+                    f"[0, {self.num_classes})."
+                )
+            if label not in names:
+                raise ValueError(f"Unknown class name {label!r}; valid names are: {', '.join(names)}.")
+            return names.index(label)
+        if isinstance(label, bool) or not isinstance(label, int):
+            raise ValueError(f"A class label is an int or a class name, got {label!r}.")
+        if not 0 <= label <= self.null_class_label:
+            raise ValueError(
+                f"Class label {label} is out of range; valid labels are 0..{self.num_classes - 1} "
+                f"({self.null_class_label}: no label)."
+            )
+        return label
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "SimpleDDPMPipeline":
@@ -183,10 +270,26 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         if output_channels is not None and isinstance(self.scheduler, SimpleDDPMScheduler):
             self.scheduler.check_output_channels(output_channels, self.unet.config.in_channels)
 
-    def _predict(self, sample: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def _predict(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        guidance_scale: float = 0.0,
+    ) -> torch.Tensor:
         """The network's output at float32 `sample` (2C channels with a learned variance), in float32 whatever the
-        UNet's dtype."""
-        return self.unet(sample.to(self._unet_dtype()), timestep).sample.float()
+        UNet's dtype. With `guidance_scale` w != 0, the conditional and the no-label outputs come from one call on
+        a batch of 2B and are combined by `classifier_free_guidance` (the variance channels: the conditional's)."""
+        sample = sample.to(self._unet_dtype())
+        if class_labels is None:
+            return self.unet(sample, timestep).sample.float()
+        if guidance_scale == 0:
+            return self.unet(sample, timestep, class_labels=class_labels).sample.float()
+        both_labels = torch.cat([class_labels, torch.full_like(class_labels, self.null_class_label)])
+        both_timesteps = torch.cat([timestep, timestep]) if timestep.ndim else timestep
+        output = self.unet(torch.cat([sample, sample]), both_timesteps, class_labels=both_labels).sample.float()
+        conditional, unconditional = output.chunk(2)
+        return classifier_free_guidance(conditional, unconditional, guidance_scale, channels=sample.shape[1])
 
     def _step_kwargs(self, generator: torch.Generator | list[torch.Generator] | None, eta: float | None) -> dict:
         """`generator` and `eta` for the scheduler's `step`, where it takes them (diffusers' rule)."""
@@ -201,7 +304,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        batch_size: int = 1,
+        batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         num_inference_steps: int = 1000,
         output_type: str = "pil",
@@ -209,12 +312,15 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         eta: float | None = None,
         callback_on_step_end: Callable[["SimpleDDPMPipeline", int, int, dict], dict] | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        class_labels: ClassLabels | None = None,
+        guidance_scale: float = 0.0,
     ) -> ImagePipelineOutput | tuple:
         """Generate images from x_T ~ N(0, I), by ancestral sampling or the scheduler's sampler. A learned variance
         (`variance_type` "learned_range" or "learned") is read from the UNet's last C output channels.
 
         Args:
-            batch_size (`int`, defaults to 1): number of images.
+            batch_size (`int`, *optional*): number of images; default: the number of `class_labels` given as a
+                list, else 1.
             generator (`torch.Generator` or list of `batch_size` of them, *optional*): seeds the initial noise and
                 every step's noise; a list makes each image reproducible on its own.
             num_inference_steps (`int`, defaults to 1000): reverse steps; fewer than T respaces the process
@@ -231,11 +337,30 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 It returns a dict; an "image" in it replaces x_{t-1}.
             callback_on_step_end_tensor_inputs (`list[str]`, defaults to ["image"]): from
                 `_callback_tensor_inputs`.
+            class_labels (`int`, `str`, a list of them, or a tensor, *optional*): for a class-conditional model, the
+                class of each image, by index in [0, K) or by name (`pipe.config.class_names`); one label for all.
+                None (or the index K) samples p(x) through the no-label token.
+            guidance_scale (`float`, defaults to 0): w of classifier-free guidance, eps~ = (1 + w) eps(x_t, y) -
+                w eps(x_t, no label) (Ho & Salimans 2022 eq. 6): 0 is the conditional model p(x | y), larger w
+                trades diversity for samples more typical of their class. Any `prediction_type` is guided alike
+                (`classifier_free_guidance`). w != 0 costs one UNet call on 2B images per step.
 
         The sample is kept in float32 between steps; a float16 or bfloat16 UNet sees it cast to its dtype.
         """
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; valid values are: {', '.join(OUTPUT_TYPES)}.")
+        if batch_size is None:
+            several = isinstance(class_labels, list) or (isinstance(class_labels, torch.Tensor) and class_labels.ndim)
+            batch_size = len(class_labels) if several else 1
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        labels = self.class_label_tensor(class_labels, batch_size)
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (0: no guidance), got {guidance_scale}.")
+        if guidance_scale != 0 and class_labels is None:
+            raise ValueError(
+                "guidance_scale needs class_labels (a class-conditional model and the classes to guide to)."
+            )
         if isinstance(generator, list) and len(generator) != batch_size:
             raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
         tensor_inputs = callback_on_step_end_tensor_inputs or ["image"]
@@ -248,6 +373,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         step_kwargs = self._step_kwargs(generator, eta)
         self._check_channels()
         device = self._execution_device
+        labels = labels.to(device) if labels is not None else None
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps.to(device)
         # Python numbers for the scheduler: no host-device sync inside the loop.
@@ -257,7 +383,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         image = image * self.scheduler.init_noise_sigma
         for i, t in enumerate(self.progress_bar(steps)):
             model_input = self.scheduler.scale_model_input(image, timesteps[i])
-            model_output = self._predict(model_input, timesteps[i])
+            model_output = self._predict(model_input, timesteps[i], labels, guidance_scale)
             output = self.scheduler.step(model_output, t, image, **step_kwargs)
             image = output.prev_sample
             if callback_on_step_end is not None:
@@ -286,6 +412,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         batch_size: int | None = None,
         num_timesteps: int | None = None,
+        class_labels: ClassLabels | None = None,
     ) -> ELBOOutput:
         """The negative ELBO of each image in bits/dim, term by term (Ho et al. eq. 5).
 
@@ -307,6 +434,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 uniformly from each and scaled by its stratum's size. The strata grow geometrically with t, so
                 the first terms, which dominate the bound, are evaluated exactly; uniform sampling of K terms
                 would be unbiased too, but its variance is many times larger.
+            class_labels (`int`, `str`, a list of them, or a tensor, *optional*): for a class-conditional model, each
+                image's class (as in `__call__`): the bound on -log p(x | y). None: the no-label token, the bound
+                on -log p(x) of the same network. No guidance: the guided sampler has no bound.
         """
         scheduler = self.scheduler
         if not isinstance(scheduler, SimpleDDPMScheduler):
@@ -318,6 +448,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         T = len(scheduler)
         if images.ndim != 4:
             raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}.")
+        labels = self.class_label_tensor(class_labels, len(images))
         if not images.is_floating_point():
             raise ValueError(f"images must be float in [-1, 1], got dtype {images.dtype}.")
         low, high = images.min().item(), images.max().item()
@@ -366,6 +497,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             rows = slice(start, start + images_per_call)
             gens = generator[rows] if isinstance(generator, list) else generator
             x0_rows = x0[rows]
+            labels_rows = None if labels is None else labels[rows].to(device)
             for k in self.progress_bar(range(0, len(terms), steps_per_call)):
                 ts = terms[k : k + steps_per_call]
                 noise = torch.cat(
@@ -374,7 +506,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 t = torch.tensor(ts, device=device).repeat_interleave(len(x0_rows))
                 x0_rep = x0_rows.repeat(len(ts), 1, 1, 1)
                 x_t = scheduler.add_noise(x0_rep, noise, t)
-                model_output = self._predict(x_t.float(), t).double()
+                labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
+                model_output = self._predict(x_t.float(), t, labels_rep).double()
                 bits = scheduler.vb_terms_bpd(model_output, x0_rep, x_t, t).view(len(ts), -1)
                 for j, step in enumerate(ts):
                     if step == 0:
