@@ -116,7 +116,7 @@ class Candidate:
         self.name, self.train_args, self.accelerator, self.trainee = name, train_args, accelerator, trainee
         batches = training_batches(data, train_args, 0, 1, 0)
         if channels_last:
-            batches = (batch.contiguous(memory_format=torch.channels_last) for batch in batches)
+            batches = ((pixels.contiguous(memory_format=torch.channels_last), labels) for pixels, labels in batches)
         self.batches, self.steps, self.peak_memory, self.resident = batches, 0, None, None
 
     def step(self) -> float:

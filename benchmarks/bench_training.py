@@ -137,7 +137,7 @@ class StepSetup:
     def stock_step(self) -> float:
         """The loop body of diffusers' train_unconditional.py (epsilon prediction)."""
         model, accelerator = self.trainee, self.accelerator
-        clean_images = pixels_to_model_input(next(self.batches).to(accelerator.device))
+        clean_images = pixels_to_model_input(next(self.batches)[0].to(accelerator.device))
         noise = torch.randn(clean_images.shape, dtype=clean_images.dtype, device=clean_images.device)
         timesteps = torch.randint(
             0, self.ddpm.config.num_train_timesteps, (clean_images.shape[0],), device=clean_images.device

@@ -70,6 +70,18 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--train_data_dir", help="A local folder of images (read with the imagefolder builder).")
     data.add_argument("--cache_dir", help="Where `datasets` caches downloads and preprocessed data.")
     data.add_argument("--image_column", help="The column holding the images; found automatically if only one is.")
+    data.add_argument(
+        "--class_column",
+        help="Train a class-conditional model on this ClassLabel or integer column ('auto': the dataset's only "
+        "ClassLabel column; the default digits have one). The UNet gets num_class_embeds = classes + 1, the last "
+        "being the no-label token of classifier-free guidance. Default: unconditional.",
+    )
+    data.add_argument(
+        "--class_dropout",
+        type=float,
+        help="With --class_column, the probability that a training image's label is replaced by the no-label "
+        "token, so that one network learns p(x | y) and p(x) (Ho & Salimans 2022). Default: 0.1.",
+    )
     data.add_argument("--split", default="train", help="The split to train on.")
     data.add_argument("--eval_split", help="The held-out split for the bits/dim; default: hold out --eval_fraction.")
     data.add_argument(
@@ -349,6 +361,12 @@ def validate_args(args: argparse.Namespace) -> None:
         raise InvalidTrainingInput("--streaming needs --max_train_steps: a stream's length is unknown.")
     if args.streaming and not (args.dataset_name or args.train_data_dir):
         raise InvalidTrainingInput("--streaming needs --dataset_name or --train_data_dir.")
+    if args.class_dropout is not None and args.class_column is None:
+        raise InvalidTrainingInput("--class_dropout needs --class_column.")
+    if args.class_column is not None:
+        args.class_dropout = 0.1 if args.class_dropout is None else args.class_dropout
+        if not 0 <= args.class_dropout < 1:
+            raise InvalidTrainingInput(f"--class_dropout must lie in [0, 1), got {args.class_dropout}.")
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = QUICKSTART_TRAIN_STEPS
     if args.report_to == "wandb" and not is_wandb_available():

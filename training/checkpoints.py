@@ -19,6 +19,7 @@ import torch
 from arguments import InvalidTrainingInput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from unet_presets import describe_classes
 
 from simple_ddpm.image_datasets import first_line
 
@@ -206,6 +207,12 @@ def check_compatible(folder: Path, unet_config: dict, state_dict: dict) -> None:
     if saved_config_file.is_file():
         saved = json.loads(saved_config_file.read_text())
         current = json.loads(json.dumps(dict(unet_config), default=list))
+        if saved.get("num_class_embeds") != current.get("num_class_embeds"):
+            raise InvalidTrainingInput(
+                f"Checkpoint {folder} is {describe_classes(saved.get('num_class_embeds'))} but this run is "
+                f"{describe_classes(current.get('num_class_embeds'))}; resume with the --class_column of the "
+                "checkpoint's run."
+            )
         differences = sorted(
             key for key in set(saved) | set(current) if not key.startswith("_") and saved.get(key) != current.get(key)
         )

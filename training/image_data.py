@@ -43,6 +43,8 @@ class PreparedImages:
     `train` holds uint8 pixels: one (N, C, R, R) tensor, or with `--crop random` a list of (C, H, W) tensors with
     min(H, W) = R, cropped per batch. With `--streaming` it is None and `stream` yields decoded examples instead.
     `eval` is the fixed held-out subset, uint8 (M, C, R, R), center-cropped.
+    With --class_column, `train_labels` and `eval_labels` hold the class index of each image (int64, aligned with
+    `train` and `eval`; None with --streaming, whose examples carry their label) and `class_names` the K classes.
     """
 
     train: torch.Tensor | list[torch.Tensor] | None
@@ -52,6 +54,10 @@ class PreparedImages:
     resolution: int
     dataset_id: str
     num_skipped: int = 0
+    train_labels: torch.Tensor | None = None
+    eval_labels: torch.Tensor | None = None
+    class_names: list[str] | None = None
+    class_column: str | None = None
 
 
 def digits_dataset() -> datasets.Dataset:
@@ -112,6 +118,53 @@ def pick_split(splits, split: str, dataset_id: str):
     return splits[split]
 
 
+def find_class_column(features: datasets.Features | None, class_column: str | None) -> tuple[str | None, list | None]:
+    """The label column that --class_column names ("auto": the dataset's only ClassLabel column) and its class names
+    (None for an integer column: the classes are 0..max); (None, None) without --class_column."""
+    if class_column is None:
+        return None, None
+    if features is None:
+        raise InvalidTrainingInput(f"--class_column {class_column}: the dataset does not declare its columns' types.")
+    if class_column == "auto":
+        found = [name for name, feature in features.items() if isinstance(feature, datasets.ClassLabel)]
+        if len(found) != 1:
+            columns = ", ".join(f"{name} ({describe_feature(feature)})" for name, feature in features.items())
+            raise InvalidTrainingInput(
+                f"--class_column auto needs exactly one ClassLabel column, found {len(found) or 'none'}; name the "
+                f"label column with --class_column NAME. Columns: {columns}."
+            )
+        class_column = found[0]
+    if class_column not in features:
+        raise InvalidTrainingInput(
+            f"--class_column {class_column}: no such column; the columns are: {', '.join(features)}."
+        )
+    feature = features[class_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return class_column, list(feature.names)
+    if isinstance(feature, datasets.Value) and feature.dtype.startswith(("int", "uint")):
+        return class_column, None
+    raise InvalidTrainingInput(
+        f"--class_column {class_column} is not a label column: it holds {describe_feature(feature)}; give a "
+        "ClassLabel or integer column."
+    )
+
+
+def describe_feature(feature) -> str:
+    if isinstance(feature, datasets.ClassLabel):
+        return f"ClassLabel of {feature.num_classes}"
+    return feature.dtype if isinstance(feature, datasets.Value) else type(feature).__name__
+
+
+def check_labels(labels: torch.Tensor, num_classes: int, column: str, split: str) -> None:
+    """Every label must be a class index in [0, K); a ClassLabel's -1 (no label) is refused too."""
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if len(bad):
+        raise InvalidTrainingInput(
+            f"--class_column {column}: {len(bad)} {split} label(s) out of range, e.g. {int(bad[0])}; valid labels "
+            f"are 0..{num_classes - 1}."
+        )
+
+
 def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]:
     """--num_channels and --resolution, or from the data: 1 channel if every inspected image is grayscale (so
     digits stay 1-channel instead of tripled to RGB), and the shorter side of the first image."""
@@ -133,9 +186,20 @@ def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]
     return channels, resolution
 
 
-def decode_batch(batch: dict, indices: list[int], column: str, channels: int, resolution: int, crop: bool) -> dict:
-    """datasets.map function: each image to uint8 pixels (bytes and shape); unreadable ones are flagged, not raised."""
+def decode_batch(
+    batch: dict,
+    indices: list[int],
+    column: str,
+    channels: int,
+    resolution: int,
+    crop: bool,
+    label_column: str | None = None,
+) -> dict:
+    """datasets.map function: each image to uint8 pixels (bytes and shape), with its label when `label_column` is
+    given; unreadable ones are flagged, not raised."""
     out = {"pixels": [], "height": [], "width": [], "corrupt": []}
+    if label_column is not None:
+        out["class_label"] = batch[label_column]
     for encoded, index in zip(batch[column], indices, strict=True):
         try:
             pixels = to_pixels(open_image(encoded), channels, resolution, crop=crop)
@@ -150,14 +214,27 @@ def decode_batch(batch: dict, indices: list[int], column: str, channels: int, re
 
 
 def decode_all(
-    dataset: datasets.Dataset, column: str, channels: int, resolution: int, crop: bool, num_proc: int | None
-) -> tuple[torch.Tensor | list[torch.Tensor], list[str]]:
-    """Decode and resize every image once; returns the pixels and a description of each unreadable image."""
+    dataset: datasets.Dataset,
+    column: str,
+    channels: int,
+    resolution: int,
+    crop: bool,
+    num_proc: int | None,
+    label_column: str | None = None,
+) -> tuple[torch.Tensor | list[torch.Tensor], list[str], torch.Tensor | None]:
+    """Decode and resize every image once; returns the pixels, a description of each unreadable image, and the
+    labels of the readable ones (None without `label_column`)."""
     decoded = dataset.map(
         decode_batch,
         batched=True,
         with_indices=True,
-        fn_kwargs={"column": column, "channels": channels, "resolution": resolution, "crop": crop},
+        fn_kwargs={
+            "column": column,
+            "channels": channels,
+            "resolution": resolution,
+            "crop": crop,
+            "label_column": label_column,
+        },
         remove_columns=dataset.column_names,
         num_proc=num_proc,
         desc="Decoding and resizing images (once)",
@@ -170,9 +247,10 @@ def decode_all(
         torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(channels, h, w)
         for raw, h, w in zip(decoded["pixels"], heights, widths, strict=True)
     ]
+    labels = torch.tensor(decoded["class_label"], dtype=torch.long) if label_column is not None else None
     if len(set(heights)) <= 1 and len(set(widths)) <= 1 and images:
-        return torch.stack(images), corrupt
-    return images, corrupt
+        return torch.stack(images), corrupt, labels
+    return images, corrupt, labels
 
 
 def warn_corrupt(corrupt: list[str], split: str) -> None:
@@ -186,9 +264,10 @@ def prepare_images(args) -> PreparedImages:
     splits, dataset_id = load_splits(args)
     train = pick_split(splits, args.split, dataset_id)
     column = find_image_column(train.features, args.image_column)
+    label_column, class_names = find_class_column(train.features, args.class_column)
     train = undecoded(train, column)
     if args.streaming:
-        return prepare_stream(args, splits, train, column, dataset_id)
+        return prepare_stream(args, splits, train, column, dataset_id, label_column, class_names)
 
     if len(train) == 0:
         raise InvalidTrainingInput(f"The {args.split!r} split of {dataset_id} is empty.")
@@ -206,18 +285,24 @@ def prepare_images(args) -> PreparedImages:
     inspected = train.select(range(min(INSPECTED_IMAGES, len(train))))[column]
     channels, resolution = infer_channels_and_resolution(inspected, args)
     random_crop = args.crop == "random"
-    train_pixels, corrupt = decode_all(
-        train, column, channels, resolution, not random_crop, args.preprocessing_num_workers
+    train_pixels, corrupt, train_labels = decode_all(
+        train, column, channels, resolution, not random_crop, args.preprocessing_num_workers, label_column
     )
     warn_corrupt(corrupt, "training")
-    eval_pixels, eval_corrupt = decode_all(
-        held_out, column, channels, resolution, True, args.preprocessing_num_workers
+    eval_pixels, eval_corrupt, eval_labels = decode_all(
+        held_out, column, channels, resolution, True, args.preprocessing_num_workers, label_column
     )
     warn_corrupt(eval_corrupt, "held-out")
     if len(train_pixels) == 0:
         raise InvalidTrainingInput(f"No readable training images in {dataset_id} ({len(corrupt)} unreadable).")
     if len(eval_pixels) == 0:
         raise InvalidTrainingInput(f"No readable held-out images in {dataset_id}.")
+    if label_column is not None:
+        if class_names is None:  # an integer column: classes 0..max
+            check_labels(torch.cat([train_labels, eval_labels]), 2**62, label_column, "training or held-out")
+            class_names = [str(k) for k in range(int(torch.cat([train_labels, eval_labels]).max()) + 1)]
+        check_labels(train_labels, len(class_names), label_column, "training")
+        check_labels(eval_labels, len(class_names), label_column, "held-out")
     return PreparedImages(
         train=train_pixels,
         stream=None,
@@ -226,37 +311,69 @@ def prepare_images(args) -> PreparedImages:
         resolution=resolution,
         dataset_id=dataset_id,
         num_skipped=len(corrupt) + len(eval_corrupt),
+        train_labels=train_labels,
+        eval_labels=eval_labels,
+        class_names=class_names,
+        class_column=label_column,
     )
 
 
-def prepare_stream(args, splits, train: datasets.IterableDataset, column: str, dataset_id: str) -> PreparedImages:
+def prepare_stream(
+    args,
+    splits,
+    train: datasets.IterableDataset,
+    column: str,
+    dataset_id: str,
+    label_column: str | None = None,
+    class_names: list[str] | None = None,
+) -> PreparedImages:
     """Streaming: the held-out images are --eval_split's first --num_eval_images, or the stream's first ones
-    (then skipped for training); training examples are decoded as they arrive."""
+    (then skipped for training); training examples are decoded as they arrive, with their label in "label"."""
+    if label_column is not None and class_names is None:
+        raise InvalidTrainingInput(
+            f"--class_column {label_column} with --streaming must be a ClassLabel column: the classes of an integer "
+            "column are not known before the stream has been read."
+        )
     if args.eval_split:
         held_out = undecoded(pick_split(splits, args.eval_split, dataset_id), column)
     else:
         held_out, train = train.take(args.num_eval_images), train.skip(args.num_eval_images)
-    held_out_examples = [example[column] for example in held_out.take(args.num_eval_images)]
+    held_out_rows = list(held_out.take(args.num_eval_images))
+    held_out_examples = [example[column] for example in held_out_rows]
     if not held_out_examples:
         raise InvalidTrainingInput(f"The {args.split!r} stream of {dataset_id} is empty.")
     channels, resolution = infer_channels_and_resolution(held_out_examples[:INSPECTED_IMAGES], args)
-    eval_list, corrupt = [], []
+    eval_list, eval_labels, corrupt = [], [], []
     for i, encoded in enumerate(held_out_examples):
         try:
             eval_list.append(torch.from_numpy(to_pixels(open_image(encoded), channels, resolution)))
+            if label_column is not None:
+                eval_labels.append(held_out_rows[i][label_column])
         except UNREADABLE_IMAGE_ERRORS as error:
             corrupt.append(f"{describe(encoded, i)} ({first_line(error)})")
     warn_corrupt(corrupt, "held-out")
     if args.max_train_samples is not None:
         train = train.take(args.max_train_samples)
+    labels = None
+    if label_column is not None:
+        labels = torch.tensor(eval_labels, dtype=torch.long)
+        check_labels(labels, len(class_names), label_column, "held-out")
+    kept = {column: "image"} | ({label_column: "label"} if label_column is not None else {})
+    stream = train.select_columns(list(kept))
+    if any(old != new for old, new in kept.items()):
+        stream = stream.rename_columns({old: "__" + new for old, new in kept.items()})
+        stream = stream.rename_columns({"__" + new: new for new in kept.values()})
     return PreparedImages(
         train=None,
-        stream=train.select_columns([column]).rename_column(column, "image") if column != "image" else train,
+        stream=stream,
         eval=torch.stack(eval_list),
         channels=channels,
         resolution=resolution,
         dataset_id=dataset_id,
         num_skipped=len(corrupt),
+        eval_labels=labels,
+        class_names=class_names,
+        class_column=label_column,
     )
 
 
@@ -285,8 +402,9 @@ def epoch_batches(
 
 def training_batches(
     data: PreparedImages, args, process_index: int, num_processes: int, first_batch: int
-) -> Iterator[torch.Tensor]:
-    """This process's uint8 batches (B, C, R, R), epoch after epoch, from micro-batch `first_batch` on (0 for a
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """This process's uint8 batches (B, C, R, R) with their labels (B,) (None without --class_column), epoch after
+    epoch, from micro-batch `first_batch` on (0 for a
     new run). In memory, batch b of epoch e is fixed by (seed, e, b) alone, so a resumed run continues with the
     very batch an uninterrupted run would have taken."""
     if data.stream is not None:
@@ -300,13 +418,14 @@ def training_batches(
             len(data.train), args.train_batch_size, args.seed, epoch, process_index, num_processes, start
         ):
             images = data.train[indices] if isinstance(data.train, torch.Tensor) else [data.train[i] for i in indices]
-            yield crop_and_flip(images, data.resolution, random_crop, args.random_flip)
+            labels = None if data.train_labels is None else data.train_labels[indices]
+            yield crop_and_flip(images, data.resolution, random_crop, args.random_flip), labels
         epoch, start = epoch + 1, 0
 
 
 def streamed_batches(
     data: PreparedImages, args, process_index: int, num_processes: int, first_batch: int
-) -> Iterator[torch.Tensor]:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
     """Batches decoded as they arrive from this process's shard of the shuffled stream (a new order each epoch).
 
     A resumed run replays the stream and skips, without decoding, the examples of the batches already taken;
@@ -318,9 +437,10 @@ def streamed_batches(
     )
     batch_size, random_crop = args.train_batch_size, args.crop == "random"
     batches_to_skip, epoch = first_batch, 0
+    labelled = data.class_names is not None
     while True:
         shard.set_epoch(epoch)
-        batch, count = [], 0
+        batch, labels, count = [], [], 0
         for count, example in enumerate(shard, start=1):
             if count <= batches_to_skip * batch_size:
                 continue
@@ -332,9 +452,14 @@ def streamed_batches(
                 )
                 continue
             batch.append(torch.from_numpy(to_pixels(image, data.channels, data.resolution, crop=False)))
+            labels.append(example["label"] if labelled else 0)
             if len(batch) == batch_size:
-                yield crop_and_flip(batch, data.resolution, random_crop, args.random_flip)
-                batch = []
+                label_tensor = None
+                if labelled:
+                    label_tensor = torch.tensor(labels, dtype=torch.long)
+                    check_labels(label_tensor, len(data.class_names), data.class_column, "training")
+                yield crop_and_flip(batch, data.resolution, random_crop, args.random_flip), label_tensor
+                batch, labels = [], []
         if count == 0:
             raise InvalidTrainingInput("The training stream is empty.")
         batches_to_skip, epoch = max(0, batches_to_skip - count // batch_size), epoch + 1

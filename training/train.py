@@ -138,6 +138,14 @@ def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
     with accelerator.main_process_first():
         data = prepare_images(args)
     count = len(data.train) if data.train is not None else "streamed"
+    if data.class_names is not None:
+        logger.info(
+            "Class-conditional on column %r: %d classes (%s), label dropout %.2f",
+            data.class_column,
+            len(data.class_names),
+            ", ".join(data.class_names[:10]) + (" ..." if len(data.class_names) > 10 else ""),
+            args.class_dropout,
+        )
     logger.info(
         "Data: %s, %s training and %d held-out images, %dx%d, %d channel(s)",
         data.dataset_id,
@@ -241,6 +249,14 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
     return folder
 
 
+def drop_class_labels(labels: torch.Tensor, probability: float, null_label: int) -> torch.Tensor:
+    """Each label replaced by the no-label token with `probability` (classifier-free guidance's training, Ho &
+    Salimans 2022 Algorithm 1), drawn from torch's global generator, which checkpoints save: a resumed run drops
+    the same labels."""
+    dropped = torch.rand(labels.shape, device=labels.device) < probability
+    return torch.where(dropped, torch.full_like(labels, null_label), labels)
+
+
 def diffusion_loss(
     unet: torch.nn.Module,
     scheduler: SimpleDDPMScheduler,
@@ -251,15 +267,18 @@ def diffusion_loss(
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
     timestep_sampler: UniformSampler | None = None,
     gather=lambda tensor: tensor,
+    class_labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Ho et al. Algorithm 1 with Nichol & Dhariwal's objective: eps ~ N(0, I), t from the timestep sampler
     (uniform by default), each image's loss (`simple_ddpm.training_losses`: the MSE weighted by w(t), + lambda L_vlb
-    for a learned variance) weighted by 1 / (T p_t). An importance sampler learns from every process's losses."""
+    for a learned variance) weighted by 1 / (T p_t). An importance sampler learns from every process's losses. A
+    class-conditional UNet sees `class_labels` (after label dropout)."""
     sampler = timestep_sampler or UniformSampler(scheduler.config.num_train_timesteps)
     noise = torch.randn_like(x0)
     timesteps, weights = sampler.sample(x0.shape[0], x0.device)
     noisy = scheduler.add_noise(x0, noise, timesteps)
-    model_output = unet(noisy, timesteps).sample
+    conditioning = {} if class_labels is None else {"class_labels": class_labels}
+    model_output = unet(noisy, timesteps, **conditioning).sample
     losses = training_losses(
         scheduler, model_output, x0, noisy, noise, timesteps,
         loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, vlb_weight=vlb_weight,
@@ -269,7 +288,9 @@ def diffusion_loss(
     return (weights * losses.loss).mean()
 
 
-def sampling_pipeline(accelerator: Accelerator, unet, ema: EMAModel | None, scheduler) -> SimpleDDPMPipeline:
+def sampling_pipeline(
+    accelerator: Accelerator, unet, ema: EMAModel | None, scheduler, class_names: list[str] | None = None
+) -> SimpleDDPMPipeline:
     """A pipeline with a float32 copy of the EMA weights (or the raw weights without EMA), in eval mode."""
     raw = accelerator.unwrap_model(unet)
     with torch.random.fork_rng(devices=[]):  # a fresh UNet's random init must not move the training noise
@@ -278,20 +299,31 @@ def sampling_pipeline(accelerator: Accelerator, unet, ema: EMAModel | None, sche
         ema.copy_to(copy.parameters())
     else:
         copy.load_state_dict(raw.state_dict())
-    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler)
+    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler, class_names=class_names)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(accelerator.device)
 
 
+def grid_class_labels(num_samples: int, num_classes: int) -> tuple[list[int], int]:
+    """Labels for a grid of a class-conditional model with one row per class (the first `num_samples` of the
+    classes when fewer), and its column count."""
+    rows = min(num_samples, num_classes)
+    cols = max(1, num_samples // rows)
+    return [label for label in range(rows) for _ in range(cols)], cols
+
+
 def write_samples(pipe: SimpleDDPMPipeline, args, path: Path, num_inference_steps: int) -> np.ndarray:
-    """A grid of --num_samples images (the same seed every time, so grids over training compare) as a PNG."""
+    """A grid of --num_samples images (the same seed every time, so grids over training compare) as a PNG; for a
+    class-conditional model, one row per class, unguided."""
+    labels, cols = (None, None) if pipe.num_classes is None else grid_class_labels(args.num_samples, pipe.num_classes)
     images = pipe(
-        batch_size=args.num_samples,
+        batch_size=args.num_samples if labels is None else len(labels),
         generator=torch.Generator().manual_seed(args.seed),
         num_inference_steps=num_inference_steps,
         output_type="pt",
+        class_labels=labels,
     ).images
-    grid = image_grid(images)
+    grid = image_grid(images, cols=cols)
     path.parent.mkdir(parents=True, exist_ok=True)
     grid.save(path)
     return np.asarray(grid.convert("RGB"))
@@ -319,15 +351,21 @@ def final_eval_timesteps(args, num_eval_images: int, images_seen: int) -> int | 
 
 
 def held_out_bits_per_dim(
-    pipe: SimpleDDPMPipeline, eval_pixels: torch.Tensor, args, num_timesteps: int | None
+    pipe: SimpleDDPMPipeline,
+    eval_pixels: torch.Tensor,
+    args,
+    num_timesteps: int | None,
+    eval_labels: torch.Tensor | None = None,
 ) -> float:
     """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare):
-    exact, or the unbiased estimate from `num_timesteps` random terms."""
+    exact, or the unbiased estimate from `num_timesteps` random terms. With `eval_labels`, the bound on
+    -log p(x | y); a class-conditional model without them gives the bound on -log p(x) (the no-label token)."""
     output = pipe.elbo(
         pixels_to_model_input(eval_pixels).to(pipe.device),
         generator=torch.Generator().manual_seed(args.seed),
         batch_size=args.eval_batch_size,
         num_timesteps=sampled_timesteps(num_timesteps, args.num_train_timesteps),
+        class_labels=eval_labels,
     )
     return output.bits_per_dim.mean().item()
 
@@ -371,11 +409,15 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
     losses = []
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     for _ in range(args.gradient_accumulation_steps):
-        x0 = pixels_to_model_input(next(batches).to(accelerator.device)).contiguous(memory_format=memory_format)
+        pixels, labels = next(batches)
+        x0 = pixels_to_model_input(pixels.to(accelerator.device)).contiguous(memory_format=memory_format)
+        if labels is not None:
+            null_label = accelerator.unwrap_model(model.unet).config.num_class_embeds - 1
+            labels = drop_class_labels(labels.to(accelerator.device), args.class_dropout, null_label)
         with accelerator.accumulate(model.unet):
             loss = diffusion_loss(
                 model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma,
-                args.loss_type, args.vlb_weight, model.timestep_sampler, accelerator.gather,
+                args.loss_type, args.vlb_weight, model.timestep_sampler, accelerator.gather, labels,
             )  # fmt: skip
             losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
             if not torch.isfinite(losses[-1]):
@@ -407,7 +449,7 @@ def write_periodic_outputs(
     """On the main process: a sample grid every --sample_every steps, the held-out bits/dim every --eval_every,
     the Frechet distance every --fid_every."""
     if accelerator.is_main_process:
-        pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
+        pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler, data.class_names)
         if periodic(step, args.sample_every):
             grid_path = Path(args.output_dir) / SAMPLES_DIR / f"step_{step:07d}.png"
             grid = write_samples(pipe, args, grid_path, args.periodic_inference_steps)
@@ -415,7 +457,7 @@ def write_periodic_outputs(
             if uploader is not None:
                 uploader.upload(grid_path, path_in_repo=f"{SAMPLES_DIR}/{grid_path.name}")
         if periodic(step, args.eval_every):
-            bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps)
+            bits = held_out_bits_per_dim(pipe, data.eval, args, args.eval_timesteps, data.eval_labels)
             accelerator.log({"eval/bits_per_dim": bits}, step=step)
             tqdm.write(f"step {step}: held-out bits/dim {bits:.4f}")
         if fid is not None and periodic(step, args.fid_every):
@@ -491,15 +533,19 @@ def finish(
     """Save the EMA pipeline, a final sample grid, the exact held-out bits/dim, metrics.json and README.md, whose
     usage snippet loads `repo_id` (default: the folder)."""
     output_dir = Path(args.output_dir)
-    pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler)
+    pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler, data.class_names)
     save_pipeline_atomically(pipe, output_dir)
     grid = write_samples(
         pipe, args, output_dir / FINAL_GRID_NAME, args.num_inference_steps or args.num_train_timesteps
     )
     log_grid(accelerator, grid, progress.global_step)
     eval_timesteps = final_eval_timesteps(args, len(data.eval), progress.images_seen)
-    bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
+    bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps, data.eval_labels)
     accelerator.log({"eval/bits_per_dim": bits}, step=progress.global_step)
+    conditioning = {}
+    if data.class_names is not None:
+        unconditional_bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
+        conditioning = {"held_out_bits_per_dim_unconditional": unconditional_bits, "class_names": data.class_names}
     metrics = {
         "held_out_bits_per_dim": bits,
         "held_out_images": len(data.eval),
@@ -511,6 +557,7 @@ def finish(
         "num_samples": args.num_samples,
         "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
         "skipped_images": data.num_skipped,
+        **conditioning,
         "training": training_setup(args, accelerator, data, pipe.unet)
         | {"importance_sampling_warmed_up": model.timestep_sampler.warmed_up()},
     }
@@ -579,6 +626,8 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
         "ema_power": args.ema_power,
         "mixed_precision": accelerator.mixed_precision,
         "seed": args.seed,
+        "class_column": data.class_column,
+        "class_dropout": args.class_dropout,
     }
 
 
@@ -597,7 +646,8 @@ def main(argv: list[str] | None = None) -> None:
         data = prepare_data(args, accelerator)
         fid = FrechetEvaluation.prepare(args, data.eval, accelerator.device)
         set_seed(args.seed)  # the same initial weights on every process
-        unet = build_unet(args, data.channels, data.resolution)
+        num_classes = None if data.class_names is None else len(data.class_names)
+        unet = build_unet(args, data.channels, data.resolution, num_classes)
         resume_from = checkpoint_to_resume(args, unet)
         max_steps = total_train_steps(args, data, accelerator.num_processes)
     set_seed(args.seed, device_specific=True)  # but different noise on each process

@@ -73,16 +73,18 @@ def unet_source(name_or_path: str) -> tuple[str, dict]:
     return "pretrained", {}
 
 
-def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
+def build_unet(args, channels: int, resolution: int, num_classes: int | None = None) -> UNet2DModel:
     """A UNet2DModel for `channels` x `resolution` x `resolution` images (2 x `channels` outputs with a learned
-    variance), or InvalidTrainingInput."""
+    variance), or InvalidTrainingInput. With `num_classes` K, class-conditional: num_class_embeds = K + 1, the last
+    being the no-label token."""
     out_channels = 2 * channels if args.variance_type in LEARNED_VARIANCE_TYPES else channels
+    num_class_embeds = None if num_classes is None else num_classes + 1
     if args.model_config_name_or_path is None:
         config = dict(
             UNET_PRESETS[args.model_preset], sample_size=resolution, in_channels=channels, out_channels=out_channels
         )
         check_resolution(config, resolution)
-        return UNet2DModel(**config)
+        return UNet2DModel(**config, num_class_embeds=num_class_embeds)
 
     name = args.model_config_name_or_path
     kind, kwargs = unet_source(name)
@@ -90,6 +92,7 @@ def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
         if kind == "config":
             config = json.loads(Path(name).expanduser().read_text())
             config.update(sample_size=resolution, in_channels=channels, out_channels=out_channels)
+            config.update(num_class_embeds=num_class_embeds)
             unet = UNet2DModel.from_config(config)
         else:
             unet = UNet2DModel.from_pretrained(name, **kwargs)
@@ -107,9 +110,20 @@ def build_unet(args, channels: int, resolution: int) -> UNet2DModel:
             f"{name} has {unet.config.out_channels} output channels; --variance_type {args.variance_type} needs "
             f"{out_channels} for {channels}-channel images (twice as many to learn the variance)."
         )
+    if unet.config.num_class_embeds != num_class_embeds:
+        raise InvalidTrainingInput(
+            f"{name} is {describe_classes(unet.config.num_class_embeds)} and the data has "
+            f"{describe_classes(num_class_embeds)}: fine-tune a model with the same classes, or train from a preset."
+        )
     if unet.config.sample_size not in (resolution, None):
         unet.register_to_config(sample_size=resolution)
     return unet
+
+
+def describe_classes(num_class_embeds: int | None) -> str:
+    if num_class_embeds is None:
+        return "unconditional (no --class_column)"
+    return f"class-conditional with {num_class_embeds - 1} classes (num_class_embeds={num_class_embeds})"
 
 
 def pretrained_unet_config(name_or_path: str) -> dict | None:
