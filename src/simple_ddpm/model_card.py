@@ -114,6 +114,8 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
             else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, stratified (unbiased estimate)"
         ),
         frechet_distance=frechet,
+        class_names=metrics.get("class_names"),
+        bits_per_dim_unconditional=metrics.get("held_out_bits_per_dim_unconditional"),
         sample_grid=metrics["sample_grid"],
         num_samples=metrics["num_samples"],
         num_inference_steps=metrics["num_inference_steps"],
@@ -144,6 +146,7 @@ def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: P
         beta_schedule=pipe.scheduler.config.beta_schedule,
         prediction_type=pipe.scheduler.config.prediction_type,
         variance_text=VARIANCE_DESCRIPTIONS[pipe.scheduler.config.variance_type],
+        class_names=pipe.config.get("class_names"),
     )
 
 
