@@ -78,25 +78,56 @@ def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float 
         raise UsageError(str(error)) from None
 
 
+def parse_class(pipe: SimpleDDPMPipeline, text: str) -> int | str:
+    """A --class value: a class name of the model, else an index."""
+    names = pipe.config.get("class_names") or []
+    if text in names or not text.lstrip("-").isdigit():
+        return text
+    return int(text)
+
+
+def sample_labels(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> tuple[list | None, int | None]:
+    """The label of each image, --num-images per --class, and the grid's columns (one row per class when several
+    are given), or (None, None) without --class."""
+    if args.classes is None:
+        if args.guidance_scale != 0:
+            raise UsageError("--guidance-scale needs --class: the class to guide the samples to.")
+        return None, None
+    if pipe.num_classes is None:
+        raise UsageError(f"--class needs a class-conditional model; {args.model} is unconditional.")
+    classes = [parse_class(pipe, text) for text in args.classes]
+    try:
+        for label in classes:
+            pipe.class_label_tensor(label, 1)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    labels = [label for label in classes for _ in range(args.num_images)]
+    return labels, args.num_images if len(classes) > 1 else None
+
+
 def sample(args: argparse.Namespace) -> None:
     """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
     eta = choose_sampler(pipe, args)
+    labels, cols = sample_labels(pipe, args)
+    num_images = args.num_images if labels is None else len(labels)
     recorder = None
     if args.trajectory:
-        recorder = TrajectoryRecorder(min(4, args.num_images), evenly_spaced_steps(args.steps, args.trajectory_steps))
+        recorder = TrajectoryRecorder(min(4, num_images), evenly_spaced_steps(args.steps, args.trajectory_steps))
     try:
         images = generate_images(
             pipe,
-            args.num_images,
+            num_images,
             batch_size=args.batch_size,
             seed=args.seed,
             num_inference_steps=args.steps,
             eta=eta,
             callback_on_step_end=recorder,
             callback_on_step_end_tensor_inputs=recorder and recorder.tensor_inputs,
+            class_labels=labels,
+            guidance_scale=args.guidance_scale,
         )
-    except ValueError as error:  # a sampler without x0_hat for --trajectory, or a bad --eta for the model
+    except ValueError as error:  # a sampler without x0_hat for --trajectory, a bad --eta or --guidance-scale
         raise UsageError(str(error)) from None
     if recorder is not None:
         trajectory = Path(args.trajectory)
@@ -108,8 +139,9 @@ def sample(args: argparse.Namespace) -> None:
     output = Path(args.output)
     if output.suffix.lower() == ".png":
         output.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images).save(output)
-        print(f"Wrote a grid of {len(images)} samples to {output}")
+        image_grid(images, cols=cols).save(output)
+        rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
+        print(f"Wrote a grid of {len(images)} samples to {output}{rows}")
     else:
         output.mkdir(parents=True, exist_ok=True)
         width = len(str(len(images) - 1))
@@ -346,7 +378,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sampler = commands.add_parser("sample", parents=[model, sampling], help="generate images")
     sampler.add_argument("--output", default="samples.png", help="a .png file for a grid, else a folder of PNGs")
-    sampler.add_argument("--num-images", type=positive_int, default=16)
+    sampler.add_argument("--num-images", type=positive_int, default=16, help="images (per --class when given)")
+    sampler.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="NAME_OR_INDEX",
+        help="a class-conditional model: sample this class (a name of the model's class_names, or an index); "
+        "repeat for several, one grid row each. Default: p(x), through the no-label token",
+    )
+    sampler.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=0.0,
+        help="w of classifier-free guidance, (1 + w) eps(x, y) - w eps(x, no label); 0: the conditional model",
+    )
     sampler.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call")
     sampler.add_argument(
         "--steps", "--num-inference-steps", type=positive_int, default=1000, help="reverse steps (fewer respaces)"

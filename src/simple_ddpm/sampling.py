@@ -56,9 +56,14 @@ def generate_images(
     progress: bool = True,
     callback_on_step_end: Callable[[SimpleDDPMPipeline, int, int, dict], dict] | None = None,
     callback_on_step_end_tensor_inputs: list[str] | None = None,
+    class_labels: list[int | str] | None = None,
+    guidance_scale: float = 0.0,
 ) -> torch.Tensor:
     """`num_images` samples (N, C, H, W) in [0, 1] on the CPU. Image i starts from the generator seeded with
-    seed + i, so it does not depend on the batch size. One progress bar counts every step of every batch."""
+    seed + i, so it does not depend on the batch size. One progress bar counts every step of every batch.
+    A class-conditional pipeline takes `class_labels`, one per image, and `guidance_scale` (see its `__call__`)."""
+    if class_labels is not None and len(class_labels) != num_images:
+        raise ValueError(f"Got {len(class_labels)} class labels for {num_images} images; pass one per image.")
     generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
     num_batches = -(-num_images // batch_size)
     bar = tqdm(total=num_batches * num_inference_steps, desc="sampling steps", disable=not progress, unit="step")
@@ -82,6 +87,8 @@ def generate_images(
                 output_type="pt",
                 callback_on_step_end=count_step,
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+                class_labels=None if class_labels is None else class_labels[start : start + batch_size],
+                guidance_scale=guidance_scale,
             )[0]
             batches.append(images.cpu())
     return torch.cat(batches)
