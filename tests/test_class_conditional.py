@@ -9,6 +9,7 @@ from diffusers import UNet2DModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d import UNet2DOutput
+from tiny_pipeline import tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 
@@ -220,18 +221,7 @@ def test_conditional_bound_equals_the_unconditional_bound_of_the_network_with_th
 
 
 def conditional_unet(num_classes=2) -> UNet2DModel:
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        num_class_embeds=num_classes + 1,
-    )
+    return tiny_unet(channels=1, num_class_embeds=num_classes + 1)
 
 
 def test_class_names_survive_save_and_load_and_select_the_same_class_as_the_index(tmp_path):
@@ -283,8 +273,6 @@ def test_bad_class_labels_or_guidance_are_one_clear_error(kwargs, message):
 
 
 def test_class_labels_on_an_unconditional_model_is_an_error():
-    from tiny_pipeline import tiny_pipeline
-
     pipe = tiny_pipeline()
     with pytest.raises(ValueError, match="class_labels were given but this model is unconditional"):
         pipe(class_labels=[0], num_inference_steps=2)
@@ -296,8 +284,6 @@ def test_class_names_must_fit_the_unet():
     scheduler = SimpleDDPMScheduler(num_train_timesteps=10)
     with pytest.raises(ValueError, match="Got 3 class_names for a UNet with num_class_embeds=3"):
         SimpleDDPMPipeline(unet=conditional_unet(), scheduler=scheduler, class_names=["a", "b", "c"])
-    from tiny_pipeline import tiny_unet
-
     with pytest.raises(ValueError, match="the UNet is unconditional"):
         SimpleDDPMPipeline(unet=tiny_unet(), scheduler=scheduler, class_names=["a"])
 

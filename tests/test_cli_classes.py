@@ -5,9 +5,9 @@ import re
 import numpy as np
 import pytest
 import torch
-from diffusers import UNet2DModel
 from PIL import Image
 from test_cli import one_line_error, pipe_folder  # noqa: F401 (a fixture)
+from tiny_pipeline import tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cli import main
@@ -16,18 +16,7 @@ from simple_ddpm.image_processing import image_grid
 
 @pytest.fixture
 def conditional_folder(tmp_path):
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        num_class_embeds=4,
-    )
+    unet = tiny_unet(channels=1, num_class_embeds=4)
     with torch.no_grad():  # embeddings far apart, so that the class visibly matters
         unet.class_embedding.weight.mul_(10)
     scheduler = SimpleDDPMScheduler(num_train_timesteps=10, beta_end=0.2)

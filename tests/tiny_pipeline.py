@@ -10,12 +10,17 @@ from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, write_model_car
 from simple_ddpm.image_processing import image_grid
 
 
-def tiny_unet(seed: int = 0, out_channels: int = 3) -> UNet2DModel:
+def tiny_unet(
+    seed: int = 0, out_channels: int | None = None, channels: int = 3, num_class_embeds: int | None = None
+) -> UNet2DModel:
+    """out_channels defaults to `channels`; num_class_embeds = K + 1 makes it class-conditional (the last
+    embedding: no label)."""
     torch.manual_seed(seed)
     return UNet2DModel(
         sample_size=8,
-        in_channels=3,
-        out_channels=out_channels,
+        in_channels=channels,
+        out_channels=channels if out_channels is None else out_channels,
+        num_class_embeds=num_class_embeds,
         block_out_channels=(8, 16),
         layers_per_block=1,
         norm_num_groups=4,
