@@ -3,6 +3,7 @@ two-class Gaussian mixture."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DModel
@@ -291,6 +292,7 @@ def test_class_names_must_fit_the_unet():
 def test_a_conditional_model_without_names_takes_indices_and_refuses_names():
     pipe = SimpleDDPMPipeline(unet=conditional_unet(3), scheduler=SimpleDDPMScheduler(num_train_timesteps=10))
     assert pipe.class_label_tensor([2, 0], 2).tolist() == [2, 0]
+    assert pipe.class_label_tensor(list(np.array([1, 2])), 2).tolist() == [1, 2]
     assert pipe.class_label_tensor(None, 2).tolist() == [3, 3]  # the no-label token
     with pytest.raises(ValueError, match=r"this model has no class names; pass an index in \[0, 3\)"):
         pipe.class_label_tensor("cat", 1)

@@ -4,6 +4,7 @@ as a diffusers pipeline."""
 import importlib
 import inspect
 import math
+import numbers
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -178,8 +179,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             if label not in names:
                 raise ValueError(f"Unknown class name {label!r}; valid names are: {', '.join(names)}.")
             return names.index(label)
-        if isinstance(label, bool) or not isinstance(label, int):
+        if isinstance(label, bool) or not isinstance(label, numbers.Integral):
             raise ValueError(f"A class label is an int or a class name, got {label!r}.")
+        label = int(label)
         if not 0 <= label <= self.null_class_label:
             raise ValueError(
                 f"Class label {label} is out of range; valid labels are 0..{self.num_classes - 1} "
