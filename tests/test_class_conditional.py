@@ -13,6 +13,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from tiny_pipeline import tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.scheduling_simple_ddpm import classifier_free_guidance
 
 MEANS = (-0.2, 0.2)  # class y: every pixel of x_0 ~ N(MEANS[y], STD^2), independently
 STD = 0.2
@@ -296,3 +297,13 @@ def test_a_conditional_model_without_names_takes_indices_and_refuses_names():
     assert pipe.class_label_tensor(None, 2).tolist() == [3, 3]  # the no-label token
     with pytest.raises(ValueError, match=r"this model has no class names; pass an index in \[0, 3\)"):
         pipe.class_label_tensor("cat", 1)
+
+
+def test_guidance_combines_the_prediction_channels_and_keeps_the_conditional_variance_channels():
+    generator = torch.Generator().manual_seed(0)
+    conditional, unconditional = torch.randn(2, 4, 6, 2, 2, generator=generator, dtype=torch.float64)
+    w = 2.5
+    guided = classifier_free_guidance(conditional, unconditional, w, channels=3)
+    expected = torch.cat([(1 + w) * conditional[:, :3] - w * unconditional[:, :3], conditional[:, 3:]], dim=1)
+    torch.testing.assert_close(guided, expected)
+    torch.testing.assert_close(classifier_free_guidance(conditional, unconditional, 0.0), conditional)
