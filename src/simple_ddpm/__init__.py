@@ -12,7 +12,7 @@ from .hub import (
 )
 from .model_card import write_model_card
 from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
-from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
+from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput, classifier_free_guidance
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
 from .training_losses import TrainingLosses, training_losses
 
@@ -30,6 +30,7 @@ __all__ = [
     "SimpleDDPMSchedulerOutput",
     "TrainingLosses",
     "UniformSampler",
+    "classifier_free_guidance",
     "create_timestep_sampler",
     "frechet_distance",
     "load_feature_classifier",
