@@ -307,3 +307,25 @@ def test_guidance_combines_the_prediction_channels_and_keeps_the_conditional_var
     expected = torch.cat([(1 + w) * conditional[:, :3] - w * unconditional[:, :3], conditional[:, 3:]], dim=1)
     torch.testing.assert_close(guided, expected)
     torch.testing.assert_close(classifier_free_guidance(conditional, unconditional, 0.0), conditional)
+
+
+def test_guided_sampling_with_a_learned_variance_equals_the_scheduler_steps_on_the_guided_output():
+    unet = tiny_unet(channels=1, out_channels=2, num_class_embeds=3)
+    scheduler = SimpleDDPMScheduler(num_train_timesteps=10, beta_end=0.2, variance_type="learned_range")
+    pipe = SimpleDDPMPipeline(unet=unet, scheduler=scheduler, class_names=["a", "b"])
+    pipe.set_progress_bar_config(disable=True)
+    w, labels = 2.0, torch.tensor([1, 0])
+    images = pipe(class_labels=["b", "a"], guidance_scale=w, num_inference_steps=4, output_type="pt",
+                  generator=torch.Generator().manual_seed(0))[0]  # fmt: skip
+
+    generator = torch.Generator().manual_seed(0)  # the pipeline's draws: x_T, then each step's noise
+    x = torch.randn(2, 1, 8, 8, generator=generator)
+    scheduler.set_timesteps(4)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            conditional = unet(x, t, class_labels=labels).sample
+            unconditional = unet(x, t, class_labels=torch.full((2,), 2)).sample
+            guided_mean = (1 + w) * conditional[:, :1] - w * unconditional[:, :1]
+            output = torch.cat([guided_mean, conditional[:, 1:]], dim=1)  # the variance: the conditional one's
+            x = scheduler.step(output, t, x, generator=generator).prev_sample
+    torch.testing.assert_close(images, (x / 2 + 0.5).clamp(0, 1), atol=1e-5, rtol=0)
