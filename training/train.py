@@ -7,15 +7,10 @@ Reads top to bottom: options, accelerator, data, model, optimizer, the loop, the
 samples, held-out bits/dim and model card. README.md documents every option.
 """
 
-import os
-
-# OpenMP threads that spin while they wait collapse when another process shares the cores: on a busy 2-core
-# machine a tiny-UNet step took 6.2 s with libgomp's default policy and 0.43 s with PASSIVE. Must precede torch.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterator
