@@ -43,6 +43,7 @@ from interleaved_timer import InterleavedTimer, synchronizer  # noqa: E402
 from unet_presets import build_unet  # noqa: E402
 
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
+from simple_ddpm.timestep_samplers import create_timestep_sampler  # noqa: E402
 
 IDX_DIRS = (BENCHMARKS / "_work" / "fashion-mnist-idx", Path("/usr/share/datasets/fashion-mnist"))
 PAD = 2  # 28 + 2 * 2 = 32
@@ -106,7 +107,8 @@ def build_trainee(train_args, accelerator, unet: torch.nn.Module, compiled: bool
         unet = torch.compile(unet, backend=backend)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     unet.train()
-    return train.Trainee(unet, train.build_scheduler(train_args), optimizer, lr_scheduler, ema)
+    sampler = create_timestep_sampler(train_args.timestep_sampling, train_args.num_train_timesteps)
+    return train.Trainee(unet, train.build_scheduler(train_args), optimizer, lr_scheduler, ema, sampler)
 
 
 class Candidate:

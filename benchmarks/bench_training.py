@@ -52,6 +52,7 @@ from unet_presets import build_unet  # noqa: E402
 
 from simple_ddpm.cpu_threads import configure_cpu_threads  # noqa: E402
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
+from simple_ddpm.timestep_samplers import create_timestep_sampler  # noqa: E402
 
 DATASET = BENCHMARKS / "_work" / "fashion_mnist"
 TARGET_RATIO, TARGET_UNET_SHARE = 1.3, 0.90
@@ -99,7 +100,8 @@ class StepSetup:
                 args, unet, max_steps=10**6, num_processes=1, device=accelerator.device
             )
             unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-            self.trainee = train.Trainee(unet, train.build_scheduler(args), optimizer, lr_scheduler, ema)
+            sampler = create_timestep_sampler(args.timestep_sampling, args.num_train_timesteps)
+            self.trainee = train.Trainee(unet, train.build_scheduler(args), optimizer, lr_scheduler, ema, sampler)
             return
         # The stock example at its defaults: float32 (the UNet is not prepared, so no autocast wraps it), torch's
         # default AdamW, diffusers' EMAModel without foreach.
@@ -122,8 +124,9 @@ class StepSetup:
         lr_scheduler = get_scheduler(
             args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=10**6
         )
+        sampler = create_timestep_sampler("uniform", args.num_train_timesteps)
         self.trainee = train.Trainee(
-            unet.to(accelerator.device), train.build_scheduler(args), optimizer, lr_scheduler, ema
+            unet.to(accelerator.device), train.build_scheduler(args), optimizer, lr_scheduler, ema, sampler
         )
         self.ddpm = DDPMScheduler.from_config(self.trainee.scheduler.config)
 

@@ -1,6 +1,7 @@
 """The UNet that training/train.py fits: presets, config files, and pretrained models to fine-tune."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -95,13 +96,15 @@ def test_final_bound_is_exact_only_where_its_unet_work_is_a_small_share_of_the_r
     import train
 
     args = options(tmp_path)  # T = 1000
-    # exact: 180 images x 1000 terms <= 0.2 x 3 x 4000 steps x 128 images (the quickstart)
-    assert train.final_eval_timesteps(args, num_eval_images=180, images_seen=4000 * 128) is None
+    share = train.EXACT_BOUND_MAX_SHARE
+    # exact: 180 images x 1000 terms <= 0.25 x 3 x 2000 steps x 128 images (the quickstart)
+    assert 180 * 1000 <= share * 3 * 2000 * 128
+    assert train.final_eval_timesteps(args, num_eval_images=180, images_seen=2000 * 128) is None
     # estimated: 256 images x 1000 terms against 19,200 images seen
     assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=19_200) == train.ESTIMATE_TIMESTEPS
-    # the boundary: exactly a fifth of the run's work is still exact, one image more is not
-    images_seen = 256 * 1000 * 5 // 3 + 1
-    assert 256 * 1000 <= 0.2 * 3 * images_seen
+    # the boundary: exactly that share of the run's work is still exact, one image more is not
+    images_seen = math.ceil(256 * 1000 / (share * 3))
+    assert 256 * 1000 <= share * 3 * images_seen < 257 * 1000
     assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=images_seen) is None
     assert train.final_eval_timesteps(args, num_eval_images=257, images_seen=images_seen) == 100
     # a chosen K is kept, and K >= T - 1 is the exact bound

@@ -332,7 +332,7 @@ def sampled_timesteps(num_timesteps: int | None, num_train_timesteps: int) -> in
 # The exact bound costs T forward passes per held-out image; a training image costs about 3 (forward and
 # backward). Without --final_eval_timesteps the final bound is exact when that is at most this share of the
 # run's UNet work, else estimated from ESTIMATE_TIMESTEPS terms: a count, not a clock, so reruns agree.
-EXACT_BOUND_MAX_SHARE = 0.2
+EXACT_BOUND_MAX_SHARE = 0.25
 ESTIMATE_TIMESTEPS = 100
 
 
