@@ -155,10 +155,19 @@ def load_pipeline(args: argparse.Namespace, run: str) -> SimpleDDPMPipeline:
     return pipe
 
 
-def grouped_bound(pipe: SimpleDDPMPipeline, images: torch.Tensor, group: int, timesteps: int, batch_size: int) -> dict:
+def grouped_bound(
+    pipe: SimpleDDPMPipeline,
+    images: torch.Tensor,
+    group: int,
+    timesteps: int,
+    batch_size: int,
+    class_labels: torch.Tensor | None = None,
+) -> dict:
     """The unbiased K-timestep estimate of the mean bits/dim of `images`, group by group: each group of `group`
     images gets its own K random timesteps, so the group means are independent estimates and their standard
-    error covers the choice of timesteps as well as the noise and the images."""
+    error covers the choice of timesteps as well as the noise and the images. Group g's draws come from seed
+    1000 + g, so two models (or a conditional model with and without `class_labels`, one per image) see the same
+    timesteps and noise, and their group means pair up."""
     group_means, start = [], time.perf_counter()
     for g, first in enumerate(range(0, len(images), group)):
         bits = pipe.elbo(
@@ -166,6 +175,7 @@ def grouped_bound(pipe: SimpleDDPMPipeline, images: torch.Tensor, group: int, ti
             generator=torch.Generator().manual_seed(1000 + g),
             batch_size=batch_size,
             num_timesteps=timesteps,
+            class_labels=None if class_labels is None else class_labels[first : first + group],
         ).bits_per_dim
         group_means.append(bits.mean().item())
     return {
@@ -322,8 +332,9 @@ def exact_result(args: argparse.Namespace, run: str, first_images: list[int] | N
     return joined
 
 
-def mean_and_error(values: list[float], sign: str = "") -> str:
-    return f"{statistics.fmean(values):{sign}.3f} +- {statistics.stdev(values) / len(values) ** 0.5:.3f}"
+def mean_and_error(values: list[float], sign: str = "", digits: int = 3) -> str:
+    mean, error = statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+    return f"{mean:{sign}.{digits}f} +- {error:.{digits}f}"
 
 
 def print_table(args: argparse.Namespace) -> None:
