@@ -21,8 +21,8 @@ Measured:
   classifier, beside the unconditional model's at the same sampler, steps and count (bench_fid.py's result, measured
   by its `measure` when missing); and the classifier's accuracy on them, the fraction classified as the label they
   were sampled for, in all and per class.
-- Grids benchmarks/fashion_mnist_classes_w<w>.png: one row per class (T-shirt/top ... Ankle boot, top to bottom),
-  the first 10 samples of each class at that scale.
+- Grids benchmarks/fashion_mnist_classes_w<w>.png at w = 0 and the best scale: one row per class (T-shirt/top ...
+  Ankle boot, top to bottom), the first 10 samples of each class.
 
 The best scale is the one with the highest accuracy among those whose FD is no worse than the unconditional model's
 (without such a scale, the one with the lowest FD). Every job writes its result under benchmarks/_work/classes and is
@@ -271,12 +271,12 @@ def sample_scores(args: argparse.Namespace, extractor: ClassifierFeatures, test:
             continue
         pixels, labels = loaded
         pixels = torch.from_numpy(pixels)
-        statistics_ = pixel_statistics(extractor, pixels, batch_size=500, progress=False)
+        sample_statistics = pixel_statistics(extractor, pixels, batch_size=500, progress=False)
         with torch.no_grad():
             predicted = extractor.model(pixels.float() / 255).argmax(1).numpy()
         correct = predicted == labels
         scores[scale] = {
-            "fd": frechet_distance(statistics_, test),
+            "fd": frechet_distance(sample_statistics, test),
             "accuracy": float(correct.mean()),
             "class_accuracy": [float(correct[labels == c].mean()) for c in range(NUM_CLASSES)],
             "pixels": pixels,
@@ -305,8 +305,6 @@ def write_grid(args: argparse.Namespace, scale: float, pixels: torch.Tensor) -> 
 
 def print_bounds(args: argparse.Namespace) -> None:
     results = {which: bench_quality.read_json(result_path(args, f"bound:{which}")) for which in BOUNDS}
-    metrics = bench_quality.read_json(conditional_dir(args) / "metrics.json")
-    unconditional_metrics = bench_quality.read_json(args.unconditional / "metrics.json")
     print(
         f"Fashion-MNIST, tiny UNet, 600 steps x 32 images, float32, seed 0; held-out bits/dim of the first "
         f"{args.eval_images} test images"
@@ -317,17 +315,16 @@ def print_bounds(args: argparse.Namespace) -> None:
     )
     print("paired: group by group, the same images, timesteps and noise in every row\n")
     rows = {
-        "unconditional": ("unconditional main run", "-log p(x)", unconditional_metrics),
-        "conditional": ("conditional, true label", r"-log p(x \| y)", metrics),
-        "conditional-null": ("conditional, no-label token", "-log p(x)", metrics),
+        "unconditional": ("unconditional main run", "-log p(x)"),
+        "conditional": ("conditional, true label", r"-log p(x \| y)"),
+        "conditional-null": ("conditional, no-label token", "-log p(x)"),
     }
-    print("| model | bound on | train s | bits/dim | minus unconditional, paired | minus no-label token, paired |")
-    print("|---|---|---|---|---|---|")
-    for which, (name, what, model_metrics) in rows.items():
+    print("| model | bound on | bits/dim | minus unconditional, paired | minus no-label token, paired |")
+    print("|---|---|---|---|---|")
+    for which, (name, what) in rows.items():
         result = results[which]
-        train_s = f"{model_metrics['wall_time_s']:.0f}" if model_metrics else "-"
         if result is None:
-            print(f"| {name} | {what} | {train_s} | not run | | |")
+            print(f"| {name} | {what} | not run | | |")
             continue
         paired = []
         for other in ("unconditional", "conditional-null"):
@@ -338,7 +335,7 @@ def print_bounds(args: argparse.Namespace) -> None:
             pairs = zip(result["group_means"], base["group_means"], strict=True)
             paired.append(bench_quality.mean_and_error([a - b for a, b in pairs], "+", digits=4))
         bits = f"{result['bits_per_dim']:.4f} +- {result['standard_error']:.4f}"
-        print(f"| {name} | {what} | {train_s} | {bits} | {paired[0]} | {paired[1]} |")
+        print(f"| {name} | {what} | {bits} | {paired[0]} | {paired[1]} |")
 
 
 def print_samples(args: argparse.Namespace) -> None:
@@ -381,9 +378,9 @@ def print_samples(args: argparse.Namespace) -> None:
         accuracies = " | ".join(f"{scores[w]['class_accuracy'][c]:.2f}" for w in scores)
         print(f"| {name} | {accuracies} | {test_accuracy:.2f} |")
     best = best_scale(scores, unconditional["fd"] if unconditional else float("inf"))
-    for scale in scores:
+    for scale in sorted({min(scores), best}):  # unguided (w = 0 when measured) and the best scale
         path = write_grid(args, scale, scores[scale]["pixels"])
-        print(f"\ngrid w = {scale:g}: {path.relative_to(BENCHMARKS.parent)}", end="")
+        print(f"\ngrid w = {scale:g}: {path}", end="")
     print(f"\n\nbest scale: w = {best:g} (accuracy {scores[best]['accuracy']:.3f}, FD {scores[best]['fd']:.1f})")
     if unconditional:
         met = scores[best]["accuracy"] >= 0.9 and scores[best]["fd"] <= unconditional["fd"]
