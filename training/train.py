@@ -353,7 +353,7 @@ def held_out_bits_per_dim(
     eval_labels: torch.Tensor | None = None,
 ) -> float:
     """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare):
-    exact, or the unbiased estimate from `num_timesteps` random terms. With `eval_labels`, the bound on
+    exact, or the unbiased stratified estimate from `num_timesteps` terms. With `eval_labels`, the bound on
     -log p(x | y); a class-conditional model without them gives the bound on -log p(x) (the no-label token)."""
     output = pipe.elbo(
         pixels_to_model_input(eval_pixels).to(pipe.device),
