@@ -217,17 +217,19 @@ class PhaseClock:
 
 def train_options(args, output_dir: str) -> list[str]:
     """train.py's options for the benchmarked setup; train.py's defaults for everything that makes a step fast."""
-    common = ["--report_to=none", f"--output_dir={output_dir}", "--eval_split=test", "--num_eval_images=256"]
+    common = ["--report_to=none", f"--output_dir={output_dir}"]
     if args.unet == "tiny":  # the quickstart's data and batch (digits: no --eval_split, 10% held out)
-        return ["--report_to=none", f"--output_dir={output_dir}", "--num_eval_images=180", *args.extra]
+        return [*common, "--num_eval_images=180", *args.extra]
     config = Path(output_dir) / "mid_unet.json"
     config.write_text(json.dumps(MID_UNET))
     return [
+        *common,
         f"--dataset_name={args.dataset}",
+        "--eval_split=test",
+        "--num_eval_images=256",
         "--max_train_samples=8192",
         f"--model_config_name_or_path={config}",
         "--train_batch_size=64",
-        *common,
         *args.extra,
     ]
 

@@ -11,23 +11,11 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
-    UNet2DModel,
 )
+from ideal_denoiser import ideal_denoiser
+from tiny_pipeline import tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
-
-
-def ideal_denoiser(x, t, alphas_cumprod, prediction_type):
-    """The exact E[x_0 | x_t] network for pixels uniform on {-0.5, 0.5}, in the given parametrization."""
-    alpha_bar = alphas_cumprod[int(t)].item()
-    x0 = 0.5 * torch.tanh(0.5 * math.sqrt(alpha_bar) * x / (1 - alpha_bar))
-    eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
-    outputs = {
-        "epsilon": eps,
-        "sample": x0,
-        "v_prediction": math.sqrt(alpha_bar) * eps - math.sqrt(1 - alpha_bar) * x0,
-    }
-    return outputs[prediction_type]
 
 
 def float64_ddim(x_T, steps, alpha_bar, eta, generator):
@@ -125,20 +113,6 @@ def test_bad_eta_is_refused(kwargs, eta, message):
 
 
 # --- other schedulers in the pipeline -----------------------------------------------------------------------------
-
-
-def tiny_unet():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=8,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    )
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMScheduler
+from ideal_denoiser import ideal_denoiser
 from torch.distributions import Normal, kl_divergence
 
 from simple_ddpm import SimpleDDPMScheduler
@@ -258,19 +259,6 @@ def test_vb_term_is_kl_for_t_above_one_and_decoder_nll_at_one():
 # --- sampling -------------------------------------------------------------------------------------------------
 
 
-def ideal_denoiser(x, t, scheduler):
-    """The exact E[x_0 | x_t] network for pixels uniform on {-0.5, 0.5}, in the scheduler's parametrization."""
-    alpha_bar = scheduler.alphas_cumprod[t].item()
-    x0 = 0.5 * torch.tanh(0.5 * math.sqrt(alpha_bar) * x / (1 - alpha_bar))
-    eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
-    outputs = {
-        "epsilon": eps,
-        "sample": x0,
-        "v_prediction": math.sqrt(alpha_bar) * eps - math.sqrt(1 - alpha_bar) * x0,
-    }
-    return outputs[scheduler.config.prediction_type]
-
-
 def float64_ancestral_sampling(x_T, steps, alpha_bar, generator, clip=True, fixed_large=False):
     """Algorithm 2 of Ho et al. on the respaced chain, in float64, with the ideal denoiser as the network."""
     x = x_T.double()
@@ -306,8 +294,15 @@ def test_sampling_loop_matches_float64_oracle_and_diffusers_ddpm(config, num_ste
     x_ours = x_theirs = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     g_ours, g_theirs = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
     for t in steps:
-        x_ours = ours.step(ideal_denoiser(x_ours, t, ours), t, x_ours, generator=g_ours).prev_sample
-        x_theirs = theirs.step(ideal_denoiser(x_theirs, t, ours), t, x_theirs, generator=g_theirs).prev_sample
+        x_ours = ours.step(
+            ideal_denoiser(x_ours, t, ours.alphas_cumprod, ours.config.prediction_type), t, x_ours, generator=g_ours
+        ).prev_sample
+        x_theirs = theirs.step(
+            ideal_denoiser(x_theirs, t, ours.alphas_cumprod, ours.config.prediction_type),
+            t,
+            x_theirs,
+            generator=g_theirs,
+        ).prev_sample
     exact = float64_ancestral_sampling(
         torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)),
         steps,

@@ -71,33 +71,26 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
     """
     setup = metrics["training"]
     frechet = metrics.get("frechet_distance")
-    frechet_results = [
-        EvalResult(
+
+    def held_out_result(metric_type: str, metric_name: str, value: float) -> EvalResult:
+        return EvalResult(
             task_type="unconditional-image-generation",
             dataset_type=setup["dataset"],
             dataset_name=setup["dataset"],
             dataset_split=setup["eval_split"],
-            metric_type="frechet_distance",
-            metric_name=f"Frechet distance ({frechet['features']}, {frechet['num_samples']} samples)",
-            metric_value=round(frechet["value"], 4),
+            metric_type=metric_type,
+            metric_name=metric_name,
+            metric_value=round(value, 4),
         )
-        for frechet in ([frechet] if frechet else [])
-    ]
+
+    eval_results = [held_out_result("bits_per_dim", "negative ELBO (bits/dim)", metrics["held_out_bits_per_dim"])]
+    if frechet:
+        name = f"Frechet distance ({frechet['features']}, {frechet['num_samples']} samples)"
+        eval_results.append(held_out_result("frechet_distance", name, frechet["value"]))
     card_data = _card_data(
         repo_id,
         dataset=setup["dataset"],
-        eval_results=[
-            EvalResult(
-                task_type="unconditional-image-generation",
-                dataset_type=setup["dataset"],
-                dataset_name=setup["dataset"],
-                dataset_split=setup["eval_split"],
-                metric_type="bits_per_dim",
-                metric_name="negative ELBO (bits/dim)",
-                metric_value=round(metrics["held_out_bits_per_dim"], 4),
-            )
-        ]
-        + frechet_results,
+        eval_results=eval_results,
     )
     exact = metrics["eval_timesteps"] == setup["num_train_timesteps"]
     return ModelCard.from_template(
