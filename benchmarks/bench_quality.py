@@ -132,6 +132,10 @@ def train_command(args: argparse.Namespace, run: str) -> list[str]:
         "--num_inference_steps=10",
         "--final_eval_timesteps=1",
         f"--output_dir={args.work / run}",
+        # float32 and the reference AdamW, as these runs were first trained (before train.py's bf16 and fused
+        # AdamW defaults), so that a run retrained now is the same model as the one in RESULTS.md
+        "--mixed_precision=no",
+        "--no-fused_adamw",
         *IMPROVED_RUNS.get(run, []),
     ]
 
@@ -292,21 +296,21 @@ def exact_shards(args: argparse.Namespace) -> range:
 
 def job_queue(args: argparse.Namespace) -> list[str]:
     """Every job, in the order the lanes take them, so that a run stopped early has the most telling results:
-    the trainings; the main run's exact bound, its grids and every run's estimate; then the exact bounds of the
-    weighting runs, shard by shard across them (so that their partial bounds cover the same images), since they
-    differ from the main run by tenths of a bit/dim, which the exact bound has to settle; and last that of
-    sample prediction, whose 100x gap the estimate already shows."""
+    the trainings, every run's estimate and the grids (cheap); then the exact bounds shard by shard across the
+    main run, the improved-DDPM runs and the weighting runs, so that their partial bounds always cover the same
+    images and pair up, since they differ from the main run by tenths of a bit/dim, which the exact bound has to
+    settle; and last that of sample prediction, whose 100x gap the estimate already shows."""
     shards = [] if args.skip_exact else exact_shards(args)
     runs = [run for run in RUNS if run in args.runs]
     improved = [run for run in runs if run in IMPROVED_RUNS]
     weighting_runs = [run for run in runs if run not in (MAIN_RUN, *improved) and RUNS[run][0] == "epsilon"]
     other_runs = [run for run in runs if run not in (MAIN_RUN, *improved, *weighting_runs)]
+    paired_runs = [run for run in (MAIN_RUN, *improved, *weighting_runs) if run in runs]
     return (
         [f"train:{run}" for run in runs]
-        + [f"exact:{MAIN_RUN}:{shard}" for shard in shards if MAIN_RUN in runs]
         + [f"estimate:{run}" for run in runs]
         + [f"grid:{run}:{steps}" for steps in sorted(args.grid_steps) for run in runs if run in (MAIN_RUN, *improved)]
-        + [f"exact:{run}:{shard}" for shard in shards for run in improved + weighting_runs]
+        + [f"exact:{run}:{shard}" for shard in shards for run in paired_runs]
         + [f"exact:{run}:{shard}" for shard in shards for run in other_runs]
     )
 
