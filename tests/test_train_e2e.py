@@ -200,14 +200,16 @@ def test_streamed_run_resumes_to_the_same_weights(tmp_path):
     assert all(torch.equal(first[key], second[key]) for key in first)
 
 
+# `accelerate launch --multi_gpu` starts the processes with torchrun; without GPUs they join over gloo.
+TWO_PROCESSES = (
+    *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
+    *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
+)
+
+
 def test_two_processes_split_each_batch_and_the_main_one_saves(tmp_path):
     output_dir = tmp_path / "run"
-    # `accelerate launch --multi_gpu` starts the processes with torchrun; without GPUs they join over gloo.
-    launcher = (
-        *(sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"),
-        *("--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"),
-    )
-    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", launcher=launcher)
+    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", launcher=TWO_PROCESSES)
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["training"]["num_processes"] == 2
     assert metrics["images_seen"] == 4 * 16 * 2
@@ -250,3 +252,31 @@ def test_learned_variance_run_with_importance_sampling_resumes_bitwise_and_saves
     card = ModelCard.load(resumed / "README.md").text
     assert "learned_range" in card and "0.001 L_vlb" in card and metrics["training"]["importance_sampling_warmed_up"]
     assert "; timesteps importance-sampled by the loss's second moment" in card
+
+
+def test_importance_sampling_on_two_processes_learns_from_both_and_resumes_bitwise(tmp_path):
+    # Each process draws its own timesteps (its own noise seed), but both must keep one loss history built from
+    # the losses of both: a checkpoint holds one copy, and a resumed run gives it to both processes. Had either
+    # process kept a history of its own, its draws after the resume would differ from the uninterrupted run's.
+    common = [
+        *SMALL_RUN, "--max_train_steps", "6", "--num_train_timesteps", "5", "--num_inference_steps", "5",
+        "--eval_timesteps", "3", "--checkpointing_steps", "1", "--checkpoints_total_limit", "6",
+        "--sample_every", "0", "--eval_every", "0", "--variance_type", "learned_range", "--loss_type", "vlb",
+        "--timestep_sampling", "importance",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_train(*common, "--output_dir", str(uninterrupted), launcher=TWO_PROCESSES)
+    # After one step of 16 images per process, a history of one process's losses would count at most 16.
+    first_step = load_file(uninterrupted / "checkpoint-1" / "timestep_sampler.safetensors")
+    assert first_step["loss_counts"].sum() > 16, "the history did not get the losses of both processes"
+    history = load_file(uninterrupted / "checkpoint-3" / "timestep_sampler.safetensors")
+    assert torch.all(history["loss_counts"] == 10), "the sampler was still uniform at the checkpoint"
+    resumed.mkdir()
+    subprocess.run(["cp", "-r", str(uninterrupted / "checkpoint-3"), str(resumed)], check=True)
+    run_train(*common, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest", launcher=TWO_PROCESSES)
+
+    for name in ("model.safetensors", "ema.safetensors", "timestep_sampler.safetensors"):
+        first = load_file(uninterrupted / "checkpoint-6" / name)
+        second = load_file(resumed / "checkpoint-6" / name)
+        assert sorted(first) == sorted(second) and all(torch.equal(first[key], second[key]) for key in first)
+    assert json.loads((resumed / "metrics.json").read_text())["training"]["importance_sampling_warmed_up"]
