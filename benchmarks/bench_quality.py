@@ -56,12 +56,17 @@ RUNS = {
     "epsilon-min_snr": ("epsilon", "min_snr"),
     "learned-hybrid": ("epsilon", "simple"),
     "learned-vlb-is": ("epsilon", "simple"),
+    "learned-vlb": ("epsilon", "simple"),
 }
 # train.py options of the improved-DDPM runs, beyond prediction type and weighting
 IMPROVED_RUNS = {
     "learned-hybrid": ["--variance_type=learned_range"],  # + 0.001 L_vlb, the default --vlb_weight
     "learned-vlb-is": ["--variance_type=learned_range", "--loss_type=vlb", "--timestep_sampling=importance"],
+    # the same with uniform timesteps: what importance sampling changes (not in the default runs: at 600 steps
+    # learned-vlb-is never leaves its uniform warm-up, so the two are the same run; compare them with --steps 1500)
+    "learned-vlb": ["--variance_type=learned_range", "--loss_type=vlb"],
 }
+DEFAULT_RUNS = [run for run in RUNS if run != "learned-vlb"]
 GRID_STEPS = (1000, 250, 100, 50)
 GRID_CELL = 56  # 28x28 samples upscaled 2x, so that a 10x10 grid is 570 px wide and under 300 KB
 
@@ -96,11 +101,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--work", type=Path, default=WORK, help=f"results and runs (default {WORK})")
     parser.add_argument(
-        "--grid-steps", type=int, nargs="+", default=GRID_STEPS, help="sampling steps of the grids (1000 250 100 50)"
+        "--grid-steps",
+        type=int,
+        nargs="*",
+        default=GRID_STEPS,
+        help="sampling steps of the grids (1000 250 100 50; none: no grids)",
     )
     parser.add_argument("--grid-dir", type=Path, default=BENCHMARKS, help="where the sample grids go")
     parser.add_argument("--table", action="store_true", help="only print the table from the results on disk")
-    parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="the runs (default all)")
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        choices=list(RUNS),
+        default=DEFAULT_RUNS,
+        help="the runs (default: all but learned-vlb)",
+    )
     parser.add_argument("--skip-exact", action="store_true", help="leave out the exact bounds")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: run one job in this process
     return parser.parse_args(argv)
@@ -353,7 +368,8 @@ def print_table(args: argparse.Namespace) -> None:
     )
     header = f"{'run':16} {'prediction':>10} {'weighting':>9} {'images seen':>11} {'train s':>7}"
     print("learned-hybrid: learned_range variance, simple + 0.001 L_vlb; learned-vlb-is: learned_range, L_vlb alone,")
-    print("--timestep_sampling importance (the weighting column applies to the MSE only)\n")
+    print("--timestep_sampling importance; learned-vlb: the same with uniform timesteps (the weighting column applies")
+    print("to the MSE only)\n")
     columns = (
         f" {'images':>6} {'bits/dim (exact)':>18} {'minus main, paired':>19} {'bits/dim (estimate)':>20}"
         f" {'minus main, paired':>19}"
@@ -393,6 +409,18 @@ def print_table(args: argparse.Namespace) -> None:
             f"{run:16} {prediction_type:>10} {weighting:>9} {seen:>11} {wall:>7} {images:>6} {bound:>18} "
             f"{paired:>19} {estimated:>20} {estimate_paired:>19}"
         )
+    importance, uniform = (
+        read_json(result_path(args, f"estimate:{name}")) for name in ("learned-vlb-is", "learned-vlb")
+    )
+    if importance and uniform:
+        # The two runs differ only in how t is drawn; the same groups pair up as above.
+        pairs = zip(importance["group_means"], uniform["group_means"], strict=True)
+        metrics = read_json(args.work / "learned-vlb-is" / "metrics.json")
+        warmed_up = metrics["training"].get("importance_sampling_warmed_up") if metrics else None
+        print(
+            f"\nimportance minus uniform timesteps (learned-vlb-is - learned-vlb), estimate, paired: "
+            f"{mean_and_error([a - b for a, b in pairs], '+')}; the importance sampler left its warm-up: {warmed_up}"
+        )
 
     print("\nwhere the exact bound lies, bits/dim (mean over the images; the L_t in Ho et al.'s numbering):")
     print(
@@ -413,7 +441,7 @@ def print_table(args: argparse.Namespace) -> None:
             breakdown(run, exact)
             if not exact["complete"] and main and run != MAIN_RUN:  # the main run on the same images, to compare
                 breakdown(f"  {MAIN_RUN}, same", exact_result(args, MAIN_RUN, exact["first_images"]))
-    for run in [MAIN_RUN, *IMPROVED_RUNS]:
+    for run in [run for run in (MAIN_RUN, *IMPROVED_RUNS) if run in args.runs]:
         grids = [read_json(result_path(args, f"grid:{run}:{steps}")) for steps in args.grid_steps]
         times = ", ".join(f"{grid['steps']} steps {grid['seconds']:.0f} s" for grid in grids if grid)
         print(

@@ -1,6 +1,7 @@
 """Few-step sampling: `eta` (DDIM, Song et al. 2021) in SimpleDDPMScheduler.step, other diffusers schedulers in
 the pipeline, and `callback_on_step_end`."""
 
+import json
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from diffusers import (
 from ideal_denoiser import ideal_denoiser
 from tiny_pipeline import tiny_unet
 
-from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, make_hub_layout
 
 
 def float64_ddim(x_T, steps, alpha_bar, eta, generator):
@@ -229,3 +230,24 @@ def test_callback_can_replace_the_image(pipe):
 def test_unknown_callback_tensor_input_is_refused(pipe):
     with pytest.raises(ValueError, match="valid values are: image, pred_original_sample"):
         sample(pipe, callback_on_step_end=lambda *a: {}, callback_on_step_end_tensor_inputs=["latents"])
+
+
+def test_pipeline_saved_with_another_diffusers_scheduler_loads_and_samples_with_it(pipe, tmp_path):
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    expected = sample(pipe, eta=0.0)
+    pipe.save_pretrained(tmp_path / "ddim")
+    index = json.loads((tmp_path / "ddim" / "model_index.json").read_text())
+    assert index["scheduler"] == ["diffusers", "DDIMScheduler"]  # an entry that loads by repo id as it is
+    loaded = SimpleDDPMPipeline.from_pretrained(tmp_path / "ddim")
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.scheduler, DDIMScheduler)
+    np.testing.assert_array_equal(sample(loaded, eta=0.0), expected)
+
+
+def test_hub_layout_refuses_a_scheduler_that_does_not_load_by_repo_id(pipe, tmp_path):
+    pipe.save_pretrained(tmp_path / "run")
+    index_path = tmp_path / "run" / "model_index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(json.dumps({**index, "scheduler": ["my_library", "MyScheduler"]}))
+    with pytest.raises(ValueError, match=r"scheduler is my_library\.MyScheduler; a shared SimpleDDPMPipeline needs"):
+        make_hub_layout(tmp_path / "run")

@@ -265,7 +265,8 @@ def test_importance_sampling_on_two_processes_learns_from_both_and_resumes_bitwi
         "--timestep_sampling", "importance",
     ]  # fmt: skip
     uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
-    run_train(*common, "--output_dir", str(uninterrupted), launcher=TWO_PROCESSES)
+    result = run_train(*common, "--output_dir", str(uninterrupted), launcher=TWO_PROCESSES)
+    assert "timesteps are importance-sampled from here on" in result.stderr
     # After one step of 16 images per process, a history of one process's losses would count at most 16.
     first_step = load_file(uninterrupted / "checkpoint-1" / "timestep_sampler.safetensors")
     assert first_step["loss_counts"].sum() > 16, "the history did not get the losses of both processes"

@@ -483,8 +483,15 @@ def train(
         total=max_steps, initial=progress.global_step, desc="steps", disable=not accelerator.is_main_process
     ) as bar:
         while progress.global_step < max_steps:
+            was_uniform = not model.timestep_sampler.warmed_up()
             loss, grad_norm = optimizer_step(args, accelerator, model, batches, progress.global_step + 1)
             progress.global_step += 1
+            if was_uniform and model.timestep_sampler.warmed_up():
+                logger.info(
+                    "Every timestep has a full loss history after step %d: timesteps are importance-sampled "
+                    "from here on.",
+                    progress.global_step,
+                )
             progress.images_seen += images_per_step
             step, lr, window_steps = progress.global_step, model.lr_scheduler.get_last_lr()[0], window_steps + 1
             bar.update(1)

@@ -11,7 +11,9 @@ what a user downloads):
   ("scheduler/....py as defined in `model_index.json` does not exist"). ``scheduler/scheduler_config.json`` is
   unchanged; our configuration uses diffusers' key names (the scheduler stores "cosine" as "squaredcos_cap_v2"),
   ``DDPMScheduler`` reads it, and ``SimpleDDPMPipeline.__init__`` converts the ``DDPMScheduler`` back from its config,
-  losslessly. A user with only diffusers can also load the repo as a stock ``DDPMPipeline``.
+  losslessly. A user with only diffusers can also load the repo as a stock ``DDPMPipeline``. A pipeline saved with
+  another diffusers scheduler in its place (``pipe.scheduler = DDIMScheduler.from_config(...)``) keeps that entry,
+  ``["diffusers", "DDIMScheduler"]``, which loads by repo id as it is.
 - With ``include_code=True`` (always in ``save_pretrained``), ``pipeline.py`` (our pipeline module) and the modules it
   imports relatively (``scheduling_simple_ddpm.py``) at the repo root, so a user with only diffusers runs our pipeline
   with ``DiffusionPipeline.from_pretrained(repo_id, custom_pipeline=repo_id, trust_remote_code=True)``. ``_class_name``
@@ -37,6 +39,7 @@ import warnings
 from concurrent.futures import Future
 from pathlib import Path
 
+import diffusers
 from diffusers import DDPMScheduler
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from huggingface_hub import HfApi, get_token
@@ -161,8 +164,9 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
             `trust_remote_code` users.
 
     Raises:
-        `ValueError`: if `folder` is not a SimpleDDPMPipeline folder or its scheduler config is not readable by
-            diffusers' DDPMScheduler.
+        `ValueError`: if `folder` is not a SimpleDDPMPipeline folder, or its scheduler is neither a
+            SimpleDDPMScheduler whose config diffusers' DDPMScheduler reads nor a diffusers scheduler that reads its
+            own config.
     """
     folder = Path(folder)
     index_path = folder / "model_index.json"
@@ -174,19 +178,27 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
     for component in ("unet", "scheduler"):
         if not (folder / component).is_dir():
             raise ValueError(f"{folder} is not a complete pipeline folder: it has no {component}/ subfolder.")
-    scheduler_class = index.get("scheduler", [None, None])[1]
-    if scheduler_class not in ("SimpleDDPMScheduler", SCHEDULER_ENTRY[1]):
+    library, scheduler_class = index.get("scheduler", [None, None])
+    if scheduler_class in ("SimpleDDPMScheduler", SCHEDULER_ENTRY[1]):
+        reader = DDPMScheduler
+    elif library == "diffusers" and isinstance(getattr(diffusers, str(scheduler_class), None), type):
+        # Another diffusers scheduler put in by the user (pipe.scheduler = DDIMScheduler.from_config(...)): the
+        # entry already loads by repo id, and SimpleDDPMPipeline samples with it.
+        reader = getattr(diffusers, scheduler_class)
+    else:
         raise ValueError(
-            f"{folder}'s scheduler is a {scheduler_class!r}; SimpleDDPMPipeline needs a SimpleDDPMScheduler."
+            f"{folder}'s scheduler is {library}.{scheduler_class}; a shared SimpleDDPMPipeline needs a "
+            "SimpleDDPMScheduler or a scheduler of diffusers (DDIMScheduler, DPMSolverMultistepScheduler, ...), which "
+            "load by repo id."
         )
     try:
-        DDPMScheduler.from_pretrained(folder / "scheduler")
+        reader.from_pretrained(folder / "scheduler")
     except Exception as error:
         raise ValueError(
-            f"diffusers' DDPMScheduler cannot read {folder / 'scheduler'} ({error_summary(error)})."
+            f"diffusers' {reader.__name__} cannot read {folder / 'scheduler'} ({error_summary(error)})."
         ) from None
 
-    if index["scheduler"] != SCHEDULER_ENTRY:
+    if reader is DDPMScheduler and index["scheduler"] != SCHEDULER_ENTRY:
         index["scheduler"] = SCHEDULER_ENTRY
         _write_config(index_path, index)
     # A pipeline loaded from disk and saved again records the local path it came from: not for a public repo.
