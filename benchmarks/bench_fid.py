@@ -17,6 +17,10 @@ the same step), "ddim" its eta = 0 step (Song et al. 2021 eq. 12), "diffusers-dd
 swapped in from the config (eta = 0), which steps from t to t - T // n whatever the spacing, and "dpm++"
 diffusers' DPMSolverMultistepScheduler (2nd order, DPM-Solver++). Every configuration writes its result under
 benchmarks/_work/fid/results and is skipped when that exists, so a stopped run resumes.
+
+Training recipes: every bench_quality.py run (--runs; trained by bench_quality's command when missing) is also
+sampled at --run-steps DDPM steps (100) from the same seeds, and its FD printed beside its bits/dim from
+bench_quality's results, so that each recipe is judged by its samples as well as by its likelihood.
 """
 
 import argparse
@@ -65,6 +69,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--model", type=Path, default=bench_quality.WORK / bench_quality.MAIN_RUN)
+    parser.add_argument(
+        "--runs",
+        nargs="*",
+        choices=list(bench_quality.RUNS),
+        default=bench_quality.DEFAULT_RUNS,
+        help="bench_quality.py runs sampled at --run-steps DDPM steps (default: its default runs; none: skip)",
+    )
+    parser.add_argument("--run-steps", type=int, default=100, help="DDPM steps of the runs' samples (default 100)")
     parser.add_argument("--plot", type=Path, default=BENCHMARKS / "fid_vs_steps.png")
     parser.add_argument("--grid", type=Path, default=BENCHMARKS / "fid_samplers_25steps.png")
     parser.add_argument("--table", action="store_true", help="only the table and plot, from the results on disk")
@@ -110,14 +122,14 @@ def train_classifier(args: argparse.Namespace) -> dict:
     return result
 
 
-def train_model(args: argparse.Namespace) -> None:
-    """bench_quality.py's main run, by its own command, when it is not on disk."""
-    if (args.model / "metrics.json").is_file():
-        return
+def train_model(args: argparse.Namespace, run: str = bench_quality.MAIN_RUN) -> None:
+    """A bench_quality.py run (its main run by default), by bench_quality's own command, when it is not on disk."""
     quality_args = bench_quality.parse_args([])
+    if (quality_args.work / run / "metrics.json").is_file():
+        return
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench_quality.REPO / "src"), env.get("PYTHONPATH")]))
-    subprocess.run(bench_quality.train_command(quality_args, bench_quality.MAIN_RUN), env=env, check=True)
+    subprocess.run(bench_quality.train_command(quality_args, run), env=env, check=True)
 
 
 def result_path(args: argparse.Namespace, name: str) -> Path:
@@ -154,8 +166,10 @@ def reference_rows(args: argparse.Namespace, extractor: ClassifierFeatures, test
         save_result(args, f"reference:{name}", {"name": name, "fd": frechet_distance(statistics, test)})
 
 
-def sampler_pipeline(args: argparse.Namespace, sampler: str) -> tuple[SimpleDDPMPipeline, float | None]:
-    pipe = SimpleDDPMPipeline.from_pretrained(args.model)
+def sampler_pipeline(
+    args: argparse.Namespace, sampler: str, model: Path | None = None
+) -> tuple[SimpleDDPMPipeline, float | None]:
+    pipe = SimpleDDPMPipeline.from_pretrained(model or args.model)
     pipe.set_progress_bar_config(disable=True)
     if sampler == "diffusers-ddim":
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -163,9 +177,16 @@ def sampler_pipeline(args: argparse.Namespace, sampler: str) -> tuple[SimpleDDPM
     return pipe, use_sampler(pipe, sampler)
 
 
-def measure(args: argparse.Namespace, config: str, extractor: ClassifierFeatures, test: FeatureStatistics) -> dict:
+def measure(
+    args: argparse.Namespace,
+    config: str,
+    extractor: ClassifierFeatures,
+    test: FeatureStatistics,
+    model: Path | None = None,
+) -> dict:
+    """FD of --num-samples images of `model` (default --model) drawn by the sampler of `config` (SAMPLER:STEPS)."""
     sampler, steps = config.split(":")
-    pipe, eta = sampler_pipeline(args, sampler)
+    pipe, eta = sampler_pipeline(args, sampler, model)
     start = time.perf_counter()
     statistics = sample_statistics(
         pipe,
@@ -178,8 +199,20 @@ def measure(args: argparse.Namespace, config: str, extractor: ClassifierFeatures
     )
     seconds = time.perf_counter() - start
     result = {"sampler": sampler, "steps": int(steps), "fd": frechet_distance(statistics, test), "seconds": seconds}
-    print(f"{config}: FD {result['fd']:.3f}, {seconds:.0f} s", flush=True)
-    return save_result(args, config, result)
+    print(f"{config} of {model or args.model}: FD {result['fd']:.3f}, {seconds:.0f} s", flush=True)
+    return result if model else save_result(args, config, result)
+
+
+def measure_run(args: argparse.Namespace, run: str, extractor: ClassifierFeatures, test: FeatureStatistics) -> None:
+    """FD of a bench_quality run at --run-steps DDPM steps; for the main run, that is the ddpm row's own result."""
+    config = f"ddpm:{args.run_steps}"
+    model = bench_quality.WORK / run
+    if model.resolve() == args.model.resolve() and result_path(args, config).is_file():
+        result = json.loads(result_path(args, config).read_text())
+    else:
+        train_model(args, run)
+        result = measure(args, config, extractor, test, model)
+    save_result(args, f"run:{run}:{args.run_steps}", {**result, "run": run})
 
 
 def write_grid(args: argparse.Namespace) -> None:
@@ -192,14 +225,16 @@ def write_grid(args: argparse.Namespace) -> None:
     image_grid(torch.cat(rows), cell_size=56, cols=12).save(args.grid, optimize=True)
 
 
-def load_results(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
+def load_results(args: argparse.Namespace) -> tuple[list[dict], list[dict], list[dict]]:
+    """The sampler rows, the reference rows and the bench_quality runs' rows on disk."""
     files = sorted((args.work / "results").glob(f"*-{args.num_samples}.json"))
     results = [json.loads(f.read_text()) for f in files]
-    return [r for r in results if "sampler" in r], [r for r in results if "sampler" not in r]
+    samples = [r for r in results if "sampler" in r and "run" not in r]
+    return samples, [r for r in results if "sampler" not in r], [r for r in results if "run" in r]
 
 
 def print_table(args: argparse.Namespace) -> None:
-    samples, references = load_results(args)
+    samples, references, runs = load_results(args)
     classifier = json.loads((args.work / "classifier.json").read_text())
     print(f"Feature classifier: test accuracy {classifier['test_accuracy']:.4f} ({classifier['epochs']} epochs)")
     print(f"Frechet distance to the 10,000 test images, {args.num_samples} images per row (lower is better)\n")
@@ -211,11 +246,33 @@ def print_table(args: argparse.Namespace) -> None:
         print(f"| {r['sampler']} | {r['steps']} | {r['fd']:.1f} |")
     for r in references:
         print(f"| reference: {r['name']} | | {r['fd']:.1f} |")
+    if runs:
+        print_runs_table(runs)
+
+
+def print_runs_table(runs: list[dict]) -> None:
+    """Each bench_quality run's FD beside its bits/dim (exact where bench_quality computed it, else its estimate)."""
+    quality_args = bench_quality.parse_args([])
+    print(
+        f"\nbench_quality.py's runs, samples at {runs[0]['steps']} DDPM steps, beside their bits/dim on the test set\n"
+    )
+    print("| run | bits/dim | FD |")
+    print("|---|---|---|")
+    for r in sorted(runs, key=lambda r: list(bench_quality.RUNS).index(r["run"])):
+        exact = bench_quality.exact_result(quality_args, r["run"])
+        estimate = bench_quality.read_json(bench_quality.result_path(quality_args, f"estimate:{r['run']}"))
+        if exact:
+            bits = f"{np.mean(exact['bits_per_dim']):.3f} (exact, {len(exact['bits_per_dim']):,} images)"
+        elif estimate:
+            bits = f"{estimate['bits_per_dim']:.3f} (estimate, {estimate['images']:,} images)"
+        else:
+            bits = "not run"
+        print(f"| {r['run']} | {bits} | {r['fd']:.1f} |")
 
 
 def draw_plot(args: argparse.Namespace) -> None:
     """FD against steps on a log axis, one line per sampler, the training-images floor dashed. PIL only."""
-    samples, references = load_results(args)
+    samples, references, _ = load_results(args)
     if not samples:
         return
     width, height, left, right, top, bottom = 720, 440, 70, 170, 30, 60
@@ -280,10 +337,16 @@ def main() -> None:
         extractor = ClassifierFeatures(args.work / "classifier.safetensors")
         test = test_statistics(args, extractor)
         reference_rows(args, extractor, test)
-        train_model(args)
+        if not (args.model / "metrics.json").is_file():
+            if args.model.resolve() != (bench_quality.WORK / bench_quality.MAIN_RUN).resolve():
+                raise SystemExit(f"error: no trained pipeline at --model {args.model}")
+            train_model(args)
         for config in args.configs:
             if not result_path(args, config).is_file():
                 measure(args, config, extractor, test)
+        for run in args.runs:
+            if not result_path(args, f"run:{run}:{args.run_steps}").is_file():
+                measure_run(args, run, extractor, test)
         if not args.grid.is_file():
             write_grid(args)
     print_table(args)
