@@ -50,9 +50,13 @@ import bench_quality  # noqa: E402
 
 WORK = BENCHMARKS / "_work" / "fid"
 SAMPLERS = ("ddpm", "ddim", "diffusers-ddim", "dpm++")
+SPACINGS = ("linspace", "leading", "trailing")
 DEFAULT_CONFIGS = [f"ddpm:{n}" for n in (1000, 250, 100, 50, 25)] + [
     f"{sampler}:{n}" for sampler in ("ddim", "diffusers-ddim", "dpm++") for n in (50, 25, 10)
 ]
+# Why diffusers' DDIM falls behind ours: with trailing spacing (999, 959, ..., 39 at 25 steps) its step to
+# t - T // n is the schedule's next timestep, so the two differ only in the eps_hat they keep beside a clipped x0_hat.
+DEFAULT_CONFIGS += ["ddim:25:trailing", "diffusers-ddim:25:trailing"]
 COLOURS = {"ddpm": (31, 119, 180), "ddim": (214, 39, 40), "diffusers-ddim": (148, 103, 189), "dpm++": (44, 160, 44)}
 
 
@@ -60,7 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per configuration (default 1000)")
     parser.add_argument(
-        "--configs", nargs="*", default=DEFAULT_CONFIGS, help="SAMPLER:STEPS, of " + ", ".join(SAMPLERS)
+        "--configs",
+        nargs="*",
+        default=DEFAULT_CONFIGS,
+        help="SAMPLER:STEPS[:SPACING] (the model's timestep_spacing unless given), SAMPLER of " + ", ".join(SAMPLERS),
     )
     parser.add_argument("--batch-size", type=int, default=250, help="images per network call (default 250)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -167,14 +174,29 @@ def reference_rows(args: argparse.Namespace, extractor: ClassifierFeatures, test
 
 
 def sampler_pipeline(
-    args: argparse.Namespace, sampler: str, model: Path | None = None
+    args: argparse.Namespace, sampler: str, model: Path | None = None, spacing: str | None = None
 ) -> tuple[SimpleDDPMPipeline, float | None]:
+    """The pipeline with the sampler's scheduler (its timestep_spacing replaced by `spacing`, if given) and eta."""
     pipe = SimpleDDPMPipeline.from_pretrained(model or args.model)
     pipe.set_progress_bar_config(disable=True)
     if sampler == "diffusers-ddim":
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        return pipe, 0.0
-    return pipe, use_sampler(pipe, sampler)
+        pipe.scheduler, eta = DDIMScheduler.from_config(pipe.scheduler.config), 0.0
+    else:
+        eta = use_sampler(pipe, sampler)
+    if spacing is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, timestep_spacing=spacing)
+    return pipe, eta
+
+
+def parse_config(config: str) -> tuple[str, int, str | None]:
+    """SAMPLER:STEPS[:SPACING] -> (sampler, steps, timestep spacing or None for the model's own)."""
+    sampler, steps, *spacing = config.split(":")
+    if sampler not in SAMPLERS or not steps.isdigit() or len(spacing) > 1 or not set(spacing) <= set(SPACINGS):
+        raise SystemExit(
+            f"error: {config!r} is not SAMPLER:STEPS[:SPACING] with SAMPLER one of {', '.join(SAMPLERS)} and "
+            f"SPACING one of {', '.join(SPACINGS)}"
+        )
+    return sampler, int(steps), (spacing or [None])[0]
 
 
 def measure(
@@ -184,21 +206,23 @@ def measure(
     test: FeatureStatistics,
     model: Path | None = None,
 ) -> dict:
-    """FD of --num-samples images of `model` (default --model) drawn by the sampler of `config` (SAMPLER:STEPS)."""
-    sampler, steps = config.split(":")
-    pipe, eta = sampler_pipeline(args, sampler, model)
+    """FD of --num-samples images of `model` (default --model) drawn as `config` (SAMPLER:STEPS[:SPACING]) says."""
+    sampler, steps, spacing = parse_config(config)
+    pipe, eta = sampler_pipeline(args, sampler, model, spacing)
     start = time.perf_counter()
     statistics = sample_statistics(
         pipe,
         extractor,
         args.num_samples,
         batch_size=args.batch_size,
-        num_inference_steps=int(steps),
+        num_inference_steps=steps,
         eta=eta,
         progress=False,
     )
     seconds = time.perf_counter() - start
-    result = {"sampler": sampler, "steps": int(steps), "fd": frechet_distance(statistics, test), "seconds": seconds}
+    result = {"sampler": sampler, "steps": steps, "fd": frechet_distance(statistics, test), "seconds": seconds}
+    if spacing is not None:
+        result["spacing"] = spacing
     print(f"{config} of {model or args.model}: FD {result['fd']:.3f}, {seconds:.0f} s", flush=True)
     return result if model else save_result(args, config, result)
 
@@ -242,8 +266,9 @@ def print_table(args: argparse.Namespace) -> None:
     # are in the result files, not comparable between rows).
     print("| sampler | steps = network calls per image | FD |")
     print("|---|---|---|")
-    for r in sorted(samples, key=lambda r: (SAMPLERS.index(r["sampler"]), -r["steps"])):
-        print(f"| {r['sampler']} | {r['steps']} | {r['fd']:.1f} |")
+    for r in sorted(samples, key=lambda r: (SAMPLERS.index(r["sampler"]), "spacing" in r, -r["steps"])):
+        spacing = f", {r['spacing']} spacing" if "spacing" in r else ""
+        print(f"| {r['sampler']}{spacing} | {r['steps']} | {r['fd']:.1f} |")
     for r in references:
         print(f"| reference: {r['name']} | | {r['fd']:.1f} |")
     if runs:
@@ -306,7 +331,7 @@ def draw_plot(args: argparse.Namespace) -> None:
         for x in range(left, width - right, 12):
             draw.line([x, y, x + 6, y], fill=(120, 120, 120))
     for k, sampler in enumerate(SAMPLERS):
-        points = sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler)
+        points = sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler and "spacing" not in r)
         if not points:
             continue
         xys = [xy(*p) for p in points]
@@ -330,8 +355,7 @@ def main() -> None:
     if not args.table:
         torch.set_num_threads(args.threads)
         for config in args.configs:
-            if config.split(":")[0] not in SAMPLERS:
-                raise SystemExit(f"error: unknown sampler in {config!r}; valid: {', '.join(SAMPLERS)}")
+            parse_config(config)
         classifier = train_classifier(args)
         print(f"Feature classifier: test accuracy {classifier['test_accuracy']:.4f}", flush=True)
         extractor = ClassifierFeatures(args.work / "classifier.safetensors")
