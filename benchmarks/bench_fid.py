@@ -15,7 +15,8 @@ finite samples leave), the same images blurred, and uniform noise.
 Samplers: "ddpm" is SimpleDDPMScheduler's ancestral step on the exactly respaced chain (DDIM with eta = 1 is
 the same step), "ddim" its eta = 0 step (Song et al. 2021 eq. 12), "diffusers-ddim" diffusers' DDIMScheduler
 swapped in from the config (eta = 0), which steps from t to t - T // n whatever the spacing, and "dpm++"
-diffusers' DPMSolverMultistepScheduler (2nd order, DPM-Solver++). Every configuration writes its result under
+diffusers' DPMSolverMultistepScheduler (2nd order, DPM-Solver++); "diffusers-ddim-clipped", diffusers' DDIM with
+use_clipped_model_output=True, is a diagnosis (see DEFAULT_CONFIGS). Every configuration writes its result under
 benchmarks/_work/fid/results and is skipped when that exists, so a stopped run resumes.
 
 Training recipes: every bench_quality.py run (--runs; trained by bench_quality's command when missing) is also
@@ -49,14 +50,44 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_quality  # noqa: E402
 
 WORK = BENCHMARKS / "_work" / "fid"
-SAMPLERS = ("ddpm", "ddim", "diffusers-ddim", "dpm++")
+SAMPLERS = ("ddpm", "ddim", "diffusers-ddim", "dpm++", "diffusers-ddim-clipped")
+PLOTTED = SAMPLERS[:4]  # the clipped-eps DDIM is a diagnosis, in the table only
 SPACINGS = ("linspace", "leading", "trailing")
 DEFAULT_CONFIGS = [f"ddpm:{n}" for n in (1000, 250, 100, 50, 25)] + [
     f"{sampler}:{n}" for sampler in ("ddim", "diffusers-ddim", "dpm++") for n in (50, 25, 10)
 ]
 # Why diffusers' DDIM falls behind ours: with trailing spacing (999, 959, ..., 39 at 25 steps) its step to
 # t - T // n is the schedule's next timestep, so the two differ only in the eps_hat they keep beside a clipped x0_hat.
-DEFAULT_CONFIGS += ["ddim:25:trailing", "diffusers-ddim:25:trailing"]
+# diffusers-ddim-clipped is diffusers' DDIM with use_clipped_model_output=True (eps_hat re-derived from the clipped
+# x0_hat, as ours does): at 25 trailing steps it must equal ours, and at 25 linspace steps it has the previous-
+# timestep offset alone.
+DEFAULT_CONFIGS += [
+    "ddim:25:trailing",
+    "diffusers-ddim:25:trailing",
+    "diffusers-ddim-clipped:25:trailing",
+    "diffusers-ddim-clipped:25",
+]
+
+
+class ClippedEpsDDIMScheduler(DDIMScheduler):
+    """diffusers' DDIMScheduler whose step defaults to use_clipped_model_output=True."""
+
+    def step(
+        self,
+        model_output,
+        timestep,
+        sample,
+        eta=0.0,
+        use_clipped_model_output=True,
+        generator=None,
+        variance_noise=None,
+        return_dict=True,
+    ):
+        return super().step(
+            model_output, timestep, sample, eta, use_clipped_model_output, generator, variance_noise, return_dict
+        )
+
+
 COLOURS = {"ddpm": (31, 119, 180), "ddim": (214, 39, 40), "diffusers-ddim": (148, 103, 189), "dpm++": (44, 160, 44)}
 
 
@@ -179,8 +210,9 @@ def sampler_pipeline(
     """The pipeline with the sampler's scheduler (its timestep_spacing replaced by `spacing`, if given) and eta."""
     pipe = SimpleDDPMPipeline.from_pretrained(model or args.model)
     pipe.set_progress_bar_config(disable=True)
-    if sampler == "diffusers-ddim":
-        pipe.scheduler, eta = DDIMScheduler.from_config(pipe.scheduler.config), 0.0
+    if sampler in ("diffusers-ddim", "diffusers-ddim-clipped"):
+        ddim = ClippedEpsDDIMScheduler if sampler == "diffusers-ddim-clipped" else DDIMScheduler
+        pipe.scheduler, eta = ddim.from_config(pipe.scheduler.config), 0.0
     else:
         eta = use_sampler(pipe, sampler)
     if spacing is not None:
@@ -242,7 +274,7 @@ def measure_run(args: argparse.Namespace, run: str, extractor: ClassifierFeature
 def write_grid(args: argparse.Namespace) -> None:
     """12 samples of the same seeds for each sampler at 25 steps, one row each (ddpm, ddim, diffusers-ddim, dpm++)."""
     rows = []
-    for sampler in SAMPLERS:
+    for sampler in PLOTTED:
         pipe, eta = sampler_pipeline(args, sampler)
         generators = [torch.Generator().manual_seed(i) for i in range(12)]
         rows.append(pipe(batch_size=12, generator=generators, num_inference_steps=25, eta=eta, output_type="pt")[0])
@@ -330,7 +362,7 @@ def draw_plot(args: argparse.Namespace) -> None:
         _, y = xy(min(steps), floor)
         for x in range(left, width - right, 12):
             draw.line([x, y, x + 6, y], fill=(120, 120, 120))
-    for k, sampler in enumerate(SAMPLERS):
+    for k, sampler in enumerate(PLOTTED):
         points = sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler and "spacing" not in r)
         if not points:
             continue
@@ -346,7 +378,7 @@ def draw_plot(args: argparse.Namespace) -> None:
         )
         draw.text((width - right + 40, top + 20 * k), sampler, fill="black")
     if floor is not None:
-        draw.text((width - right + 15, top + 20 * len(SAMPLERS)), "- - train images", fill=(120, 120, 120))
+        draw.text((width - right + 15, top + 20 * len(PLOTTED)), "- - train images", fill=(120, 120, 120))
     image.save(args.plot, optimize=True)
 
 
