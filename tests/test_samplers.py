@@ -17,6 +17,7 @@ from ideal_denoiser import ideal_denoiser
 from tiny_pipeline import tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, make_hub_layout
+from simple_ddpm.model_card import pipeline_model_card
 
 
 def float64_ddim(x_T, steps, alpha_bar, eta, generator):
@@ -242,6 +243,8 @@ def test_pipeline_saved_with_another_diffusers_scheduler_loads_and_samples_with_
     loaded.set_progress_bar_config(disable=True)
     assert isinstance(loaded.scheduler, DDIMScheduler)
     np.testing.assert_array_equal(sample(loaded, eta=0.0), expected)
+    card = pipeline_model_card(loaded, "user/ddim").text  # what push_to_hub writes for a folder without a card
+    assert "this pipeline samples with DDIMScheduler" in card
 
 
 def test_hub_layout_refuses_a_scheduler_that_does_not_load_by_repo_id(pipe, tmp_path):

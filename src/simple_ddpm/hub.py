@@ -178,7 +178,8 @@ def make_hub_layout(folder: str | Path, include_code: bool = True) -> None:
     for component in ("unet", "scheduler"):
         if not (folder / component).is_dir():
             raise ValueError(f"{folder} is not a complete pipeline folder: it has no {component}/ subfolder.")
-    library, scheduler_class = index.get("scheduler", [None, None])
+    entry = index.get("scheduler")
+    library, scheduler_class = entry if isinstance(entry, list) and len(entry) == 2 else (None, entry)
     if scheduler_class in ("SimpleDDPMScheduler", SCHEDULER_ENTRY[1]):
         reader = DDPMScheduler
     elif library == "diffusers" and isinstance(getattr(diffusers, str(scheduler_class), None), type):

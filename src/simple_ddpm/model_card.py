@@ -138,7 +138,10 @@ def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: P
         num_train_timesteps=pipe.scheduler.config.num_train_timesteps,
         beta_schedule=pipe.scheduler.config.beta_schedule,
         prediction_type=pipe.scheduler.config.prediction_type,
-        variance_text=VARIANCE_DESCRIPTIONS[pipe.scheduler.config.variance_type],
+        variance_text=VARIANCE_DESCRIPTIONS.get(
+            pipe.scheduler.config.get("variance_type"),
+            f"the sampler's own: this pipeline samples with {type(pipe.scheduler).__name__}",
+        ),
         class_names=pipe.config.get("class_names"),
     )
 
