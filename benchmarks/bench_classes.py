@@ -32,7 +32,6 @@ conditional model waits for lane 0 to train it.
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -111,8 +110,7 @@ def train_conditional(args: argparse.Namespace) -> None:
         "--no-fused_adamw",  # the main run predates both defaults
         f"--output_dir={conditional_dir(args)}",  # the last --output_dir wins
     ]
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code / "src"), env.get("PYTHONPATH")]))
+    env = bench_quality.job_environment(args.code, args.threads)
     log = args.work / "logs" / "train.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:

@@ -26,7 +26,6 @@ bench_quality's results, so that each recipe is judged by its samples as well as
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -165,8 +164,7 @@ def train_model(args: argparse.Namespace, run: str = bench_quality.MAIN_RUN) -> 
     quality_args = bench_quality.parse_args([])
     if (quality_args.work / run / "metrics.json").is_file():
         return
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(bench_quality.REPO / "src"), env.get("PYTHONPATH")]))
+    env = bench_quality.job_environment(quality_args.code, args.threads)
     subprocess.run(bench_quality.train_command(quality_args, run), env=env, check=True)
 
 

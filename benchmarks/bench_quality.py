@@ -278,11 +278,17 @@ def job_done(args: argparse.Namespace, job: str) -> bool:
     return result_path(args, job).is_file()
 
 
+def job_environment(code: Path, threads: int) -> dict[str, str]:
+    """The environment of a job subprocess: `threads` OpenMP/MKL threads, and `code`/src first on PYTHONPATH."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code / "src"), env.get("PYTHONPATH")]))
+    return env
+
+
 def run_lane(args: argparse.Namespace, queue: list[str], lock: threading.Lock, failures: list[str]) -> None:
     """Take the next job from the shared queue until it is empty; a job that needs a training still running in
     another lane waits for it."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(args.code / "src"), env.get("PYTHONPATH")]))
+    env = job_environment(args.code, args.threads)
     while True:
         with lock:
             if not queue:
