@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from simple_ddpm import hardware
 
@@ -25,17 +26,119 @@ def test_native_bf16_on_the_cpu_is_what_the_cpu_reports():
     assert hardware.native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
-def test_auto_precision_is_bf16_exactly_where_it_is_native(monkeypatch):
+def test_auto_precision_on_a_gpu_is_bf16_exactly_where_it_is_native(monkeypatch):
     monkeypatch.setattr(hardware, "native_bf16", lambda device_type: device_type == "cuda")
-    assert hardware.resolve_mixed_precision("auto", None, "cuda") == "bf16"
-    assert hardware.resolve_mixed_precision("auto", "no", "cpu") == "no"  # accelerate launch's default "no"
+    assert hardware.resolve_mixed_precision("auto", None, "cuda", measure=never_called).precision == "bf16"
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: False)
+    assert hardware.resolve_mixed_precision("auto", "no", "cuda", measure=never_called).precision == "no"
 
 
-def test_a_chosen_precision_is_kept(monkeypatch):
+def test_a_chosen_precision_is_kept_and_not_measured(monkeypatch):
     monkeypatch.setattr(hardware, "native_bf16", lambda device_type: True)
-    assert hardware.resolve_mixed_precision("no", None, "cpu") == "no"
-    assert hardware.resolve_mixed_precision("fp16", "bf16", "cuda") == "fp16"
-    assert hardware.resolve_mixed_precision("auto", "fp16", "cuda") == "fp16"  # accelerate launch --mixed_precision
+    assert hardware.resolve_mixed_precision("no", None, "cpu", measure=never_called).precision == "no"
+    assert hardware.resolve_mixed_precision("bf16", None, "cpu", measure=never_called).precision == "bf16"
+    assert hardware.resolve_mixed_precision("fp16", "bf16", "cuda", measure=never_called).precision == "fp16"
+    # accelerate launch --mixed_precision or accelerate config
+    assert hardware.resolve_mixed_precision("auto", "fp16", "cuda", measure=never_called).precision == "fp16"
+    assert hardware.resolve_mixed_precision("auto", "bf16", "cpu", measure=never_called).precision == "bf16"
+
+
+def never_called():
+    raise AssertionError("an explicit or ruled precision must not be measured")
+
+
+class FakeClock:
+    """A clock that only the fake calls move: each call of a candidate costs its given seconds."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def calls(self, seconds: dict[str, float]) -> dict:
+        def call(name):
+            self.now += seconds[name]
+
+        return {name: (lambda name=name: call(name)) for name in seconds}
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        ({"no": 1.0, "bf16": 0.5}, "bf16"),
+        ({"no": 1.0, "bf16": 0.94}, "bf16"),  # 6% faster: past the 5% margin
+        ({"no": 1.0, "bf16": 0.97}, "no"),  # within the margin: float32, which is exact
+        ({"no": 1.0, "bf16": 1.8}, "no"),  # emulated bf16
+    ],
+)
+def test_auto_precision_off_a_gpu_is_the_measured_faster_one(seconds, expected, tmp_path):
+    clock = FakeClock()
+    timed_calls = []
+
+    def measure():
+        timed_calls.append(1)
+        return hardware.interleaved_seconds(clock.calls(seconds), rounds=3, clock=clock)
+
+    choice = hardware.resolve_mixed_precision(
+        "auto", None, "cpu", measure=lambda: hardware.measured_precision("key", measure, tmp_path / "cache.json")
+    )
+    assert choice.precision == expected and not choice.cached
+    assert choice.seconds == pytest.approx(seconds)
+    assert f"no {seconds['no'] * 1e3:.1f} ms" in choice.describe()
+
+
+def test_a_cached_choice_is_reused_without_measuring_again(tmp_path):
+    cache = tmp_path / "cache" / "precision.json"
+    first = hardware.measured_precision("machine+unet+batch", lambda: {"no": 2.0, "bf16": 1.0}, cache)
+    again = hardware.measured_precision("machine+unet+batch", never_called, cache)
+    assert (first.precision, first.cached) == ("bf16", False)
+    assert (again.precision, again.cached, again.seconds) == ("bf16", True, {"no": 2.0, "bf16": 1.0})
+    other = hardware.measured_precision("another batch shape", lambda: {"no": 1.0, "bf16": 2.0}, cache)
+    assert other.precision == "no" and not other.cached
+    assert hardware.measured_precision("machine+unet+batch", never_called, cache).precision == "bf16"
+
+
+def test_the_cache_key_tells_apart_what_the_time_depends_on():
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel(**TINY_UNET)
+    key = hardware.measurement_key(unet, (8, 1, 8, 8), training=True, processes=1)
+    assert key == hardware.measurement_key(UNet2DModel(**TINY_UNET), (8, 1, 8, 8), training=True, processes=1)
+    assert key != hardware.measurement_key(unet, (16, 1, 8, 8), training=True, processes=1)
+    assert key != hardware.measurement_key(unet, (8, 1, 8, 8), training=False, processes=1)
+    assert key != hardware.measurement_key(unet, (8, 1, 8, 8), training=True, processes=2)
+    assert key != hardware.measurement_key(
+        UNet2DModel(**{**TINY_UNET, "attention_head_dim": 8}), (8, 1, 8, 8), training=True, processes=1
+    )
+
+
+TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 1,
+    "out_channels": 1,
+    "block_out_channels": (8, 16),
+    "layers_per_block": 1,
+    "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+    "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+    "norm_num_groups": 4,
+    "attention_head_dim": None,
+}
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_measuring_leaves_the_weights_gradients_and_random_stream_untouched(training):
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**TINY_UNET)
+    weights = {name: value.clone() for name, value in unet.state_dict().items()}
+    state = torch.get_rng_state()
+    seconds = hardware.unet_seconds(unet, (2, 1, 8, 8), training=training, rounds=1)
+    assert set(seconds) == {"no", "bf16"} and all(value > 0 for value in seconds.values())
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(unet.state_dict()[name], value) for name, value in weights.items())
+    assert all(parameter.grad is None for parameter in unet.parameters())
 
 
 def test_fused_adamw_is_offered_only_for_devices_torch_has_a_kernel_for():

@@ -21,8 +21,8 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from arguments import InvalidTrainingInput, check_mixed_precision, parse_args
 from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
 from checkpoints import (
@@ -48,7 +48,15 @@ from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import ThreadChoice, configure_cpu_threads
-from simple_ddpm.hardware import compile_unavailable_reason, fused_adamw_available, resolve_mixed_precision
+from simple_ddpm.hardware import (
+    PrecisionChoice,
+    compile_unavailable_reason,
+    fused_adamw_available,
+    measured_precision,
+    measurement_key,
+    resolve_mixed_precision,
+    unet_seconds,
+)
 from simple_ddpm.hub import (
     BackgroundUploader,
     HubAccessError,
@@ -77,52 +85,86 @@ class TrainingDiverged(RuntimeError):
 
 
 @contextmanager
-def reported_as_one_line(accelerator: Accelerator):
+def reported_as_one_line(processes: PartialState | Accelerator):
     """Bad input or Hub access ends the run with `error: <message>` (exit status 2) instead of a traceback."""
     try:
         yield
     except (InvalidTrainingInput, DatasetInputError, HubAccessError) as error:
-        if accelerator.is_main_process:
+        if processes.is_main_process:
             print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
 
 
-def build_accelerator(args, threads: ThreadChoice | None = None) -> Accelerator:
-    output_dir = Path(args.output_dir)
+def start_processes() -> PartialState:
+    """This process's place in the run (accelerate's PartialState: index, count, device) and its logging. The
+    Accelerator comes later: with --mixed_precision auto on a CPU its precision is measured on the run's UNet."""
     # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
     # alone unless accelerate is told to use the CPU; it then joins them with gloo.
+    processes = PartialState(cpu=cpu_processes_joined())
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    if not processes.is_main_process:
+        logging.getLogger().setLevel(logging.ERROR)
+        datasets.disable_progress_bars()
+    return processes
+
+
+def cpu_processes_joined() -> bool:
     no_gpu = not (torch.cuda.is_available() or torch.xpu.is_available())
-    device_type = "cpu" if no_gpu else "cuda" if torch.cuda.is_available() else "xpu"
+    return no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def choose_precision(args, unet: UNet2DModel | None = None, batch_shape: tuple[int, ...] | None = None):
+    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" off a GPU measures a
+    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet
+    config and batch shape), on the main process, whose choice every process takes."""
+    processes = PartialState()
+
+    def measure() -> PrecisionChoice:
+        choice = None
+        if processes.is_main_process:
+            key = measurement_key(
+                unet, batch_shape, training=True, processes=processes.num_processes, channels_last=args.channels_last
+            )
+            choice = measured_precision(key, lambda: unet_seconds(unet, batch_shape, True, args.channels_last))
+        return broadcast_object_list([choice])[0]
+
+    return resolve_mixed_precision(
+        args.mixed_precision,
+        os.environ.get("ACCELERATE_MIXED_PRECISION"),
+        processes.device.type,
+        measure=None if unet is None else measure,
+    )
+
+
+def build_accelerator(
+    args, threads: ThreadChoice | None = None, unet: UNet2DModel | None = None, batch_shape=None
+) -> Accelerator:
+    output_dir = Path(args.output_dir)
+    precision = choose_precision(args, unet, batch_shape)
     accelerator = Accelerator(
-        cpu=no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1,
+        cpu=cpu_processes_joined(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=resolve_mixed_precision(
-            args.mixed_precision, os.environ.get("ACCELERATE_MIXED_PRECISION"), device_type
-        ),
+        mixed_precision=precision.precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
-    if not accelerator.is_main_process:
-        logging.getLogger().setLevel(logging.ERROR)
-        datasets.disable_progress_bars()
     if threads is not None:
-        logger.info("%s; %s precision", threads.describe(), accelerator.mixed_precision)
+        logger.info("%s; %s", threads.describe(), precision.describe())
     return accelerator
 
 
-def connect_hub(args, accelerator: Accelerator, token: str | None) -> BackgroundUploader | None:
+def connect_hub(args, processes: PartialState, token: str | None) -> BackgroundUploader | None:
     """With --push_to_hub, on the main process: create the repo and prove write access now, not after hours of
     training (`HubAccessError` otherwise), and return the uploader of checkpoints and sample grids."""
-    if not (args.push_to_hub and accelerator.is_main_process):
+    if not (args.push_to_hub and processes.is_main_process):
         return None
     repo_id = prepare_repo(args.hub_model_id, token, private=args.hub_private_repo)
     logger.info("Pushing to https://huggingface.co/%s", repo_id)
     return BackgroundUploader(repo_id, token)
 
 
-def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
+def prepare_data(args, processes: PartialState) -> PreparedImages:
     """Decoded images, channels and resolution defaulting to the fine-tuned model's; the main process decodes
     first so that the others read `datasets`' cache."""
     if args.model_config_name_or_path is not None:
@@ -130,7 +172,7 @@ def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
         sample_size = config.get("sample_size")
         args.num_channels = args.num_channels or config.get("in_channels")
         args.resolution = args.resolution or (sample_size if isinstance(sample_size, int) else None)
-    with accelerator.main_process_first():
+    with processes.main_process_first():
         data = prepare_images(args)
     count = len(data.train) if data.train is not None else "streamed"
     if data.class_names is not None:
@@ -152,11 +194,11 @@ def prepare_data(args, accelerator: Accelerator) -> PreparedImages:
     )
     if (
         data.train is not None
-        and batches_per_epoch(len(data.train), args.train_batch_size, accelerator.num_processes) == 0
+        and batches_per_epoch(len(data.train), args.train_batch_size, processes.num_processes) == 0
     ):
         raise InvalidTrainingInput(
             f"{len(data.train)} training images do not fill one batch of {args.train_batch_size} x "
-            f"{accelerator.num_processes} process(es); lower --train_batch_size."
+            f"{processes.num_processes} process(es); lower --train_batch_size."
         )
     return data
 
@@ -638,20 +680,22 @@ def main(argv: list[str] | None = None) -> None:
     threads = configure_cpu_threads()
     args = parse_args(argv)
     hub_token = resolve_token(vars(args).pop("hub_token"))  # off `args`: never in a tracker, log or saved file
-    accelerator = build_accelerator(args, threads)
-    if accelerator.is_main_process:
+    processes = start_processes()
+    if processes.is_main_process:
         remove_partial_saves(Path(args.output_dir))  # what a run killed mid-save left
 
-    with reported_as_one_line(accelerator):
-        check_mixed_precision(accelerator.mixed_precision, accelerator.device.type)
-        uploader = connect_hub(args, accelerator, hub_token)
-        data = prepare_data(args, accelerator)
-        fid = FrechetEvaluation.prepare(args, data.eval, accelerator.device)
+    with reported_as_one_line(processes):
+        check_mixed_precision(choose_precision(args).precision, processes.device.type)
+        uploader = connect_hub(args, processes, hub_token)
+        data = prepare_data(args, processes)
+        fid = FrechetEvaluation.prepare(args, data.eval, processes.device)
         set_seed(args.seed)  # the same initial weights on every process
         num_classes = None if data.class_names is None else len(data.class_names)
         unet = build_unet(args, data.channels, data.resolution, num_classes)
         resume_from = checkpoint_to_resume(args, unet)
-        max_steps = total_train_steps(args, data, accelerator.num_processes)
+        max_steps = total_train_steps(args, data, processes.num_processes)
+    batch_shape = (args.train_batch_size, data.channels, data.resolution, data.resolution)
+    accelerator = build_accelerator(args, threads, unet.to(processes.device), batch_shape)
     set_seed(args.seed, device_specific=True)  # but different noise on each process
     logger.info(
         "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps

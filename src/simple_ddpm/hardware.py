@@ -1,34 +1,212 @@
-"""What the device can do fast: native bfloat16, fused AdamW, torch.compile. Each answer is a plain check made
-before training, so that a run that asks for something the machine lacks falls back with one warning."""
+"""What the device can do fast: bfloat16, fused AdamW, torch.compile. Each answer is a plain check or a short
+measurement made before the work, so that a run that asks for something the machine lacks falls back with one
+warning, and "auto" picks what is faster here rather than what should be."""
+
+import copy
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+MEASURED_PRECISIONS = ("no", "bf16")  # what "auto" chooses between by measurement (fp16 autocast needs a GPU)
+# bf16 is taken only when it saves at least this share of the float32 time: a tie is noise, and float32 is exact.
+MIN_BF16_GAIN = 0.05
+PRECISION_CACHE_ENV = "SIMPLE_DDPM_CACHE"
 
 
 def native_bf16(device_type: str) -> bool:
     """Whether bfloat16 matrix and convolution kernels run natively: a CUDA GPU of compute capability 8 or later,
-    or a CPU whose oneDNN has bf16 kernels (AVX512-BF16 or AMX). Elsewhere bf16 autocast is emulated and slower."""
+    or a CPU with AVX512-BF16 or AMX instructions (as cpuinfo reports them). oneDNN also runs bf16 on plain
+    AVX-512 by converting to float32, which is why its own `_is_mkldnn_bf16_supported` is not the answer here."""
     if device_type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if device_type == "cpu":
-        try:
-            return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return False
 
 
-def resolve_mixed_precision(requested: str, launcher_choice: str | None, device_type: str) -> str:
+@dataclass
+class PrecisionChoice:
+    """An autocast precision ("no", "bf16", "fp16") and why: the option or launcher that chose it, the GPU's
+    native bf16, or a measurement (`seconds`: per call in each candidate precision; `cached`: measured earlier)."""
+
+    precision: str
+    reason: str
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: bool = False
+
+    def describe(self) -> str:
+        if not self.seconds:
+            return f"{self.precision} precision ({self.reason})"
+        times = ", ".join(f"{name} {seconds * 1e3:.1f} ms" for name, seconds in self.seconds.items())
+        return f"{self.precision} precision ({self.reason}{' earlier, cached' if self.cached else ''}: {times})"
+
+
+def interleaved_seconds(
+    calls: dict[str, Callable[[], object]], rounds: int = 3, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, float]:
+    """Seconds of one call of each named callable: one warm-up call each, then `rounds` rounds that call each
+    once in turn (a shared machine's load then hits them alike); the fastest round of each."""
+    for call in calls.values():
+        call()
+    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = clock()
+            call()
+            seconds[name].append(clock() - start)
+    return {name: min(times) for name, times in seconds.items()}
+
+
+def faster_precision(seconds: dict[str, float]) -> str:
+    """The precision to use given each candidate's seconds: bf16 where it took at most (1 - MIN_BF16_GAIN) of
+    float32's time, else "no"."""
+    return "bf16" if seconds["bf16"] <= (1 - MIN_BF16_GAIN) * seconds["no"] else "no"
+
+
+def unet_calls(
+    unet: torch.nn.Module, batch_shape: tuple[int, ...], training: bool, channels_last: bool = False
+) -> dict[str, Callable[[], None]]:
+    """One call of `unet` on a random batch per candidate precision: forward and backward (training), or
+    forward only under no_grad (sampling). They run on a copy, so the UNet's weights and gradients are untouched."""
+    model = copy.deepcopy(unet).train(training)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = next(model.parameters()).device
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    sample = torch.randn(batch_shape, device=device).contiguous(memory_format=memory_format)
+    timesteps = torch.randint(0, 1000, batch_shape[:1], device=device)
+    conditioning = {}
+    if getattr(model.config, "num_class_embeds", None):
+        conditioning["class_labels"] = torch.randint(0, model.config.num_class_embeds, batch_shape[:1], device=device)
+
+    def call(precision: str) -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if training:
+                output = model(sample, timesteps, **conditioning).sample
+                output.float().square().mean().backward()
+                model.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    model(sample, timesteps, **conditioning)
+
+    return {precision: (lambda precision=precision: call(precision)) for precision in MEASURED_PRECISIONS}
+
+
+def unet_seconds(
+    unet: torch.nn.Module, batch_shape: tuple[int, ...], training: bool, channels_last: bool = False, rounds: int = 3
+) -> dict[str, float]:
+    """Seconds of one `unet_calls` call per candidate precision (`interleaved_seconds`), drawing its random
+    inputs from a forked generator: measuring does not move the run's random stream."""
+    device = next(unet.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return interleaved_seconds(unet_calls(unet, batch_shape, training, channels_last), rounds)
+
+
+def precision_cache_path() -> Path:
+    """The measured choices of this machine: $SIMPLE_DDPM_CACHE/precision.json, default under $HF_HOME."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get(PRECISION_CACHE_ENV) or Path(constants.HF_HOME) / "simple_ddpm") / "precision.json"
+
+
+def measurement_key(unet: torch.nn.Module, batch_shape: tuple[int, ...], training: bool, **setup) -> str:
+    """What a measured time depends on: the machine (CPU or GPU, threads, torch), the UNet's config, the batch
+    shape, training or sampling, and `setup` (e.g. processes, channels_last)."""
+    device = next(unet.parameters()).device
+    if device.type == "cuda":
+        machine = torch.cuda.get_device_name(device)
+    else:
+        machine = f"{device.type} {_cpu_model_name()} {torch.backends.cpu.get_cpu_capability()}"
+    description = {
+        "machine": machine,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "unet": {key: value for key, value in dict(unet.config).items() if not key.startswith("_")},
+        "batch_shape": list(batch_shape),
+        "training": training,
+        **setup,
+    }
+    return hashlib.sha256(json.dumps(description, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def _cpu_model_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def read_cached_choice(key: str, path: Path | None = None) -> PrecisionChoice | None:
+    path = path or precision_cache_path()
+    try:
+        entry = json.loads(path.read_text())[key]
+        return PrecisionChoice(entry["precision"], "measured", entry["seconds"], cached=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_cached_choice(key: str, choice: PrecisionChoice, path: Path | None = None) -> None:
+    """Add `choice` to the cache file (written whole and renamed into place); an unwritable cache is skipped."""
+    path = path or precision_cache_path()
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        entries = {}
+    entries[key] = {"precision": choice.precision, "seconds": choice.seconds}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(entries, indent=1))
+        partial.replace(path)
+    except OSError:
+        pass
+
+
+def measured_precision(
+    key: str, measure: Callable[[], dict[str, float]], cache_path: Path | None = None
+) -> PrecisionChoice:
+    """The cached choice for `key`, else the faster precision of `measure()`'s times, cached."""
+    cached = read_cached_choice(key, cache_path)
+    if cached is not None:
+        return cached
+    seconds = measure()
+    choice = PrecisionChoice(faster_precision(seconds), "measured", seconds)
+    write_cached_choice(key, choice, cache_path)
+    return choice
+
+
+def resolve_mixed_precision(
+    requested: str,
+    launcher_choice: str | None,
+    device_type: str,
+    measure: Callable[[], PrecisionChoice] | None = None,
+) -> PrecisionChoice:
     """The autocast precision of a run: `requested` unless it is "auto"; "auto" keeps a precision chosen through
-    `accelerate launch --mixed_precision` or `accelerate config` (`launcher_choice`, other than "no"), else
-    bf16 where the device has native bf16 (measured faster: benchmarks/RESULTS.md), else "no"."""
+    `accelerate launch --mixed_precision` or `accelerate config` (`launcher_choice`, other than "no"); on a CUDA
+    GPU it is bf16 where the GPU has it natively; elsewhere `measure()` decides (see `measured_precision`), and
+    without a measurement it is "no"."""
     if requested != "auto":
-        return requested
+        return PrecisionChoice(requested, "--mixed_precision")
     if launcher_choice not in (None, "", "no"):
-        return launcher_choice
-    return "bf16" if native_bf16(device_type) else "no"
+        return PrecisionChoice(launcher_choice, "chosen by accelerate launch or accelerate config")
+    if device_type == "cuda":
+        native = native_bf16(device_type)
+        return PrecisionChoice("bf16" if native else "no", f"{'' if native else 'no '}native bf16 on this GPU")
+    if measure is None:
+        return PrecisionChoice("no", "not measured")
+    return measure()
 
 
 def fused_adamw_available(device_type: str) -> bool:
