@@ -170,3 +170,32 @@ def test_torch_compile_without_a_compiler_trains_eagerly_after_one_warning(tmp_p
     assert len(warnings) == 1 and "no C++ compiler found" in warnings[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert (tmp_path / "model_index.json").is_file()
+
+
+def test_float32_attention_equals_diffusers_attention_and_runs_in_float32_under_bf16_autocast():
+    from diffusers import UNet2DModel
+    from diffusers.models.attention_processor import Attention
+
+    from simple_ddpm.float32_attention import Float32AttnProcessor, use_float32_attention
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(**{**TINY_UNET, "attention_head_dim": 4}).eval()
+    attention_dtypes = []
+    for module in unet.modules():
+        if isinstance(module, Attention):
+            module.register_forward_hook(lambda module, inputs, output: attention_dtypes.append(output.dtype))
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([1, 500, 999])
+    with torch.no_grad():
+        reference = unet(x, t).sample
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            unet(x, t)
+        assert set(attention_dtypes) == {torch.float32, torch.bfloat16}  # diffusers' processor: bf16 under autocast
+        use_float32_attention(unet)
+        processors = [module.processor for module in unet.modules() if isinstance(module, Attention)]
+        assert processors and all(isinstance(processor, Float32AttnProcessor) for processor in processors)
+        assert torch.equal(unet(x, t).sample, reference)  # without autocast: diffusers' computation, unchanged
+        attention_dtypes.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            ours_bf16 = unet(x, t).sample.float()
+        assert set(attention_dtypes) == {torch.float32}
+    torch.testing.assert_close(ours_bf16, reference, rtol=0, atol=0.05)  # the convolutions are bf16

@@ -48,6 +48,7 @@ from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import ThreadChoice, configure_cpu_threads
+from simple_ddpm.float32_attention import use_float32_attention
 from simple_ddpm.hardware import (
     PrecisionChoice,
     compile_unavailable_reason,
@@ -691,7 +692,7 @@ def main(argv: list[str] | None = None) -> None:
         fid = FrechetEvaluation.prepare(args, data.eval, processes.device)
         set_seed(args.seed)  # the same initial weights on every process
         num_classes = None if data.class_names is None else len(data.class_names)
-        unet = build_unet(args, data.channels, data.resolution, num_classes)
+        unet = use_float32_attention(build_unet(args, data.channels, data.resolution, num_classes))
         resume_from = checkpoint_to_resume(args, unet)
         max_steps = total_train_steps(args, data, processes.num_processes)
     batch_shape = (args.train_batch_size, data.channels, data.resolution, data.resolution)

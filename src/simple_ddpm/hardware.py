@@ -97,6 +97,8 @@ def unet_calls(
             else:
                 with torch.no_grad():
                     model(sample, timesteps, **conditioning)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # the wall time then covers the queued kernels
 
     return {precision: (lambda precision=precision: call(precision)) for precision in MEASURED_PRECISIONS}
 

@@ -17,11 +17,14 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 
+from .float32_attention import use_float32_attention
+from .hardware import measured_precision, measurement_key, unet_seconds
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
 
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+SAMPLING_PRECISIONS = ("auto", "no", "bf16")
 
 ClassLabels = int | str | list[int | str] | torch.Tensor
 
@@ -127,6 +130,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 f"SimpleDDPMPipeline needs a diffusers scheduler (a SimpleDDPMScheduler, or e.g. "
                 f"DDIMScheduler.from_config(its config)), got {type(scheduler).__name__}."
             )
+        if isinstance(unet, torch.nn.Module):
+            use_float32_attention(unet)  # bf16 attention with small heads is slow on CPUs: see float32_attention
         self.register_modules(unet=unet, scheduler=scheduler)
         self.register_to_config(class_names=class_names)
 
@@ -265,6 +270,23 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         parameter = next(self.unet.parameters(), None)
         return torch.float32 if parameter is None else parameter.dtype
 
+    def sampling_precision(self, mixed_precision: str, batch_shape: tuple[int, ...]) -> str:
+        """The autocast precision of the UNet's calls: `mixed_precision` unless it is "auto"; "auto" is "bf16"
+        where bf16 autocast measured faster than float32 on this device, this UNet and this batch shape (a few
+        calls, cached per machine: `simple_ddpm.hardware.measured_precision`), else "no". A UNet whose weights are
+        not float32 runs as it is ("no")."""
+        if mixed_precision not in SAMPLING_PRECISIONS:
+            raise ValueError(
+                f"Unknown mixed_precision {mixed_precision!r}; valid values are: {', '.join(SAMPLING_PRECISIONS)}."
+            )
+        if mixed_precision != "auto":
+            return mixed_precision
+        parameter = next(self.unet.parameters(), None) if isinstance(self.unet, torch.nn.Module) else None
+        if parameter is None or parameter.dtype != torch.float32:
+            return "no"
+        key = measurement_key(self.unet, batch_shape, training=False)
+        return measured_precision(key, lambda: unet_seconds(self.unet, batch_shape, training=False)).precision
+
     def _check_channels(self) -> None:
         """A learned-variance scheduler needs a UNet with 2C output channels, a fixed one C: one line otherwise.
         Other diffusers schedulers are left to check what they need."""
@@ -316,6 +338,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         class_labels: ClassLabels | None = None,
         guidance_scale: float = 0.0,
+        mixed_precision: str = "auto",
     ) -> ImagePipelineOutput | tuple:
         """Generate images from x_T ~ N(0, I), by ancestral sampling or the scheduler's sampler. A learned variance
         (`variance_type` "learned_range" or "learned") is read from the UNet's last C output channels.
@@ -346,6 +369,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 w eps(x_t, no label) (Ho & Salimans 2022 eq. 6): 0 is the conditional model p(x | y), larger w
                 trades diversity for samples more typical of their class. Any `prediction_type` is guided alike
                 (`classifier_free_guidance`). w != 0 costs one UNet call on 2B images per step.
+            mixed_precision (`str`, defaults to "auto"): autocast of the UNet's calls: "no" (its own dtype), "bf16"
+                (bfloat16 autocast), or "auto", the faster of the two as measured on this device for this UNet and
+                batch (see `sampling_precision`).
 
         The sample is kept in float32 between steps; a float16 or bfloat16 UNet sees it cast to its dtype.
         """
@@ -381,11 +407,15 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         # Python numbers for the scheduler: no host-device sync inside the loop.
         steps = self.scheduler.timesteps.tolist()
 
-        image = randn_tensor(_sample_shape(self.unet, batch_size), generator=generator, device=device)
+        shape = _sample_shape(self.unet, batch_size)
+        unet_batch = (batch_size * (2 if guidance_scale != 0 else 1), *shape[1:])
+        bf16 = self.sampling_precision(mixed_precision, unet_batch) == "bf16"
+        image = randn_tensor(shape, generator=generator, device=device)
         image = image * self.scheduler.init_noise_sigma
         for i, t in enumerate(self.progress_bar(steps)):
             model_input = self.scheduler.scale_model_input(image, timesteps[i])
-            model_output = self._predict(model_input, timesteps[i], labels, guidance_scale)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                model_output = self._predict(model_input, timesteps[i], labels, guidance_scale)
             output = self.scheduler.step(model_output, t, image, **step_kwargs)
             image = output.prev_sample
             if callback_on_step_end is not None:

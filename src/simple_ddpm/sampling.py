@@ -58,10 +58,12 @@ def generate_images(
     callback_on_step_end_tensor_inputs: list[str] | None = None,
     class_labels: list[int | str] | None = None,
     guidance_scale: float = 0.0,
+    mixed_precision: str = "auto",
 ) -> torch.Tensor:
     """`num_images` samples (N, C, H, W) in [0, 1] on the CPU. Image i starts from the generator seeded with
     seed + i, so it does not depend on the batch size. One progress bar counts every step of every batch.
-    A class-conditional pipeline takes `class_labels`, one per image, and `guidance_scale` (see its `__call__`)."""
+    A class-conditional pipeline takes `class_labels`, one per image, and `guidance_scale`; `mixed_precision` is
+    the UNet's autocast (see the pipeline's `__call__`)."""
     if class_labels is not None and len(class_labels) != num_images:
         raise ValueError(f"Got {len(class_labels)} class labels for {num_images} images; pass one per image.")
     generators = [torch.Generator().manual_seed(seed + i) for i in range(num_images)]
@@ -89,6 +91,7 @@ def generate_images(
                 callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
                 class_labels=None if class_labels is None else class_labels[start : start + batch_size],
                 guidance_scale=guidance_scale,
+                mixed_precision=mixed_precision,
             )[0]
             batches.append(images.cpu())
     return torch.cat(batches)
