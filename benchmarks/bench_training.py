@@ -28,6 +28,8 @@ Target (issue 5): forward + backward >= 90% of a step. `--profile` prints torch.
 import argparse
 import copy
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +53,7 @@ from interleaved_timer import InterleavedTimer  # noqa: E402
 from unet_presets import build_unet  # noqa: E402
 
 from simple_ddpm.cpu_threads import configure_cpu_threads  # noqa: E402
+from simple_ddpm.float32_attention import use_float32_attention  # noqa: E402
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 from simple_ddpm.timestep_samplers import create_timestep_sampler  # noqa: E402
 
@@ -65,18 +68,32 @@ MID_UNET = {
     "norm_num_groups": 8,
     "attention_head_dim": None,
 }
+# The same network as diffusers builds it by default: attention_head_dim=8, i.e. 8 heads of 8 at 64 channels.
+DEFAULT_HEADS_UNET = {**MID_UNET, "attention_head_dim": 8}
 PHASES = ("data", "forward", "backward", "optimizer", "ema", "rest")
+# --process: steps of the short and the long run of each lane; the per-step time is their difference's.
+PROCESS_STEPS = {"tiny": (10, 60), "small": (3, 13), "mid": (5, 25), "default": (5, 25)}
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--unet",
-        choices=("mid", "tiny"),
+        choices=("mid", "default", "tiny", "small"),
         default="mid",
-        help="mid: the 1.6M-parameter 32-64-64 UNet on Fashion-MNIST, batch 64; tiny: the quickstart's preset and "
-        "data (8x8 digits), batch 128",
+        help="mid: the 1.6M-parameter 32-64-64 UNet on Fashion-MNIST, batch 64, one attention head; default: the "
+        "same built with diffusers' default attention_head_dim (8 heads of 8); tiny: the quickstart's preset and "
+        "data (8x8 digits), batch 128; small: the `small` preset on Fashion-MNIST, batch 64",
     )
+    parser.add_argument(
+        "--process",
+        action="store_true",
+        help="time training/train.py as a process (and the stock loop as one) instead: see the module docstring",
+    )
+    parser.add_argument(
+        "--process-steps", type=int, nargs=2, metavar=("SHORT", "LONG"), help="steps of the short and long runs"
+    )
+    parser.add_argument("--stock-steps", type=int, help=argparse.SUPPRESS)  # one stock-loop process of N steps
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--phase-steps", type=int, default=10, help="steps timed phase by phase (default 10)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads; default: what train.py picks")
@@ -94,7 +111,7 @@ class StepSetup:
         self.args, self.accelerator, self.batches, self.stock = args, accelerator, batches, stock
         self.step_count = 0
         if not stock:
-            unet = train.speed_up(args, unet, accelerator.device)
+            unet = train.speed_up(args, use_float32_attention(unet), accelerator.device)
             ema = train.build_ema(args, unet, accelerator.device)
             optimizer, lr_scheduler = train.build_optimizer(
                 args, unet, max_steps=10**6, num_processes=1, device=accelerator.device
@@ -220,15 +237,19 @@ def train_options(args, output_dir: str) -> list[str]:
     common = ["--report_to=none", f"--output_dir={output_dir}"]
     if args.unet == "tiny":  # the quickstart's data and batch (digits: no --eval_split, 10% held out)
         return [*common, "--num_eval_images=180", *args.extra]
-    config = Path(output_dir) / "mid_unet.json"
-    config.write_text(json.dumps(MID_UNET))
+    if args.unet == "small":
+        model = ["--model_preset=small"]
+    else:
+        config = Path(output_dir) / f"{args.unet}_unet.json"
+        config.write_text(json.dumps(MID_UNET if args.unet == "mid" else DEFAULT_HEADS_UNET))
+        model = [f"--model_config_name_or_path={config}"]
     return [
         *common,
         f"--dataset_name={args.dataset}",
         "--eval_split=test",
         "--num_eval_images=256",
         "--max_train_samples=8192",
-        f"--model_config_name_or_path={config}",
+        *model,
         "--train_batch_size=64",
         *args.extra,
     ]
@@ -245,6 +266,74 @@ def held_out_bits_per_dim(setup: StepSetup, data, seed: int = 0) -> torch.Tensor
     ).bits_per_dim
 
 
+def stock_process(train_args, data, steps: int) -> None:
+    """The stock loop as a program: `steps` steps of diffusers' loop body in float32 on this UNet and data."""
+    torch.manual_seed(0)
+    unet = build_unet(train_args, data.channels, data.resolution)
+    accelerator = train.build_accelerator(train_args)  # no UNet to measure: float32, which the stock loop uses
+    setup = StepSetup(train_args, accelerator, unet, training_batches(data, train_args, 0, 1, 0), stock=True)
+    setup.trainee.unet.train()
+    for _ in range(steps):
+        setup.step()
+
+
+def process_seconds(command: list[str], output_dir: Path) -> float:
+    """Wall seconds of one run of `command`, in its own output folder and precision cache (each run measures the
+    precision afresh, so the measurement cancels between a short and a long run)."""
+    environment = {**os.environ, "SIMPLE_DDPM_CACHE": str(output_dir / "cache")}
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=environment)
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    for line in result.stderr.splitlines():
+        if "precision (" in line:
+            print(f"  {line.split(': ', 1)[-1]}")
+    return seconds
+
+
+def time_processes(args, data) -> None:
+    """Per-step seconds of train.py (its defaults, and with --mixed_precision no) and of the stock loop, each run
+    as a program twice, short and long; lanes interleaved, the per-step time the difference over the steps."""
+    short, long = args.process_steps or PROCESS_STEPS[args.unet]
+    work = Path(tempfile.mkdtemp(prefix="bench_training_process_"))
+    cheap_end = ["--num_samples=1", "--num_inference_steps=2", "--final_eval_timesteps=2", "--num_eval_images=16"]
+    cheap_end += ["--checkpointing_steps=0", "--sample_every=0", "--eval_every=0"]
+
+    def lane(name: str, steps: int, folder: Path) -> list[str]:
+        options = train_options(args, str(folder))
+        if name == "stock loop":
+            return [sys.executable, __file__, "--unet", args.unet, "--dataset", str(args.dataset), "--stock-steps",
+                    str(steps), *(["--extra", *args.extra] if args.extra else [])]  # fmt: skip
+        precision = ["--mixed_precision=no"] if name == "train.py no" else []
+        return [sys.executable, str(BENCHMARKS.parent / "training" / "train.py"), *options, *cheap_end,
+                f"--max_train_steps={steps}", *precision]  # fmt: skip
+
+    lanes = ("train.py", "train.py no", "stock loop")
+    seconds: dict[str, list[float]] = {name: [] for name in lanes}
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    print(f"{args.unet} UNet, {data.channels} x {data.resolution} x {data.resolution} images: runs of {short} and "
+          f"{long} steps, {args.rounds} round(s); load {load}")  # fmt: skip
+    for run in range(args.rounds):
+        for name in lanes[run % 3 :] + lanes[: run % 3]:
+            times = {}
+            for steps in (short, long):
+                folder = work / f"{name.replace(' ', '_')}_{steps}_{run}"
+                folder.mkdir(parents=True, exist_ok=True)
+                times[steps] = process_seconds(lane(name, steps, folder), folder)
+            per_step = (times[long] - times[short]) / (long - short)
+            seconds[name].append(per_step)
+            print(f"  round {run + 1} {name:12} {times[short]:6.1f} s / {times[long]:6.1f} s: {per_step:.3f} s/step")
+    median = {name: sorted(values)[len(values) // 2] for name, values in seconds.items()}
+    for name in lanes:
+        print(f"{name:12} {median[name]:.3f} s/step")
+    print(
+        f"train.py / stock loop throughput: {median['stock loop'] / median['train.py']:.2f}x; train.py against its "
+        f"--mixed_precision no: {median['train.py no'] / median['train.py']:.2f}x; load "
+        f"{Path('/proc/loadavg').read_text().split()[:3]}"
+    )
+
+
 def main() -> None:
     args = parse_args()
     if args.unet == "mid" and not args.dataset.is_dir():
@@ -254,10 +343,16 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     output_dir = tempfile.mkdtemp(prefix="bench_training_")
     train_args = parse_train_args(train_options(args, output_dir))
-    accelerator = train.build_accelerator(train_args, threads)
+    train.start_processes()
     data = prepare_images(train_args)
+    if args.stock_steps is not None:
+        return stock_process(train_args, data, args.stock_steps)
+    if args.process:
+        return time_processes(args, data)
     torch.manual_seed(0)
     unet = build_unet(train_args, data.channels, data.resolution)
+    batch_shape = (train_args.train_batch_size, data.channels, data.resolution, data.resolution)
+    accelerator = train.build_accelerator(train_args, threads, use_float32_attention(copy.deepcopy(unet)), batch_shape)
     setups = {
         name: StepSetup(
             train_args,
