@@ -14,6 +14,11 @@ On a shared CPU that ratio carries a percent or two of noise, more than the over
 also measured directly: the same pipeline around a network that costs nothing (it returns its input), timed
 against the UNet call in interleaved blocks. `--profile` prints where that overhead goes (torch.profiler).
 
+`--against-diffusers` reports images per second of `SimpleDDPMPipeline` as users call it (its default
+`mixed_precision="auto"`: bf16 autocast where measured faster for this UNet and batch, float32 otherwise)
+against diffusers' `DDPMPipeline` on the same UNet (diffusers' default attention_head_dim, 8 heads of 8), the
+same batch and steps, interleaved. Target (issue 19): >= 1.2.
+
 `--compile` answers when `torch.compile` pays off for sampling: for each batch size, the first call of the
 compiled UNet (compilation included) and then its per-call time against eager float32 and eager bfloat16
 autocast calls, interleaved; compilation pays off after compile_s / (eager - compiled) UNet calls, i.e. that
@@ -21,6 +26,7 @@ many sampling steps of that batch.
 """
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -36,6 +42,7 @@ from interleaved_timer import InterleavedTimer, synchronizer  # noqa: E402
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
 
 TARGET = 1.03
+TARGET_AGAINST_DIFFUSERS = 1.2
 
 
 def parse_args() -> argparse.Namespace:
@@ -44,6 +51,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16, help="images per batch (default 16)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: every core, as train.py)")
     parser.add_argument("--compile", action="store_true", help="measure torch.compile's cost and gain instead")
+    parser.add_argument(
+        "--against-diffusers", action="store_true", help="images/s against diffusers' DDPMPipeline instead"
+    )
     parser.add_argument("--compile-batch-sizes", type=int, nargs="+", default=[16, 64, 256], help="with --compile")
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--output-type", default="pt", choices=("pt", "np", "pil"), help="pipeline output_type")
@@ -124,6 +134,36 @@ def compile_payoff(unet: torch.nn.Module, device: torch.device, batch_sizes: lis
         print(compile_payoff_row(unet, device, batch_size, rounds))
 
 
+def against_diffusers(unet: torch.nn.Module, device: torch.device, args) -> None:
+    """Images/s of SimpleDDPMPipeline (default precision) and diffusers' DDPMPipeline, same UNet, batch, steps."""
+    from diffusers import DDPMPipeline, DDPMScheduler
+
+    ours = SimpleDDPMPipeline(unet=copy.deepcopy(unet), scheduler=SimpleDDPMScheduler()).to(device)
+    theirs = DDPMPipeline(unet=unet, scheduler=DDPMScheduler()).to(device)
+    options = {"batch_size": args.batch_size, "num_inference_steps": args.steps, "output_type": "np"}
+    for pipe in (ours, theirs):
+        pipe.set_progress_bar_config(disable=True)
+    unet_batch = (args.batch_size, 3, 32, 32)
+    precision = ours.sampling_precision("auto", unet_batch)
+    calls = {
+        "SimpleDDPMPipeline": lambda: ours(generator=torch.Generator(device).manual_seed(0), **options),
+        "diffusers DDPMPipeline": lambda: theirs(generator=torch.Generator(device).manual_seed(0), **options),
+    }
+    timer = InterleavedTimer(calls, args.rounds, block_s=0.0, warmup=1, sync=synchronizer(device)).run()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(
+        f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}; UNet2DModel 32x32, "
+        f"(32, 64, 64), attention_head_dim {unet.config.attention_head_dim}; batch {args.batch_size}, {args.steps} "
+        f"steps; SimpleDDPMPipeline precision (auto): {precision}; medians of {args.rounds} interleaved rounds"
+    )
+    for label in calls:
+        seconds = timer.median(label)
+        print(f"{label:<24} {seconds:8.3f} s {args.batch_size / seconds:8.2f} images/s")
+    ratio = timer.ratio("diffusers DDPMPipeline", "SimpleDDPMPipeline")
+    verdict = "ok" if ratio >= TARGET_AGAINST_DIFFUSERS else "MISS"
+    print(f"images/s SimpleDDPMPipeline / DDPMPipeline: {ratio:.3f} {verdict} (target >= {TARGET_AGAINST_DIFFUSERS})")
+
+
 def main() -> None:
     args = parse_args()
     if args.threads is not None:
@@ -135,6 +175,9 @@ def main() -> None:
             f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; medians of {args.rounds}"
         )
         compile_payoff(unet, device, args.compile_batch_sizes, args.rounds)
+        return
+    if args.against_diffusers:
+        against_diffusers(unet, device, args)
         return
     scheduler = SimpleDDPMScheduler()
     scheduler.set_timesteps(args.steps)
