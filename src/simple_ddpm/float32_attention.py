@@ -15,11 +15,20 @@ class Float32AttnProcessor(AttnProcessor2_0):
     """diffusers' `AttnProcessor2_0`, run in float32 with autocast off when CPU autocast is on; unchanged
     otherwise (float32 without autocast, GPUs, a UNet whose weights are bf16)."""
 
-    def __call__(self, attn: Attention, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    # The arguments are named as in AttnProcessor2_0: `Attention.forward` passes only those its processor names.
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         if hidden_states.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
             with torch.autocast("cpu", enabled=False):
-                return super().__call__(attn, hidden_states.float(), *args, **kwargs)
-        return super().__call__(attn, hidden_states, *args, **kwargs)
+                float32 = [None if t is None else t.float() for t in (encoder_hidden_states, attention_mask, temb)]
+                return super().__call__(attn, hidden_states.float(), *float32)
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 def use_float32_attention(model: torch.nn.Module) -> torch.nn.Module:
