@@ -169,7 +169,8 @@ def main() -> None:
             "--seed=0",
         ]
     )
-    accelerator = train.build_accelerator(train_args)
+    train.start_processes()
+    accelerator = train.build_accelerator(train_args)  # --mixed_precision=bf16, as chosen above
     device, sync = accelerator.device, synchronizer(accelerator.device)
     data = padded_fashion_mnist(args.idx_dir, args.eval_images, 512 if args.smoke else None)
     torch.manual_seed(0)

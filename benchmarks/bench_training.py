@@ -343,7 +343,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     output_dir = tempfile.mkdtemp(prefix="bench_training_")
     train_args = parse_train_args(train_options(args, output_dir))
-    train.start_processes()
+    train.start_processes(threads)
     data = prepare_images(train_args)
     if args.stock_steps is not None:
         return stock_process(train_args, data, args.stock_steps)
@@ -352,7 +352,7 @@ def main() -> None:
     torch.manual_seed(0)
     unet = build_unet(train_args, data.channels, data.resolution)
     batch_shape = (train_args.train_batch_size, data.channels, data.resolution, data.resolution)
-    accelerator = train.build_accelerator(train_args, threads, use_float32_attention(copy.deepcopy(unet)), batch_shape)
+    accelerator = train.build_accelerator(train_args, use_float32_attention(copy.deepcopy(unet)), batch_shape)
     setups = {
         name: StepSetup(
             train_args,

@@ -96,9 +96,10 @@ def reported_as_one_line(processes: PartialState | Accelerator):
         sys.exit(2)
 
 
-def start_processes() -> PartialState:
-    """This process's place in the run (accelerate's PartialState: index, count, device) and its logging. The
-    Accelerator comes later: with --mixed_precision auto on a CPU its precision is measured on the run's UNet."""
+def start_processes(threads: ThreadChoice | None = None) -> PartialState:
+    """This process's place in the run (accelerate's PartialState: index, count, device) and its logging, whose
+    first line gives the CPU threads. The Accelerator comes later: with --mixed_precision auto on a CPU its
+    precision is measured on the run's UNet."""
     # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
     # alone unless accelerate is told to use the CPU; it then joins them with gloo.
     processes = PartialState(cpu=cpu_processes_joined())
@@ -107,6 +108,8 @@ def start_processes() -> PartialState:
     if not processes.is_main_process:
         logging.getLogger().setLevel(logging.ERROR)
         datasets.disable_progress_bars()
+    if threads is not None:
+        logger.info("%s", threads.describe())
     return processes
 
 
@@ -139,7 +142,7 @@ def choose_precision(args, unet: UNet2DModel | None = None, batch_shape: tuple[i
 
 
 def build_accelerator(
-    args, threads: ThreadChoice | None = None, unet: UNet2DModel | None = None, batch_shape=None
+    args, unet: UNet2DModel | None = None, batch_shape: tuple[int, ...] | None = None
 ) -> Accelerator:
     output_dir = Path(args.output_dir)
     precision = choose_precision(args, unet, batch_shape)
@@ -150,8 +153,7 @@ def build_accelerator(
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
-    if threads is not None:
-        logger.info("%s; %s", threads.describe(), precision.describe())
+    logger.info("Autocast: %s", precision.describe())
     return accelerator
 
 
@@ -681,7 +683,7 @@ def main(argv: list[str] | None = None) -> None:
     threads = configure_cpu_threads()
     args = parse_args(argv)
     hub_token = resolve_token(vars(args).pop("hub_token"))  # off `args`: never in a tracker, log or saved file
-    processes = start_processes()
+    processes = start_processes(threads)
     if processes.is_main_process:
         remove_partial_saves(Path(args.output_dir))  # what a run killed mid-save left
 
@@ -696,7 +698,7 @@ def main(argv: list[str] | None = None) -> None:
         resume_from = checkpoint_to_resume(args, unet)
         max_steps = total_train_steps(args, data, processes.num_processes)
     batch_shape = (args.train_batch_size, data.channels, data.resolution, data.resolution)
-    accelerator = build_accelerator(args, threads, unet.to(processes.device), batch_shape)
+    accelerator = build_accelerator(args, unet.to(processes.device), batch_shape)
     set_seed(args.seed, device_specific=True)  # but different noise on each process
     logger.info(
         "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps
