@@ -1,5 +1,6 @@
 """The fast path is chosen from what the hardware has, and a missing piece falls back with one warning."""
 
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,32 @@ def test_float32_attention_equals_diffusers_attention_and_runs_in_float32_under_
             ours_bf16 = unet(x, t).sample.float()
         assert set(attention_dtypes) == {torch.float32}
     torch.testing.assert_close(ours_bf16, reference, rtol=0, atol=0.05)  # the convolutions are bf16
+
+
+@pytest.mark.slow
+def test_train_py_measures_auto_precision_once_then_reuses_the_cached_choice(tmp_path):
+    env = {**os.environ, hardware.PRECISION_CACHE_ENV: str(tmp_path / "cache")}
+    lines = []
+    for run in ("first", "second"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "training" / "train.py"), "--output_dir", str(tmp_path / run)]
+            + ["--max_train_steps", "1", "--train_batch_size", "8", "--num_train_timesteps", "10", "--num_samples"]
+            + ["1", "--report_to", "none", "--max_train_samples", "16", "--num_eval_images", "2"]
+            + ["--checkpointing_steps", "0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr[-2000:]
+        lines.append(next(line for line in result.stderr.splitlines() if "INFO train: Autocast: " in line))
+    # The cache holds the training step's choice and the sample grid's (forward passes only).
+    entries = json.loads((tmp_path / "cache" / "precision.json").read_text()).values()
+    described = {}
+    for entry in entries:
+        assert entry["precision"] == hardware.faster_precision(entry["seconds"])
+        times = f"no {entry['seconds']['no'] * 1e3:.1f} ms, bf16 {entry['seconds']['bf16'] * 1e3:.1f} ms"
+        described[f"Autocast: {entry['precision']} precision (measured: {times})"] = times
+    training = lines[0].split("INFO train: ")[1]
+    assert training in described and len(entries) == 2
+    assert lines[1].endswith(training.replace("(measured: ", "(measured earlier, cached: "))
