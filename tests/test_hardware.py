@@ -89,6 +89,17 @@ def test_auto_precision_off_a_gpu_is_the_measured_faster_one(seconds, expected, 
     assert f"no {seconds['no'] * 1e3:.1f} ms" in choice.describe()
 
 
+@pytest.mark.parametrize(("bf16", "rounds"), [(0.5, 1), (1.8, 1), (1.0, 3), (0.9, 3)])
+def test_measuring_stops_after_one_round_when_the_choice_is_clear(bf16, rounds):
+    clock = FakeClock()
+    calls = clock.calls({"no": 1.0, "bf16": bf16})
+    counted = {name: (lambda call=call: counts.append(1) or call()) for name, call in calls.items()}
+    counts = []
+    seconds = hardware.interleaved_seconds(counted, rounds=3, clock=clock, settled=hardware.clearly_decided)
+    assert seconds == pytest.approx({"no": 1.0, "bf16": bf16})
+    assert len(counts) == 2 * (1 + rounds)  # the warm-up and the rounds, one call of each precision per round
+
+
 def test_a_cached_choice_is_reused_without_measuring_again(tmp_path):
     cache = tmp_path / "cache" / "precision.json"
     first = hardware.measured_precision("machine+unet+batch", lambda: {"no": 2.0, "bf16": 1.0}, cache)

@@ -51,10 +51,14 @@ class PrecisionChoice:
 
 
 def interleaved_seconds(
-    calls: dict[str, Callable[[], object]], rounds: int = 3, clock: Callable[[], float] = time.perf_counter
+    calls: dict[str, Callable[[], object]],
+    rounds: int = 3,
+    clock: Callable[[], float] = time.perf_counter,
+    settled: Callable[[dict[str, float]], bool] = lambda seconds: False,
 ) -> dict[str, float]:
-    """Seconds of one call of each named callable: one warm-up call each, then `rounds` rounds that call each
-    once in turn (a shared machine's load then hits them alike); the fastest round of each."""
+    """Seconds of one call of each named callable: one warm-up call each, then up to `rounds` rounds that call
+    each once in turn (a shared machine's load then hits them alike); the fastest round of each. Stops early
+    once `settled` says the times so far decide."""
     for call in calls.values():
         call()
     seconds: dict[str, list[float]] = {name: [] for name in calls}
@@ -63,7 +67,18 @@ def interleaved_seconds(
             start = clock()
             call()
             seconds[name].append(clock() - start)
+        if settled({name: min(times) for name, times in seconds.items()}):
+            break
     return {name: min(times) for name, times in seconds.items()}
+
+
+# After one round, a bf16/float32 ratio outside these bounds decides without more rounds (emulated bf16 is 1.5-2x).
+CLEAR_RATIOS = (0.7, 1.3)
+
+
+def clearly_decided(seconds: dict[str, float]) -> bool:
+    ratio = seconds["bf16"] / seconds["no"]
+    return not CLEAR_RATIOS[0] <= ratio <= CLEAR_RATIOS[1]
 
 
 def faster_precision(seconds: dict[str, float]) -> str:
@@ -106,11 +121,14 @@ def unet_calls(
 def unet_seconds(
     unet: torch.nn.Module, batch_shape: tuple[int, ...], training: bool, channels_last: bool = False, rounds: int = 3
 ) -> dict[str, float]:
-    """Seconds of one `unet_calls` call per candidate precision (`interleaved_seconds`), drawing its random
-    inputs from a forked generator: measuring does not move the run's random stream."""
+    """Seconds of one `unet_calls` call per candidate precision (`interleaved_seconds`; one round when bf16 is
+    clearly faster or slower), drawing its random inputs from a forked generator: measuring does not move the
+    run's random stream."""
     device = next(unet.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return interleaved_seconds(unet_calls(unet, batch_shape, training, channels_last), rounds)
+        return interleaved_seconds(
+            unet_calls(unet, batch_shape, training, channels_last), rounds, settled=clearly_decided
+        )
 
 
 def precision_cache_path() -> Path:
