@@ -29,6 +29,7 @@ import argparse
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -324,7 +325,7 @@ def time_processes(args, data) -> None:
             per_step = (times[long] - times[short]) / (long - short)
             seconds[name].append(per_step)
             print(f"  round {run + 1} {name:12} {times[short]:6.1f} s / {times[long]:6.1f} s: {per_step:.3f} s/step")
-    median = {name: sorted(values)[len(values) // 2] for name, values in seconds.items()}
+    median = {name: statistics.median(values) for name, values in seconds.items()}
     for name in lanes:
         print(f"{name:12} {median[name]:.3f} s/step")
     print(
