@@ -7,6 +7,7 @@ problems that need the data or the model (a dataset without images, a resolution
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 from accelerate.utils import is_wandb_available
@@ -377,6 +378,13 @@ def validate_args(args: argparse.Namespace) -> None:
             raise InvalidTrainingInput(f"--class_dropout must lie in [0, 1), got {args.class_dropout}.")
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = QUICKSTART_TRAIN_STEPS
+        if args.dataset_name or args.train_data_dir:
+            warnings.warn(
+                f"No --max_train_steps or --num_epochs: training {args.dataset_name or args.train_data_dir} for the "
+                f"quickstart's {QUICKSTART_TRAIN_STEPS} steps, a budget sized for 1,797 8x8 digits; set one for "
+                "your data (docs/training.md).",
+                stacklevel=2,
+            )
     if args.report_to == "wandb" and not is_wandb_available():
         raise InvalidTrainingInput("--report_to wandb needs the wandb package: pip install wandb.")
     if args.learning_rate is None:
