@@ -67,7 +67,8 @@ class Block:
         self.page, self.line, self.language, self.code, self.skip_reason = page, line, language, code, skip_reason
 
     def __repr__(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line} ({self.language})"
+        name = self.page.relative_to(ROOT) if self.page.is_relative_to(ROOT) else self.page
+        return f"{name}:{self.line} ({self.language})"
 
 
 def code_blocks(page: Path) -> list[Block]:
@@ -215,3 +216,13 @@ def test_readme_keeps_the_test_command_that_ci_runs():
     marker = lines.index("<!-- test-command -->")
     assert lines[marker + 1] == "```bash"
     assert "python -m pytest" in lines[marker + 2] and lines[marker + 3] == "```"
+
+
+def test_a_block_skipped_as_the_same_command_as_elsewhere_is_that_command():
+    """`<!-- docs-test: skip (the same command runs in PAGE) -->` is true: PAGE holds the block, so it runs there."""
+    for page in PAGES:
+        for block in code_blocks(page):
+            match = re.match(r"the same command runs in (\S+)", block.skip_reason or "")
+            if match:
+                other = ROOT / match[1]
+                assert any(b.code == block.code and not b.skip_reason for b in code_blocks(other)), repr(block)
