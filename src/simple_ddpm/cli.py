@@ -205,7 +205,9 @@ def load_images(data: str, split: str, image_column: str | None, count: int | No
     try:
         import datasets
     except ImportError:
-        raise UsageError(f"Reading {data} needs the `datasets` package: pip install 'simple-ddpm[train]'.") from None
+        raise UsageError(
+            f"Reading {data} needs the `datasets` package: pip install -e '.[train]' in simple_ddpm's checkout."
+        ) from None
     if not path.is_dir() and (path.exists() or data.startswith((".", "/", "~"))):
         raise UsageError(f"{data} is neither an image folder, a saved dataset, nor a dataset id.")
     try:
