@@ -108,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--resolution",
         type=positive_int,
-        help="Image size. Default: the model config's sample_size, else the shorter side of the first image.",
+        help="Image size. Default: the model config's sample_size, else the shorter side of the first image, if "
+        "that is at most 64 pixels (above, the run stops and asks for --resolution).",
     )
     data.add_argument(
         "--crop",
@@ -184,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--max_train_steps",
         type=positive_int,
-        help=f"Optimizer steps. Default: {QUICKSTART_TRAIN_STEPS} unless --num_epochs is given; with both, "
-        "training stops at whichever comes first.",
+        help=f"Optimizer steps. Default: the quickstart's {QUICKSTART_TRAIN_STEPS} unless --num_epochs is given (with "
+        "other data than the quickstart's, a warning says so); with both, training stops at whichever comes first.",
     )
     optim.add_argument("--num_epochs", type=positive_int, help="Passes over the training set.")
     optim.add_argument(
@@ -194,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--learning_rate",
         type=float,
-        help=f"Peak learning rate of AdamW. Default: 3e-3 for the tiny preset, else {DEFAULT_LEARNING_RATE}.",
+        help=f"Peak learning rate of AdamW. Default: {DEFAULT_LEARNING_RATES['tiny']:g} for the tiny preset, else "
+        f"{DEFAULT_LEARNING_RATE:g}.",
     )
     optim.add_argument(
         "--lr_scheduler",
