@@ -13,7 +13,7 @@ from PIL import Image
 from tiny_pipeline import save_trained_folder, tiny_pipeline
 
 from simple_ddpm import SimpleDDPMPipeline
-from simple_ddpm.cli import main
+from simple_ddpm.cli import build_parser, main
 from simple_ddpm.image_processing import image_grid
 
 
@@ -52,7 +52,7 @@ def test_sample_grid_holds_the_images_of_generators_seed_plus_i_whatever_the_bat
     grid_path = tmp_path / "grid.png"
     status = main(
         ["sample", str(pipe_folder), "--output", str(grid_path), "--num-images", "6", "--batch-size", "4"]
-        + ["--steps", "10", "--seed", "3", "--device", "cpu"]
+        + ["--num-inference-steps", "10", "--seed", "3", "--device", "cpu"]
     )
     assert status == 0
 
@@ -70,7 +70,7 @@ def test_sample_grid_holds_the_images_of_generators_seed_plus_i_whatever_the_bat
 
 def test_a_cpu_command_says_how_many_threads_it_uses(pipe_folder, tmp_path, capsys):
     status = main(["sample", str(pipe_folder), "--output", str(tmp_path / "grid.png"), "--num-images", "1"] + [
-        "--steps", "2", "--device", "cpu",
+        "--num-inference-steps", "2", "--device", "cpu",
     ])  # fmt: skip
     assert status == 0
     threads = torch.get_num_threads()  # the conftest's OMP_NUM_THREADS, a chosen count, is kept
@@ -79,7 +79,8 @@ def test_a_cpu_command_says_how_many_threads_it_uses(pipe_folder, tmp_path, caps
 
 def test_sample_to_a_folder_writes_one_png_per_image(pipe_folder, tmp_path):
     status = main(
-        ["sample", str(pipe_folder), "--output", str(tmp_path / "out"), "--num-images", "3"] + ["--steps", "2"]
+        ["sample", str(pipe_folder), "--output", str(tmp_path / "out"), "--num-images", "3"]
+        + ["--num-inference-steps", "2"]
     )
     assert status == 0
     files = sorted((tmp_path / "out").iterdir())
@@ -109,7 +110,7 @@ def printed_bits_per_dim(capsys) -> tuple[float, float]:
 @pytest.mark.parametrize("timesteps", [None, 4])
 def test_elbo_prints_mean_and_standard_error_of_per_image_bounds(pipe_folder, image_folder, capsys, timesteps):
     command = ["elbo", str(pipe_folder), str(image_folder), "--seed", "7", "--batch-size", "3"]
-    assert main(command + (["--timesteps", str(timesteps)] if timesteps else [])) == 0
+    assert main(command + (["--estimator-timesteps", str(timesteps)] if timesteps else [])) == 0
 
     mean, error = printed_bits_per_dim(capsys)
     expected_mean, expected_error = independent_bits_per_dim(pipe_folder, image_folder, 7, timesteps)
@@ -123,9 +124,9 @@ def test_elbo_on_a_saved_dataset_equals_elbo_on_the_same_images_as_files(pipe_fo
     test_split = datasets.Dataset.from_dict({"label": [0] * 5, "img": [str(p) for p in paths]}, features=features)
     datasets.DatasetDict({"test": test_split}).save_to_disk(str(tmp_path / "saved"))
 
-    assert main(["elbo", str(pipe_folder), str(image_folder), "--timesteps", "3"]) == 0
+    assert main(["elbo", str(pipe_folder), str(image_folder), "--estimator-timesteps", "3"]) == 0
     from_files = printed_bits_per_dim(capsys)
-    assert main(["elbo", str(pipe_folder), str(tmp_path / "saved"), "--timesteps", "3"]) == 0
+    assert main(["elbo", str(pipe_folder), str(tmp_path / "saved"), "--estimator-timesteps", "3"]) == 0
     assert printed_bits_per_dim(capsys) == from_files
 
 
@@ -133,9 +134,14 @@ def test_elbo_reads_a_column_of_image_paths_named_by_image_column(pipe_folder, i
     paths = [str(p) for p in sorted(image_folder.iterdir())]
     datasets.Dataset.from_dict({"file": paths, "label": [0] * 5}).save_to_disk(str(tmp_path / "paths"))
 
-    assert main(["elbo", str(pipe_folder), str(image_folder), "--timesteps", "3"]) == 0
+    assert main(["elbo", str(pipe_folder), str(image_folder), "--estimator-timesteps", "3"]) == 0
     from_files = printed_bits_per_dim(capsys)
-    assert main(["elbo", str(pipe_folder), str(tmp_path / "paths"), "--image-column", "file", "--timesteps", "3"]) == 0
+    assert (
+        main(
+            ["elbo", str(pipe_folder), str(tmp_path / "paths"), "--image-column", "file", "--estimator-timesteps", "3"]
+        )
+        == 0
+    )
     assert printed_bits_per_dim(capsys) == from_files
 
 
@@ -147,11 +153,14 @@ def test_sample_and_elbo_load_a_repo_id_from_the_offline_cache(monkeypatch, tmp_
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
 
     assert (
-        main(["sample", "alice/ddpm", "--output", str(tmp_path / "grid.png"), "--num-images", "4"] + ["--steps", "2"])
+        main(
+            ["sample", "alice/ddpm", "--output", str(tmp_path / "grid.png"), "--num-images", "4"]
+            + ["--num-inference-steps", "2"]
+        )
         == 0
     )
     assert Image.open(tmp_path / "grid.png").size == (2 * 33 + 1, 2 * 33 + 1)
-    assert main(["elbo", "alice/ddpm", str(image_folder), "--timesteps", "2", "--seed", "1"]) == 0
+    assert main(["elbo", "alice/ddpm", str(image_folder), "--estimator-timesteps", "2", "--seed", "1"]) == 0
     assert printed_bits_per_dim(capsys)[0] == pytest.approx(
         independent_bits_per_dim(tmp_path / "trained", image_folder, 1, 2)[0], abs=5e-5
     )
@@ -210,7 +219,10 @@ def test_push_with_a_read_only_token_fails_in_one_line(monkeypatch, pipe_folder,
             ["elbo", "{model}", "{tmp}/saved", "--split", "validation"],
             "has no split 'validation'; its splits are: test",
         ),
-        (["elbo", "{model}", "{tmp}/images", "--timesteps", "10"], r"--timesteps must be in \[1, 9\]"),
+        (
+            ["elbo", "{model}", "{tmp}/images", "--estimator-timesteps", "10"],
+            r"--estimator-timesteps must be in \[1, 9\]",
+        ),
         (["elbo", "{model}", "{tmp}/saved"], r"no image column \(columns: x\).*with --image-column"),
         (["elbo", "{model}", "{tmp}/two"], r"several image columns \(a, b\); choose one with --image-column"),
         (["elbo", "{model}", "{tmp}/two", "--image-column", "c"], "'c' is not a column; the columns are: a, b"),
@@ -259,3 +271,33 @@ def test_push_of_a_folder_whose_metrics_are_not_trainings_asks_for_keep_card(mon
     assert "Pass --keep-card" in one_line_error(capsys, "push")
     assert fake.calls == []
     assert main(["push", str(pipe_folder), "alice/ddpm", "--token", WRITE_TOKEN, "--keep-card"]) == 0
+
+
+@pytest.mark.parametrize(
+    "command, old, new, value",
+    [
+        ("sample", "--steps", "--num-inference-steps", "7"),
+        ("fid", "--num-samples", "--num-images", "12"),
+        ("elbo", "--timesteps", "--estimator-timesteps", "5"),
+    ],
+)
+def test_a_former_option_name_warns_and_means_what_the_new_name_means(command, old, new, value):
+    positionals = {"sample": ["m"], "fid": ["m", "ref"], "elbo": ["m", "data"]}[command]
+    with pytest.warns(FutureWarning, match=f"{old} is deprecated and will be removed; use {new}"):
+        former = build_parser().parse_args([command, *positionals, old, value])
+    current = build_parser().parse_args([command, *positionals, new, value])
+    assert vars(former) == vars(current)
+    assert old not in build_parser()._subparsers._group_actions[0].choices[command].format_help()
+
+
+def test_one_name_per_idea_across_the_commands():
+    """Reverse steps are --num-inference-steps and counts of images --num-images wherever a command has them, as in
+    the pipeline's arguments; the bound's estimator has its own name."""
+    commands = build_parser()._subparsers._group_actions[0].choices
+    help_of = {name: parser.format_help() for name, parser in commands.items()}
+    for name in ("sample", "fid"):
+        assert "--num-inference-steps" in help_of[name] and "--num-images" in help_of[name]
+    assert "--num-images" in help_of["elbo"] and "--estimator-timesteps" in help_of["elbo"]
+    assert "stratified" in help_of["elbo"]
+    for text in help_of.values():
+        assert not re.search(r"--steps\b|--timesteps\b|--num-samples\b", text)

@@ -29,7 +29,7 @@ def test_sample_grid_has_one_row_per_class_guided_as_the_pipeline_guides(conditi
     grid_path = tmp_path / "grid.png"
     status = main(
         ["sample", str(conditional_folder), "--class", "dog", "--class", "0", "--class", "7", "--num-images", "2"]
-        + ["--guidance-scale", "1.5", "--steps", "5", "--batch-size", "4", "--output", str(grid_path)]
+        + ["--guidance-scale", "1.5", "--num-inference-steps", "5", "--batch-size", "4", "--output", str(grid_path)]
         + ["--device", "cpu"]
     )
     assert status == 0
@@ -66,11 +66,11 @@ def test_sample_grid_has_one_row_per_class_guided_as_the_pipeline_guides(conditi
 )
 def test_bad_class_or_guidance_ends_with_one_line_and_status_2(conditional_folder, capsys, arguments, message):
     capsys.readouterr()
-    assert main(["sample", str(conditional_folder), "--steps", "2", "--device", "cpu", *arguments]) == 2
+    assert main(["sample", str(conditional_folder), "--num-inference-steps", "2", "--device", "cpu", *arguments]) == 2
     assert re.search(message, one_line_error(capsys, "sample"))
 
 
 def test_class_on_an_unconditional_model_ends_with_one_line(pipe_folder, capsys):  # noqa: F811
     capsys.readouterr()
-    assert main(["sample", str(pipe_folder), "--class", "0", "--steps", "2", "--device", "cpu"]) == 2
+    assert main(["sample", str(pipe_folder), "--class", "0", "--num-inference-steps", "2", "--device", "cpu"]) == 2
     assert "--class needs a class-conditional model" in one_line_error(capsys, "sample")

@@ -48,7 +48,7 @@ def printed_distance(capsys) -> float:
 
 
 def fid_command(pipe_folder, reference, classifier, tmp_path, *extra):
-    return ["fid", str(pipe_folder), str(reference), "--features", str(classifier), "--num-samples", "10"] + [
+    return ["fid", str(pipe_folder), str(reference), "--features", str(classifier), "--num-images", "10"] + [
         "--batch-size",
         "4",
         "--seed",
@@ -150,7 +150,7 @@ def test_fid_bad_input_ends_in_one_line(pipe_folder, image_folder, classifier, t
 
 def test_sample_with_ddim_scheduler_is_the_pipeline_at_eta_zero(pipe_folder, tmp_path):
     assert main(["sample", str(pipe_folder), "--output", str(tmp_path / "out"), "--num-images", "2"] + [
-        "--steps", "5", "--scheduler", "ddim", "--seed", "4"
+        "--num-inference-steps", "5", "--scheduler", "ddim", "--seed", "4"
     ]) == 0  # fmt: skip
     pipe = SimpleDDPMPipeline.from_pretrained(pipe_folder)
     expected = pipe(
@@ -166,7 +166,16 @@ def test_sample_with_ddim_scheduler_is_the_pipeline_at_eta_zero(pipe_folder, tmp
 
 def test_sample_trajectory_shows_x_t_over_x0_hat_and_ends_on_the_sample(pipe_folder, tmp_path):
     status = main(
-        ["sample", str(pipe_folder), "--output", str(tmp_path / "grid.png"), "--num-images", "3", "--steps", "6"]
+        [
+            "sample",
+            str(pipe_folder),
+            "--output",
+            str(tmp_path / "grid.png"),
+            "--num-images",
+            "3",
+            "--num-inference-steps",
+            "6",
+        ]
         + ["--trajectory", str(tmp_path / "trajectory.png"), "--trajectory-steps", "3"]
     )
     assert status == 0
@@ -183,13 +192,13 @@ def test_sample_trajectory_shows_x_t_over_x0_hat_and_ends_on_the_sample(pipe_fol
 
 def test_ddim_of_a_fixed_large_model_is_refused_in_one_line(tmp_path, capsys):
     save_trained_folder(tiny_pipeline(variance_type="fixed_large"), tmp_path / "large")
-    command = ["sample", str(tmp_path / "large"), "--output", str(tmp_path / "g.png"), "--steps", "3"]
+    command = ["sample", str(tmp_path / "large"), "--output", str(tmp_path / "g.png"), "--num-inference-steps", "3"]
     assert main(command + ["--scheduler", "ddim"]) == 2
     assert "eta=0.0 needs variance_type='fixed_small'" in one_line_error(capsys, "sample")
 
 
 def test_trajectory_with_a_sampler_that_gives_no_x0_hat_is_refused(pipe_folder, tmp_path, capsys):
-    command = ["sample", str(pipe_folder), "--output", str(tmp_path / "g.png"), "--steps", "3"]
+    command = ["sample", str(pipe_folder), "--output", str(tmp_path / "g.png"), "--num-inference-steps", "3"]
     assert main(command + ["--scheduler", "dpm++", "--trajectory", str(tmp_path / "t.png")]) == 2
     assert "gives no x0_hat" in one_line_error(capsys, "sample")
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import datasets
@@ -289,3 +290,27 @@ def test_checkpoint_of_the_other_timestep_sampling_is_refused_before_loading(tmp
     with pytest.raises(InvalidTrainingInput, match="trained with --timestep_sampling importance; resume it with"):
         check_training_state(folder, use_ema=False, timestep_sampling="uniform")
     check_training_state(folder, use_ema=False, timestep_sampling="importance")
+
+
+def test_own_data_without_a_step_budget_warns_that_it_gets_the_quickstarts(tmp_path):
+    folder = image_folder(tmp_path / "images", 2)
+    with pytest.warns(UserWarning, match=r"No --max_train_steps or --num_epochs: .*quickstart's 2000 steps"):
+        args = options(tmp_path, "--train_data_dir", str(folder))
+    assert args.max_train_steps == 2000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a stated budget, or the quickstart's own data, is silent
+        options(tmp_path, "--train_data_dir", str(folder), "--max_train_steps", "5")
+        options(tmp_path, "--dataset_name", str(folder), "--num_epochs", "3")
+        options(tmp_path)
+
+
+def test_large_images_without_resolution_are_refused_and_train_with_it(tmp_path):
+    folder = image_folder(tmp_path / "photos", 4, size=96)
+    with pytest.raises(InvalidTrainingInput, match=r"shorter side is 96 pixels, .*at 96 x 96; pass --resolution"):
+        prepare_images(options(tmp_path, "--train_data_dir", str(folder), "--max_train_steps", "1"))
+    data = prepare_images(
+        options(tmp_path, "--train_data_dir", str(folder), "--max_train_steps", "1", "--resolution", "16")
+    )
+    assert data.resolution == 16 and data.train.shape[-2:] == (16, 16)
+    small = image_folder(tmp_path / "small", 4, size=64)  # up to 64 pixels, the first image's size is taken
+    assert prepare_images(options(tmp_path, "--train_data_dir", str(small), "--max_train_steps", "1")).resolution == 64

@@ -7,6 +7,7 @@ problems that need the data or the model (a dataset without images, a resolution
 
 import argparse
 import os
+import warnings
 from pathlib import Path
 
 from accelerate.utils import is_wandb_available
@@ -107,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--resolution",
         type=positive_int,
-        help="Image size. Default: the model config's sample_size, else the shorter side of the first image.",
+        help="Image size. Default: the model config's sample_size, else the shorter side of the first image, if "
+        "that is at most 64 pixels (above, the run stops and asks for --resolution).",
     )
     data.add_argument(
         "--crop",
@@ -183,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--max_train_steps",
         type=positive_int,
-        help=f"Optimizer steps. Default: {QUICKSTART_TRAIN_STEPS} unless --num_epochs is given; with both, "
-        "training stops at whichever comes first.",
+        help=f"Optimizer steps. Default: the quickstart's {QUICKSTART_TRAIN_STEPS} unless --num_epochs is given (with "
+        "other data than the quickstart's, a warning says so); with both, training stops at whichever comes first.",
     )
     optim.add_argument("--num_epochs", type=positive_int, help="Passes over the training set.")
     optim.add_argument(
@@ -193,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument(
         "--learning_rate",
         type=float,
-        help=f"Peak learning rate of AdamW. Default: 3e-3 for the tiny preset, else {DEFAULT_LEARNING_RATE}.",
+        help=f"Peak learning rate of AdamW. Default: {DEFAULT_LEARNING_RATES['tiny']:g} for the tiny preset, else "
+        f"{DEFAULT_LEARNING_RATE:g}.",
     )
     optim.add_argument(
         "--lr_scheduler",
@@ -377,6 +380,13 @@ def validate_args(args: argparse.Namespace) -> None:
             raise InvalidTrainingInput(f"--class_dropout must lie in [0, 1), got {args.class_dropout}.")
     if args.max_train_steps is None and args.num_epochs is None:
         args.max_train_steps = QUICKSTART_TRAIN_STEPS
+        if args.dataset_name or args.train_data_dir:
+            warnings.warn(
+                f"No --max_train_steps or --num_epochs: training {args.dataset_name or args.train_data_dir} for the "
+                f"quickstart's {QUICKSTART_TRAIN_STEPS} steps, a budget sized for 1,797 8x8 digits; set one for "
+                "your data (docs/training.md).",
+                stacklevel=2,
+            )
     if args.report_to == "wandb" and not is_wandb_available():
         raise InvalidTrainingInput("--report_to wandb needs the wandb package: pip install wandb.")
     if args.learning_rate is None:

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 DIGITS_DATASET_ID = "scikit-learn/digits"  # how the card names the embedded default (sklearn.datasets.load_digits)
 INSPECTED_IMAGES = 64  # images whose mode and size decide the default channels and resolution
+# Above this, a resolution taken from the first image (a folder of photos) is refused: it is rarely meant, and a
+# 512-pixel UNet at the quickstart's preset and budget trains for days. --resolution states it.
+LARGEST_INFERRED_RESOLUTION = 64
 CORRUPT_EXAMPLES_SHOWN = 5
 
 
@@ -183,6 +186,11 @@ def infer_channels_and_resolution(examples: list[dict], args) -> tuple[int, int]
         channels = 1 if all(is_grayscale(image) for image in images) else 3
     if resolution is None:
         resolution = min(images[0].size)
+        if resolution > LARGEST_INFERRED_RESOLUTION:
+            raise InvalidTrainingInput(
+                f"No --resolution: the first image's shorter side is {resolution} pixels, so the run would train at "
+                f"{resolution} x {resolution}; pass --resolution (e.g. 32 or 64, or {resolution} if you mean it)."
+            )
     return channels, resolution
 
 

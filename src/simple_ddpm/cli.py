@@ -1,14 +1,18 @@
 """The `simple-ddpm` console command: sample from a pipeline, measure its bits/dim and Frechet distance, push it
 to the Hub.
 
-    simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--steps 1000] [--seed 0]
-        [--scheduler ddpm|ddim|dpm++] [--eta E] [--trajectory trajectory.png]
-    simple-ddpm elbo MODEL DATA [--num-images 256] [--timesteps K] [--batch-size 256]
-    simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-samples 1000]
+    simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--num-inference-steps 1000]
+        [--seed 0] [--scheduler ddpm|ddim|dpm++] [--eta E] [--trajectory trajectory.png]
+    simple-ddpm elbo MODEL DATA [--num-images 256] [--estimator-timesteps K] [--batch-size 256]
+    simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-images 1000]
+        [--num-inference-steps N]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
 
-MODEL is a local pipeline folder or a Hub repo id. Bad input ends the command with one line on stderr and exit
-status 2; a bug still shows its traceback.
+MODEL is a local pipeline folder or a Hub repo id. One name per idea, as in the pipeline's arguments:
+`--num-inference-steps` is the number of reverse steps, `--num-images` how many images; `elbo`'s
+`--estimator-timesteps K` is the number of stratified timesteps of the bound's estimate. The older spellings
+(`sample --steps`, `fid --num-samples`, `elbo --timesteps`) still work and print a deprecation warning.
+Bad input ends the command with one line on stderr and exit status 2; a bug still shows its traceback.
 """
 
 import argparse
@@ -17,6 +21,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +55,34 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 class UsageError(Exception):
     """Bad input to the command; reported as one line, without a traceback."""
+
+
+class DeprecatedSpelling(argparse.Action):
+    """An option's former name: stores into the new name's destination after a `FutureWarning` naming it."""
+
+    def __init__(self, option_strings: list[str], dest: str, new_name: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warnings.warn(
+            f"{option_string} is deprecated and will be removed; use {self.new_name}.", FutureWarning, stacklevel=2
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_option(parser: argparse.ArgumentParser, name: str, *, deprecated: str | None = None, **kwargs) -> None:
+    """`name` with its help; `deprecated`, a former spelling, is accepted, hidden from --help, and warns."""
+    action = parser.add_argument(name, **kwargs)
+    if deprecated is not None:
+        parser.add_argument(
+            deprecated,
+            dest=action.dest,
+            type=kwargs.get("type"),
+            action=DeprecatedSpelling,
+            new_name=name,
+            help=argparse.SUPPRESS,
+        )
 
 
 def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
@@ -113,14 +146,15 @@ def sample(args: argparse.Namespace) -> None:
     num_images = args.num_images if labels is None else len(labels)
     recorder = None
     if args.trajectory:
-        recorder = TrajectoryRecorder(min(4, num_images), evenly_spaced_steps(args.steps, args.trajectory_steps))
+        steps = evenly_spaced_steps(args.num_inference_steps, args.trajectory_steps)
+        recorder = TrajectoryRecorder(min(4, num_images), steps)
     try:
         images = generate_images(
             pipe,
             num_images,
             batch_size=args.batch_size,
             seed=args.seed,
-            num_inference_steps=args.steps,
+            num_inference_steps=args.num_inference_steps,
             eta=eta,
             callback_on_step_end=recorder,
             callback_on_step_end_tensor_inputs=recorder and recorder.tensor_inputs,
@@ -172,7 +206,9 @@ def load_images(data: str, split: str, image_column: str | None, count: int | No
     try:
         import datasets
     except ImportError:
-        raise UsageError(f"Reading {data} needs the `datasets` package: pip install 'simple-ddpm[train]'.") from None
+        raise UsageError(
+            f"Reading {data} needs the `datasets` package: pip install -e '.[train]' in simple_ddpm's checkout."
+        ) from None
     if not path.is_dir() and (path.exists() or data.startswith((".", "/", "~"))):
         raise UsageError(f"{data} is neither an image folder, a saved dataset, nor a dataset id.")
     try:
@@ -198,8 +234,8 @@ def elbo(args: argparse.Namespace) -> None:
     """Bits/dim of the first --num-images images, converted and resized as training does (`to_pixels`).
 
     Each image gets its own generator (seed + i), hence its own draw of timesteps and noise: the per-image bounds
-    are independent, so their standard error covers both the spread over images and, with --timesteps, the Monte
-    Carlo error of the timestep sample. Batching is over the timesteps of one image.
+    are independent, so their standard error covers both the spread over images and, with --estimator-timesteps,
+    the Monte Carlo error of the timestep sample. Batching is over the timesteps of one image.
     """
     images = load_images(args.data, args.split, args.image_column, args.num_images)
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
@@ -207,18 +243,19 @@ def elbo(args: argparse.Namespace) -> None:
     if not isinstance(size, int):
         raise UsageError(f"{args.model} has a non-square sample_size {size}; elbo needs square images.")
     T = len(pipe.scheduler)
-    if args.timesteps is not None and not 1 <= args.timesteps <= T - 1:
-        raise UsageError(f"--timesteps must be in [1, {T - 1}] for this model, got {args.timesteps}.")
+    K = args.estimator_timesteps
+    if K is not None and not 1 <= K <= T - 1:
+        raise UsageError(f"--estimator-timesteps must be in [1, {T - 1}] for this model, got {K}.")
 
     bits = []
     for i, image in enumerate(tqdm(images, desc="images")):
         x0 = pixels_to_model_input(torch.tensor(to_pixels(image, channels, size)))[None]
         generator = torch.Generator().manual_seed(args.seed + i)
-        out = pipe.elbo(x0, generator=generator, batch_size=args.batch_size, num_timesteps=args.timesteps)
+        out = pipe.elbo(x0, generator=generator, batch_size=args.batch_size, num_timesteps=K)
         bits.append(out.bits_per_dim.item())
 
     bits = np.asarray(bits)
-    terms = f"{args.timesteps} of {T - 1} timesteps per image" if args.timesteps else f"all {T} terms"
+    terms = f"{K} of {T - 1} stratified timesteps per image" if K else f"all {T} terms"
     if len(bits) > 1:
         error = bits.std(ddof=1) / math.sqrt(len(bits))
         print(f"bits/dim: {bits.mean():.4f} ± {error:.4f} (mean ± standard error over {len(bits)} images; {terms})")
@@ -279,8 +316,8 @@ def reference_statistics(args: argparse.Namespace, extractor, channels: int, siz
 
 def fid(args: argparse.Namespace) -> None:
     """The Frechet distance between samples of a pipeline (or a folder of images) and a reference set."""
-    if args.num_samples < 2:
-        raise UsageError("--num-samples must be at least 2: a covariance needs two images.")
+    if args.num_images < 2:
+        raise UsageError("--num-images must be at least 2: a covariance needs two images.")
     extractor = load_feature_extractor(args.features, args.device)
     # Inception repeats a grayscale sample's channel; reference images are converted to its 3 channels alike
     channels = extractor.channels
@@ -289,7 +326,7 @@ def fid(args: argparse.Namespace) -> None:
         files = image_folder_files(source)
         if not files:
             raise UsageError(f"{args.model} is neither a pipeline folder (no model_index.json) nor an image folder.")
-        images = [read_image(p) for p in files[: args.num_samples]]
+        images = [read_image(p) for p in files[: args.num_images]]
         size = extractor.image_size or min(images[0].size)
         generated = pixel_statistics(extractor, pixels_of(images, channels, size), batch_size=args.batch_size)
         what = f"{generated.count} images of {args.model}"
@@ -305,7 +342,7 @@ def fid(args: argparse.Namespace) -> None:
         generated = sample_statistics(
             pipe,
             extractor,
-            args.num_samples,
+            args.num_images,
             batch_size=args.batch_size,
             seed=args.seed,
             num_inference_steps=steps,
@@ -395,8 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="w of classifier-free guidance, (1 + w) eps(x, y) - w eps(x, no label); 0: the conditional model",
     )
     sampler.add_argument("--batch-size", type=positive_int, default=16, help="images per pipeline call")
-    sampler.add_argument(
-        "--steps", "--num-inference-steps", type=positive_int, default=1000, help="reverse steps (fewer respaces)"
+    add_option(
+        sampler,
+        "--num-inference-steps",
+        deprecated="--steps",
+        type=positive_int,
+        default=1000,
+        help="reverse steps (default: 1000; fewer respaces the chain exactly)",
     )
     sampler.add_argument(
         "--trajectory", help="also write a PNG of x_t and x0_hat of the first 4 samples along the chain"
@@ -420,8 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=INCEPTION,
         help="'inception' (FID; needs simple-ddpm[fid]) or a FeatureClassifier .safetensors file",
     )
-    frechet.add_argument("--num-samples", type=positive_int, default=1000, help="samples (or images) measured")
-    frechet.add_argument("--num-inference-steps", type=positive_int, help="default: every training step")
+    add_option(
+        frechet,
+        "--num-images",
+        deprecated="--num-samples",
+        type=positive_int,
+        default=1000,
+        help="samples drawn (or images of a folder read) and measured (default: 1000)",
+    )
+    frechet.add_argument(
+        "--num-inference-steps", type=positive_int, help="reverse steps per sample (default: every training step)"
+    )
     frechet.add_argument("--batch-size", type=positive_int, default=64, help="images per network call")
     frechet.add_argument("--split", default="test", help="split of a reference dataset (default: test)")
     frechet.add_argument("--image-column", help="default: the only column of Image type")
@@ -434,7 +485,15 @@ def build_parser() -> argparse.ArgumentParser:
     bound.add_argument("--split", default="test", help="split of a dataset (default: test)")
     bound.add_argument("--image-column", help="default: the only column of Image type")
     bound.add_argument("--num-images", type=positive_int, default=256, help="the first N images")
-    bound.add_argument("--timesteps", type=positive_int, help="K: estimate from K random timesteps per image")
+    add_option(
+        bound,
+        "--estimator-timesteps",
+        deprecated="--timesteps",
+        type=positive_int,
+        metavar="K",
+        help="estimate the bound from K of the T - 1 denoising terms per image, one drawn from each of K "
+        "stratified blocks (unbiased; pipe.elbo's num_timesteps). Default: exact, all T terms",
+    )
     bound.add_argument("--batch-size", type=positive_int, default=256, help="timesteps per network call")
     bound.set_defaults(run=elbo)
 

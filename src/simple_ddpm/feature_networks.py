@@ -6,7 +6,7 @@
   (`save_feature_classifier`, `load_feature_classifier`). Its name for cached statistics is the file's SHA-256.
 - Inception-v3 (`InceptionFeatures`): FID as the literature reports it, the 2048 pool3 features of the
   TensorFlow Inception graph (weights "2015-12-05", Heusel et al.'s TTUR code) with TensorFlow 1.x's bilinear
-  resize to 299 x 299, as ported by torch-fidelity (`pip install 'simple-ddpm[fid]'`). Its weights are
+  resize to 299 x 299, as ported by torch-fidelity (the `fid` extra: `pip install -e '.[fid]'`). Its weights are
   downloaded on first use into torch's hub cache.
 
 Every extractor takes uint8 pixels (B, C, H, W) and returns float64 features (B, D).
@@ -159,8 +159,8 @@ class InceptionFeatures:
         except ImportError as error:
             raise FeatureNetworkError(
                 f"Inception-v3 features need torch-fidelity, which does not import here ({error}); "
-                "pip install 'simple-ddpm[fid]' (torch-fidelity needs torchvision), or measure with "
-                "--features CLASSIFIER.safetensors."
+                "pip install -e '.[fid]' in simple_ddpm's checkout (torch-fidelity needs torchvision), or measure "
+                "with --features CLASSIFIER.safetensors."
             ) from None
         weights = inception_weights(URL_INCEPTION_V3)
         self.model = FeatureExtractorInceptionV3(

@@ -261,7 +261,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         """
         hub = _hub_module()
         if hub is None:
-            raise ImportError("Pushing a SimpleDDPMPipeline needs the simple-ddpm package: pip install simple-ddpm.")
+            raise ImportError(
+                "Pushing a SimpleDDPMPipeline needs the simple_ddpm package: pip install -e . in its checkout."
+            )
         return hub.push_pipeline(
             self, repo_id, commit_message=commit_message, private=private, token=token, **save_kwargs
         )
