@@ -11,7 +11,9 @@ class GaussianDenoiser(torch.nn.Module):
     where x_0 is an image of `shape` (C, H, W) flattened to D = C H W pixels, cov a (D, D) matrix:
     E[x_0 | x_t] = mean + cov a (a^2 cov + (1 - a^2) I)^-1 (x_t - a mean), a = sqrt(alpha_bar_t), in float64."""
 
-    def __init__(self, mean: torch.Tensor, cov: torch.Tensor, shape: tuple[int, int, int], alphas_cumprod: torch.Tensor):
+    def __init__(
+        self, mean: torch.Tensor, cov: torch.Tensor, shape: tuple[int, int, int], alphas_cumprod: torch.Tensor
+    ):
         super().__init__()
         channels, height, width = shape
         self.config = SimpleNamespace(sample_size=(height, width), in_channels=channels, out_channels=channels)

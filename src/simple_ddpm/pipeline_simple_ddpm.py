@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
@@ -100,7 +100,10 @@ class SimpleDDPMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image", "pred_original_sample"]
 
-    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin, class_names: list[str] | None = None):
+    def __init__(
+        self, unet: UNet2DModel | torch.nn.Module, scheduler: SchedulerMixin, class_names: list[str] | None = None
+    ):
+        # UNet2DModel named in the hint: `from_pipe` hands over a ModelMixin only when its type is in the hint.
         super().__init__()
         num_class_embeds = getattr(unet.config, "num_class_embeds", None)
         if class_names is not None:

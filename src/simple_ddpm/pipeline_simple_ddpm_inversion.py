@@ -1,7 +1,6 @@
 """DDIM inversion of images to x_T, decoding back, and interpolation between images through x_T, as a diffusers
 pipeline."""
 
-
 import torch
 from diffusers import ImagePipelineOutput
 
