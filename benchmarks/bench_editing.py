@@ -197,6 +197,7 @@ def draw_pictures(args, model: Path, pixels: torch.Tensor) -> None:
     image_grid(torch.cat(rows).float() / 255, cell_size=CELL, cols=8).save(args.pictures / "editing_inpaint.png")
 
     img2img = SimpleDDPMImg2ImgPipeline.from_pipe(inpainter)
+    img2img.set_progress_bar_config(disable=True)
     cells = []
     for i in range(4):
         x0 = pixels_to_model_input(pixels[i : i + 1])
@@ -213,6 +214,7 @@ def draw_pictures(args, model: Path, pixels: torch.Tensor) -> None:
     image_grid(torch.cat(cells), cell_size=CELL, cols=1 + len(STRENGTHS)).save(args.pictures / "editing_img2img.png")
 
     inversion = SimpleDDPMInversionPipeline.from_pipe(inpainter)
+    inversion.set_progress_bar_config(disable=True)
     frames = []
     for a, b in ((0, 1), (2, 5)):
         ends = [pixels_to_model_input(pixels[i : i + 1]) for i in (a, b)]
@@ -289,6 +291,7 @@ def main() -> None:
             if not result_path(args, f"inversion:{steps}", args.inversion_images).is_file():
                 measure_inversion(args, inversion, test_pixels[: args.inversion_images], steps)
         inpainter = SimpleDDPMInpaintPipeline.from_pipe(inversion)
+        inpainter.set_progress_bar_config(disable=True)
         for config in args.configs:
             if not result_path(args, f"inpaint:{config}", len(pixels)).is_file():
                 measure_inpainting(args, config, inpainter, pixels, extractor, test)

@@ -6,6 +6,7 @@ to the Hub.
     simple-ddpm elbo MODEL DATA [--num-images 256] [--timesteps K] [--batch-size 256]
     simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-samples 1000]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
+    simple-ddpm inpaint | img2img | interpolate ...   (editing with a trained model: see editing_commands.py)
 
 MODEL is a local pipeline folder or a Hub repo id. Bad input ends the command with one line on stderr and exit
 status 2; a bug still shows its traceback.
@@ -446,6 +447,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"glob patterns not to upload (default: {' '.join(DEFAULT_IGNORE_PATTERNS)}; none: upload everything)",
     )
     share.set_defaults(run=push)
+
+    from .editing_commands import add_editing_commands  # here: it imports this module's helpers
+
+    add_editing_commands(commands, model)
     return parser
 
 
