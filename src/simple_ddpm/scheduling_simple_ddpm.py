@@ -401,8 +401,10 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t) with x0_hat from `predict_original_sample` (unclipped).
         Then x_t = sqrt(alpha_bar_t / alpha_bar_{t'}) (x_{t'} - sqrt(1 - alpha_bar_{t'}) eps_hat)
         + sqrt(1 - alpha_bar_t) eps_hat, which `step(eta=0)` from t maps back to x_{t'} exactly when the network's
-        output at (x_t, t) is the same; the difference, the probability-flow ODE's discretisation error, falls as
-        the steps get smaller. Decode with `clip_sample=False` (clipping has no inverse).
+        eps_hat at (x_t, t) is the same (for Design II: the same output). The difference, the probability-flow
+        ODE's discretisation error, falls as the steps get smaller. Reading eps_hat, not x0_hat, keeps the step
+        invertible at the last one, where x_0 = x0_hat would forget x_t. Decode with `clip_sample=False` (clipping
+        has no inverse). As diffusers' DDIMInverseScheduler for epsilon prediction.
         """
         prediction, _ = self.split_model_output(model_output, sample)
         alpha_bar, alpha_bar_next, _ = self._ddim_tables[int(timestep)]  # alpha_bar_t, alpha_bar_{t'}
