@@ -169,3 +169,13 @@ def test_grayscale_model_refuses_a_colour_image():
     pipe.set_progress_bar_config(disable=True)
     with pytest.raises(ValueError, match="mode 'RGB', colour, but the model is grayscale"):
         pipe(Image.new("RGB", (2, 2)), Image.new("L", (2, 2)), num_inference_steps=5)
+
+
+def test_an_editing_pipeline_saves_the_folder_every_pipeline_loads(tmp_path):
+    pipe = SimpleDDPMInpaintPipeline.from_pipe(tiny_pipeline())
+    pipe.save_pretrained(tmp_path / "saved")
+    plain = SimpleDDPMPipeline.from_pretrained(tmp_path / "saved")
+    assert type(plain) is SimpleDDPMPipeline
+    reloaded = SimpleDDPMInpaintPipeline.from_pretrained(tmp_path / "saved")
+    for name, tensor in pipe.unet.state_dict().items():
+        assert torch.equal(reloaded.unet.state_dict()[name], tensor)

@@ -5,7 +5,14 @@ import torch
 from diffusers import ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
-from .editing_inputs import ImageInput, default_batch_size, image_format, image_to_model_input, simple_ddpm_scheduler
+from .editing_inputs import (
+    ImageInput,
+    default_batch_size,
+    image_format,
+    image_to_model_input,
+    save_as_simple_ddpm_pipeline,
+    simple_ddpm_scheduler,
+)
 from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
 
 
@@ -23,6 +30,8 @@ class SimpleDDPMImg2ImgPipeline(SimpleDDPMPipeline):
     Any `SimpleDDPMPipeline` folder loads as this class; `SimpleDDPMImg2ImgPipeline.from_pipe(pipe)` shares a
     loaded one's components.
     """
+
+    save_pretrained = save_as_simple_ddpm_pipeline
 
     @torch.no_grad()
     def __call__(

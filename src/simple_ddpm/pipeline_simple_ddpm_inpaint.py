@@ -11,6 +11,7 @@ from .editing_inputs import (
     image_format,
     image_to_model_input,
     mask_to_tensor,
+    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
 from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
@@ -42,6 +43,8 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
     and jumps back up the chain (resampling) let the two agree. No training for the task: any `SimpleDDPMPipeline`
     folder loads as this class, or `SimpleDDPMInpaintPipeline.from_pipe(pipe)` shares a loaded one's components.
     """
+
+    save_pretrained = save_as_simple_ddpm_pipeline
 
     @torch.no_grad()
     def __call__(

@@ -4,7 +4,13 @@ pipeline."""
 import torch
 from diffusers import ImagePipelineOutput
 
-from .editing_inputs import ImageInput, image_format, image_to_model_input, simple_ddpm_scheduler
+from .editing_inputs import (
+    ImageInput,
+    image_format,
+    image_to_model_input,
+    save_as_simple_ddpm_pipeline,
+    simple_ddpm_scheduler,
+)
 from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler
 
@@ -37,6 +43,8 @@ class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
     `num_inference_steps` grows. Any `SimpleDDPMPipeline` folder loads as this class;
     `SimpleDDPMInversionPipeline.from_pipe(pipe)` shares a loaded one's components.
     """
+
+    save_pretrained = save_as_simple_ddpm_pipeline
 
     def _unclipped_scheduler(self, num_inference_steps: int) -> SimpleDDPMScheduler:
         scheduler = simple_ddpm_scheduler(self, "DDIM inversion")
