@@ -110,6 +110,15 @@ def test_known_pixels_survive_the_png_round_trip_bit_for_bit(tmp_path):
         assert not np.array_equal(out[~keep], pixels[~keep])  # the hole is the model's
 
 
+def test_without_resampling_the_jump_length_is_not_checked():
+    pipe = SimpleDDPMInpaintPipeline.from_pipe(tiny_pipeline())
+    pipe.set_progress_bar_config(disable=True)
+    mask = torch.zeros(8, 8)
+    mask[:4] = 1
+    out = pipe(torch.zeros(3, 8, 8), mask, num_inference_steps=3, jump_n_sample=1, output_type="pt").images
+    assert out.shape == (1, 3, 8, 8)
+
+
 def test_inpaint_pipeline_loads_from_a_saved_simple_ddpm_folder(tmp_path):
     tiny_pipeline().save_pretrained(tmp_path / "model")
     pipe = SimpleDDPMInpaintPipeline.from_pretrained(tmp_path / "model")
@@ -149,7 +158,7 @@ def test_class_labels_condition_the_filled_pixels():
         (dict(mask_image=Image.new("L", (8, 8), 255)), "The mask is white everywhere: nothing is kept"),
         (dict(image=torch.full((3, 8, 8), 2.0)), "must lie in [-1, 1]"),
         (dict(jump_n_sample=0), "jump_n_sample must be an integer >= 1"),
-        (dict(jump_length=5), "jump_length must be an integer in [1, 4] for 5 steps"),
+        (dict(jump_length=5, jump_n_sample=2), "jump_length must be an integer in [1, 4] for 5 steps"),
         (dict(num_inference_steps=11), "num_inference_steps must be an integer in [1, 10]"),
     ],
 )

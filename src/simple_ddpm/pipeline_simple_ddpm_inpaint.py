@@ -96,7 +96,7 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
             raise ValueError(f"num_inference_steps must be an integer in [1, {len(scheduler)}], got {n!r}.")
         if not isinstance(jump_n_sample, int) or jump_n_sample < 1:
             raise ValueError(f"jump_n_sample must be an integer >= 1 (1: no resampling), got {jump_n_sample!r}.")
-        if not isinstance(jump_length, int) or not 1 <= jump_length < max(n, 2):
+        if jump_n_sample > 1 and (not isinstance(jump_length, int) or not 1 <= jump_length < max(n, 2)):
             raise ValueError(
                 f"jump_length must be an integer in [1, {max(n - 1, 1)}] for {n} steps, got {jump_length!r}."
             )
