@@ -92,8 +92,8 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
             if len(tensor) not in (1, batch_size):
                 raise ValueError(f"Got {len(tensor)} {what} for batch_size={batch_size}; pass one, or one per result.")
         n = num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(scheduler):
-            raise ValueError(f"num_inference_steps must be an integer in [1, {len(scheduler)}], got {n!r}.")
+        device = self._execution_device
+        scheduler.set_timesteps(n, device=device)  # checks n
         if not isinstance(jump_n_sample, int) or jump_n_sample < 1:
             raise ValueError(f"jump_n_sample must be an integer >= 1 (1: no resampling), got {jump_n_sample!r}.")
         if jump_n_sample > 1 and (not isinstance(jump_length, int) or not 1 <= jump_length < max(n, 2)):
@@ -101,12 +101,10 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
                 f"jump_length must be an integer in [1, {max(n - 1, 1)}] for {n} steps, got {jump_length!r}."
             )
         self._check_channels()
-        device = self._execution_device
         labels = labels.to(device) if labels is not None else None
         x0 = x0.to(device).expand(batch_size, -1, -1, -1)
         fill = fill.to(device).expand(batch_size, channels, -1, -1)
 
-        scheduler.set_timesteps(n, device=device)
         steps = scheduler.timesteps.tolist() + [-1]  # the timestep of each level; -1: the data
         timesteps = scheduler.timesteps.to(device)
         step_kwargs = {"generator": generator}

@@ -49,10 +49,7 @@ class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
     def _unclipped_scheduler(self, num_inference_steps: int) -> SimpleDDPMScheduler:
         scheduler = simple_ddpm_scheduler(self, "DDIM inversion")
         scheduler = SimpleDDPMScheduler.from_config(scheduler.config, clip_sample=False, thresholding=False)
-        n = num_inference_steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(scheduler):
-            raise ValueError(f"num_inference_steps must be an integer in [1, {len(scheduler)}], got {n!r}.")
-        scheduler.set_timesteps(n, device=self._execution_device)
+        scheduler.set_timesteps(num_inference_steps, device=self._execution_device)  # checks the count
         return scheduler
 
     def _labels(self, class_labels: ClassLabels | None, guidance_scale: float, batch_size: int) -> torch.Tensor | None:
