@@ -12,6 +12,9 @@ from .hub import (
 )
 from .model_card import write_model_card
 from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
+from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
+from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
+from .pipeline_simple_ddpm_inversion import SimpleDDPMInversionPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput, classifier_free_guidance
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
 from .training_losses import TrainingLosses, training_losses
@@ -25,6 +28,9 @@ __all__ = [
     "FeatureStatistics",
     "HubAccessError",
     "LossSecondMomentSampler",
+    "SimpleDDPMImg2ImgPipeline",
+    "SimpleDDPMInpaintPipeline",
+    "SimpleDDPMInversionPipeline",
     "SimpleDDPMPipeline",
     "SimpleDDPMScheduler",
     "SimpleDDPMSchedulerOutput",

@@ -7,6 +7,7 @@ to the Hub.
     simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-images 1000]
         [--num-inference-steps N]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
+    simple-ddpm inpaint | img2img | interpolate ...   (editing with a trained model: see editing_commands.py)
 
 MODEL is a local pipeline folder or a Hub repo id. One name per idea, as in the pipeline's arguments:
 `--num-inference-steps` is the number of reverse steps, `--num-images` how many images; `elbo`'s
@@ -513,6 +514,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"glob patterns not to upload (default: {' '.join(DEFAULT_IGNORE_PATTERNS)}; none: upload everything)",
     )
     share.set_defaults(run=push)
+
+    from .editing_commands import add_editing_commands  # here: it imports this module's helpers
+
+    add_editing_commands(commands, model)
     return parser
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin
+from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
@@ -103,7 +103,10 @@ class SimpleDDPMPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "unet"
     _callback_tensor_inputs = ["image", "pred_original_sample"]
 
-    def __init__(self, unet: torch.nn.Module, scheduler: SchedulerMixin, class_names: list[str] | None = None):
+    def __init__(
+        self, unet: UNet2DModel | torch.nn.Module, scheduler: SchedulerMixin, class_names: list[str] | None = None
+    ):
+        # UNet2DModel named in the hint: `from_pipe` hands over a ModelMixin only when its type is in the hint.
         super().__init__()
         num_class_embeds = getattr(unet.config, "num_class_embeds", None)
         if class_names is not None:
@@ -379,22 +382,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
 
         The sample is kept in float32 between steps; a float16 or bfloat16 UNet sees it cast to its dtype.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"Unknown output_type {output_type!r}; valid values are: {', '.join(OUTPUT_TYPES)}.")
-        if batch_size is None:
-            several = isinstance(class_labels, list) or (isinstance(class_labels, torch.Tensor) and class_labels.ndim)
-            batch_size = len(class_labels) if several else 1
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}.")
-        labels = self.class_label_tensor(class_labels, batch_size)
-        if not math.isfinite(guidance_scale) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a finite number >= 0 (0: no guidance), got {guidance_scale}.")
-        if guidance_scale != 0 and class_labels is None:
-            raise ValueError(
-                "guidance_scale needs class_labels (a class-conditional model and the classes to guide to)."
-            )
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        batch_size, labels = self._check_call_options(batch_size, generator, class_labels, guidance_scale, output_type)
         tensor_inputs = callback_on_step_end_tensor_inputs or ["image"]
         unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
         if unknown:
@@ -428,6 +416,38 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs) or {}
                 image = callback_outputs.get("image", image)
 
+        return self._images_output(image, output_type, return_dict)
+
+    def _check_call_options(
+        self,
+        batch_size: int | None,
+        generator: torch.Generator | list[torch.Generator] | None,
+        class_labels: ClassLabels | None,
+        guidance_scale: float,
+        output_type: str,
+    ) -> tuple[int, torch.Tensor | None]:
+        """The options every sampling call of this pipeline and of the editing pipelines shares, checked: returns the
+        batch size (default: one per label in a list, else 1) and the labels as `class_label_tensor` gives them."""
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"Unknown output_type {output_type!r}; valid values are: {', '.join(OUTPUT_TYPES)}.")
+        if batch_size is None:
+            several = isinstance(class_labels, list) or (isinstance(class_labels, torch.Tensor) and class_labels.ndim)
+            batch_size = len(class_labels) if several else 1
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        labels = self.class_label_tensor(class_labels, batch_size)
+        if not math.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be a finite number >= 0 (0: no guidance), got {guidance_scale}.")
+        if guidance_scale != 0 and class_labels is None:
+            raise ValueError(
+                "guidance_scale needs class_labels (a class-conditional model and the classes to guide to)."
+            )
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"Got {len(generator)} generators for batch_size={batch_size}; pass one per image.")
+        return batch_size, labels
+
+    def _images_output(self, image: torch.Tensor, output_type: str, return_dict: bool) -> ImagePipelineOutput | tuple:
+        """x_0 in [-1, 1] as `output_type` asks ("pil", "np" or "pt", in [0, 1]), in an `ImagePipelineOutput`."""
         image = (image / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
             images = image

@@ -376,6 +376,44 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, original_samples)
         return torch.mul(original_samples, a).addcmul_(b, noise)
 
+    def alpha_bar(self, timestep: int) -> float:
+        """alpha_bar of table index `timestep`, a Python float; 1 at -1, the data (alpha_bar_0 = 1)."""
+        return 1.0 if timestep == -1 else self.alphas_cumprod[timestep].item()
+
+    def add_noise_between(
+        self, sample: torch.Tensor, noise: torch.Tensor, timestep: int, to_timestep: int
+    ) -> torch.Tensor:
+        """x_{t'} = sqrt(alpha_bar_{t'} / alpha_bar_t) x_t + sqrt(1 - alpha_bar_{t'} / alpha_bar_t) eps, a draw from
+        q(x_{t'} | x_t) for t' > t: the forward steps t+1..t' (Ho et al. eq. 2) composed into one. `timestep` -1 is
+        the data, where this is `add_noise`. RePaint's jump back (Lugmayr et al. 2022, Algorithm 1 line 9)."""
+        if not -1 <= timestep < to_timestep < len(self):
+            raise ValueError(
+                f"add_noise_between needs -1 <= timestep < to_timestep < {len(self)}, got {timestep}, {to_timestep}."
+            )
+        ratio = self.alpha_bar(to_timestep) / self.alpha_bar(timestep)
+        return torch.mul(sample, math.sqrt(ratio)).add_(noise, alpha=math.sqrt(1 - ratio))
+
+    def ddim_inverse_step(self, model_output: torch.Tensor, timestep: int, sample: torch.Tensor) -> torch.Tensor:
+        """x_t from x_{t'}: deterministic DDIM (Song et al. 2021 eq. 12, eta = 0) run forwards, from t' (the step
+        after `timestep` in the current schedule; the data after the last) up to t = `timestep`.
+
+        `model_output` is the network's output at (x_{t'}, t), read as if x_{t'} were at t: eps_hat = (x_{t'} -
+        sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t) with x0_hat from `predict_original_sample` (unclipped).
+        Then x_t = sqrt(alpha_bar_t / alpha_bar_{t'}) (x_{t'} - sqrt(1 - alpha_bar_{t'}) eps_hat)
+        + sqrt(1 - alpha_bar_t) eps_hat, which `step(eta=0)` from t maps back to x_{t'} exactly when the network's
+        eps_hat at (x_t, t) is the same (for Design II: the same output). The difference, the probability-flow
+        ODE's discretisation error, falls as the steps get smaller. Reading eps_hat, not x0_hat, keeps the step
+        invertible at the last one, where x_0 = x0_hat would forget x_t. Decode with `clip_sample=False` (clipping
+        has no inverse). As diffusers' DDIMInverseScheduler for epsilon prediction.
+        """
+        prediction, _ = self.split_model_output(model_output, sample)
+        alpha_bar, alpha_bar_next, _ = self._ddim_tables[int(timestep)]  # alpha_bar_t, alpha_bar_{t'}
+        t = torch.tensor([int(timestep)], device=sample.device)
+        x0_hat = self.predict_original_sample(prediction, sample, t)
+        eps_hat = (sample - math.sqrt(alpha_bar) * x0_hat) / math.sqrt(1 - alpha_bar)
+        x0_at_next = (sample - math.sqrt(1 - alpha_bar_next) * eps_hat) / math.sqrt(alpha_bar_next)
+        return math.sqrt(alpha_bar) * x0_at_next + math.sqrt(1 - alpha_bar) * eps_hat
+
     def get_velocity(self, sample: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022); `sample` is x_0."""
         a = self._table("sqrt_alphas_cumprod", timesteps, sample)
