@@ -885,7 +885,10 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         = beta~_{s|t}. For a fixed variance sigma^2 (beta~_{s|t} or beta_{t|s}), the same table of G_t gives the
         step's expected KL without network calls: E KL = (d/2) (log(sigma^2 / lambda^2) - 1 + sigma*^2 / sigma^2),
         because lambda^2 + E||mean error||^2 / d = sigma*^2 for the model's own mean (eq. 9's derivation); this is
-        exact for an exact score and otherwise the analytic estimate of each term. A learned variance depends on
+        exact for an exact score and otherwise the analytic estimate of each term; the decoder's variance, the
+        beta~ of the step into tau_1 (`chain_vb_terms_bpd`), adds its expected cost to that step (`step_costs`).
+        The estimate of G_t must be good where 1 - G_t is small: an error there multiplies a long step's factor in
+        eq. 9. A learned variance depends on
         x_t, so it has no such cost: use another `timestep_spacing`. Cached per K.
         """
         T = len(self)
@@ -923,6 +926,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         else:
             variance = beta if variance_type == "fixed_large" else lambda2
             cost = torch.log(variance / lambda2) - 1 + optimal / variance
+            # The decoder's variance is beta~ of the step into tau_1 = 0 (see `chain_vb_terms_bpd`), so the edge
+            # t -> 0 also carries the decoder's expected cost, Gaussian: log sigma^2 + E err^2 / sigma^2 + const,
+            # with E err^2 / d = sigma*^2 of the step to the data (lambda^2 = 0 there).
+            one = torch.ones((), dtype=torch.float64)
+            decoder_error = analytic_variance(alpha_bar[0], one, 0 * one, self.analytic_mean_squared_eps[0])
+            cost[0] = cost[0] + torch.log(lambda2[0]) + decoder_error / lambda2[0]
         return torch.where(below, cost, torch.inf).numpy()
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
