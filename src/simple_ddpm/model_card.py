@@ -22,6 +22,8 @@ VARIANCE_DESCRIPTIONS = {
     "learned_range": "learned (`learned_range`, Nichol & Dhariwal 2021): the UNet's last half of output channels "
     "interpolate log beta_t and log sigma~^2_t",
     "learned": "learned (`learned`): the UNet's last half of output channels are the log-variance",
+    "analytic": "analytic (`analytic`, Bao et al. 2022): the KL-optimal sigma*^2 of each step, from the model's mean "
+    "squared predicted noise G_t (`analytic_mean_squared_eps` in scheduler_config.json)",
 }
 TRAINING_METRICS_KEYS = ("held_out_bits_per_dim", "held_out_images", "eval_timesteps", "steps", "training")
 
@@ -107,6 +109,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
             else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, stratified (unbiased estimate)"
         ),
         frechet_distance=frechet,
+        analytic_variance=metrics.get("analytic_variance"),
         class_names=metrics.get("class_names"),
         bits_per_dim_unconditional=metrics.get("held_out_bits_per_dim_unconditional"),
         sample_grid=metrics["sample_grid"],
