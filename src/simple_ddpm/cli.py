@@ -289,7 +289,12 @@ def analytic(args: argparse.Namespace) -> None:
     metrics_path = folder / METRICS_NAME
     if metrics_path.is_file():
         metrics = json.loads(metrics_path.read_text())
-        metrics["analytic_variance"] = {"images": len(images), "network_calls": len(images) * T, "seconds": seconds}
+        metrics["analytic_variance"] = {
+            "images": len(images),
+            "network_calls": len(images) * T,
+            "seconds": seconds,
+            "variance_type": "analytic",
+        }
         write_text_atomically(metrics_path, json.dumps(metrics, indent=2))
         if is_training_metrics(metrics):
             write_model_card(folder)
