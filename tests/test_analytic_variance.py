@@ -93,22 +93,42 @@ def test_bound_table_is_the_transcription_of_eq_9_at_every_timestep():
         assert math.isclose(scheduler.model_log_variance[t].item(), math.log(expected), rel_tol=1e-12)
 
 
-def test_estimate_converges_to_the_closed_form_mean_squared_eps_of_gaussian_data():
+@pytest.mark.parametrize("estimator", ["mean_squared_eps", "prediction_error"])
+def test_estimate_converges_to_the_closed_form_mean_squared_eps_of_gaussian_data(estimator):
     s, T = 0.25, 100
     pipe = exact_pipeline("fixed_small", s=s, num_train_timesteps=T)
     exact = gaussian_mean_squared_eps(pipe.scheduler.alphas_cumprod, s)
     errors = {}
     for count in (25, 400):
         images = (torch.randn(count, 1, 4, 4, generator=torch.Generator().manual_seed(count)) * s).clamp(-1, 1)
-        estimate = pipe.estimate_analytic_variance(images, generator=torch.Generator().manual_seed(0), batch_size=4096)
-        # eps_hat^2 / G_t is chi-square with 1 degree of freedom per pixel: relative std sqrt(2 / (M d))
+        estimate = pipe.estimate_analytic_variance(
+            images, generator=torch.Generator().manual_seed(0), batch_size=4096, estimator=estimator
+        )
+        # eps_hat is Gaussian with variance G_t per pixel, eps - eps_hat with variance 1 - G_t: their mean
+        # squares are chi-square, relative std sqrt(2 / (M d)) of G_t, resp. of 1 - G_t
+        scale = exact if estimator == "mean_squared_eps" else 1 - exact
         tolerance = 5 * math.sqrt(2 / (count * 16))
-        assert ((estimate - exact).abs() / exact).max() < tolerance
-        errors[count] = ((estimate - exact).abs() / exact).mean().item()
+        assert ((estimate - exact).abs() / scale).max() < tolerance
+        errors[count] = ((estimate - exact).abs() / scale).mean().item()
         assert pipe.scheduler.config.variance_type == "analytic"
         assert torch.equal(pipe.scheduler.analytic_mean_squared_eps, estimate)
         pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type="fixed_small")
     assert errors[400] < errors[25] / 2  # 1 / sqrt(M): a 4x smaller error expected
+
+
+def test_prediction_error_estimate_resolves_one_minus_g_where_it_is_tiny():
+    """At t = T, 1 - G_T = alpha_bar s^2 / (alpha_bar s^2 + 1 - alpha_bar) is 1e-5 of G_T: the mean of
+    ||eps_hat||^2 / d cannot see it from 800 pixels (its error is ~5e-2); 1 - E||eps - eps_hat||^2 / d can."""
+    pipe = exact_pipeline("fixed_small")
+    exact = 1 - gaussian_mean_squared_eps(pipe.scheduler.alphas_cumprod, S)[-1].item()
+    images = gaussian_images(50).float()
+    errors = {}
+    for estimator in ("mean_squared_eps", "prediction_error"):
+        estimate = pipe.estimate_analytic_variance(
+            images, generator=torch.Generator().manual_seed(0), batch_size=50_000, estimator=estimator
+        )
+        errors[estimator] = abs(1 - estimate[-1].item() - exact) / exact
+    assert errors["prediction_error"] < 0.2 < 100 < errors["mean_squared_eps"], errors
 
 
 def test_analytic_chain_samples_the_data_distribution_at_five_steps_where_fixed_variances_do_not():

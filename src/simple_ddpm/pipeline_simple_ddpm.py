@@ -24,6 +24,7 @@ from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidanc
 logger = logging.get_logger(__name__)
 
 OUTPUT_TYPES = ("pil", "np", "pt")
+ANALYTIC_ESTIMATORS = ("prediction_error", "mean_squared_eps")
 
 ClassLabels = int | str | list[int | str] | torch.Tensor
 
@@ -555,6 +556,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         generator: torch.Generator | None = None,
         batch_size: int = 256,
         class_labels: ClassLabels | None = None,
+        estimator: str = "prediction_error",
     ) -> torch.Tensor:
         """Estimate G_t = E_q ||eps_theta(x_t, t)||^2 / d for every training timestep (Bao et al. 2022, Analytic-DPM)
         and switch the pipeline's scheduler to `variance_type="analytic"` with it; return G (T floats, float64).
@@ -570,7 +572,17 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             batch_size (`int`, defaults to 256): the most (image, timestep) pairs per network call.
             class_labels (*optional*): for a class-conditional model, as in `elbo`; None uses the no-label token,
                 the model of p(x) (one table serves sampling with and without labels).
+            estimator (`str`, defaults to "prediction_error"): "mean_squared_eps" is Bao et al.'s Monte Carlo
+                mean of ||eps_hat||^2 / d. "prediction_error" is 1 - E||eps - eps_hat||^2 / d over the same draws:
+                the same number for an exact network (E<eps, eps_hat> = E||eps_hat||^2 when eps_hat = E[eps | x_t]),
+                and for any network the one that makes sigma*^2 = lambda^2 + coef_x0^2 E||x_0 - x0_hat||^2 / d, the
+                KL-optimal variance for the network's own mean (coef_x0 is eq. 12's factor; Bao et al. 2022b,
+                Extended Analytic-DPM, study this imperfect-mean case). Its Monte Carlo error is far smaller where
+                1 - G_t is tiny (large t), which is what eq. 9's long steps and `optimal_timesteps` multiply: there
+                ||eps_hat||^2 / d varies by sqrt(2 / d) per image while 1 - G_t is about SNR_t.
         """
+        if estimator not in ANALYTIC_ESTIMATORS:
+            raise ValueError(f"Unknown estimator {estimator!r}; valid values are: {', '.join(ANALYTIC_ESTIMATORS)}.")
         scheduler = self.scheduler
         if not isinstance(scheduler, SimpleDDPMScheduler):
             raise TypeError(
@@ -588,7 +600,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         batches = [images] if isinstance(images, torch.Tensor) else images
         T = len(scheduler)
         device = self._execution_device
-        sum_squares = torch.zeros(T, dtype=torch.float64, device=device)
+        sum_squares = torch.zeros(T, dtype=torch.float64, device=device)  # of eps_hat, or of eps - eps_hat
         count = 0
         # M x T network evaluations; M is unknown in advance for an iterator of batches
         total = T * sum(len(batch) for batch in batches) if isinstance(batches, list | tuple) else None
@@ -616,6 +628,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                     labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
                     output = self._predict(x_t, t, labels_rep).double()
                     eps = scheduler.predicted_noise(output, x_t.double(), t)
+                    if estimator == "prediction_error":
+                        eps = eps - noise.double()
                     squares = eps.square().flatten(1).mean(1).view(len(ts), -1).sum(1)
                     sum_squares[first : first + len(ts)] += squares
                     progress.update(len(t))
@@ -624,6 +638,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         if count == 0:
             raise ValueError("estimate_analytic_variance got no images.")
         mean_squared_eps = (sum_squares / count).cpu()
+        if estimator == "prediction_error":
+            mean_squared_eps = (1 - mean_squared_eps).clamp(min=0)  # a network worse than eps_hat = 0
         self.scheduler = SimpleDDPMScheduler.from_config(
             scheduler.config, variance_type="analytic", analytic_mean_squared_eps=mean_squared_eps.tolist()
         )
