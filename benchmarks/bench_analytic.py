@@ -38,7 +38,7 @@ from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.feature_networks import ClassifierFeatures
 from simple_ddpm.frechet import frechet_distance
-from simple_ddpm.sample_quality import sample_statistics
+from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
 
 WORK = bench_quality.BENCHMARKS / "_work" / "analytic"
 # name -> (variance_type, eta)
@@ -187,6 +187,16 @@ def frechet(args: argparse.Namespace, model: Path, table: list[float] | None, sa
     }
 
 
+def frechet_floor(args: argparse.Namespace) -> dict:
+    """FD of --num-samples training images: what finite samples alone leave (bench_fid.py's reference row)."""
+    extractor = ClassifierFeatures(args.fid_work / "classifier.safetensors")
+    test = bench_fid.test_statistics(argparse.Namespace(work=args.fid_work), extractor)
+    pixels = bench_fid.fashion_mnist_pixels("train")[0][: args.num_samples]
+    statistics = pixel_statistics(extractor, pixels, batch_size=1000, progress=False)
+    fd = frechet_distance(statistics, test)
+    return {"sampler": "training images", "steps": 0, "spacing": "-", "samples": args.num_samples, "fd": fd}
+
+
 def run_model(args: argparse.Namespace, model: Path) -> None:
     name = model.name
     main = result(args, f"{name}-estimate-{args.estimate_images}", lambda: estimate(args, model, args.estimate_images))
@@ -208,6 +218,7 @@ def run_model(args: argparse.Namespace, model: Path) -> None:
     if 1000 in args.steps:
         result(args, f"{name}-bound-1000-{args.bound_images}", lambda: reference_bound(args, model, table))
     bench_fid.train_classifier(argparse.Namespace(work=args.fid_work, classifier_epochs=2))
+    result(args, f"fd-floor-{args.num_samples}", lambda: frechet_floor(args))
     for steps in args.steps:
         for sampler in args.fd_samplers:
             spacings = args.spacings if sampler.startswith("analytic") and steps < 1000 else ["linspace"]
@@ -253,7 +264,11 @@ def print_tables(args: argparse.Namespace) -> None:
         print(f"{model:18} {steps:>5} {value.get('spacing', 'all'):9} " + " ".join(f"{c:>16}" for c in cells), extra)
     print("\nFrechet distance (bench_fid.py's classifier features)")
     for name, value in results.items():
-        if "-fd-" in name:
+        if name.startswith("fd-floor"):
+            print(
+                f"{'(floor)':18} {'training images':14} {'':>5} {'':9} {value['fd']:8.2f}  ({value['samples']} images)"
+            )
+        elif "-fd-" in name:
             print(
                 f"{name.split('-fd-')[0]:18} {value['sampler']:14} {value['steps']:>5} {value['spacing']:9} "
                 f"{value['fd']:8.2f}  ({value['samples']} samples, {value['seconds']:.0f} s)"
