@@ -20,8 +20,8 @@ For each model (--models, bench_quality.py pipeline folders, trained there):
    the analytic samplers, optimal timesteps. A learned-variance model (--learned) is measured at the same K.
 
 Results are JSON files under --work/results, one per measurement, skipped when present (a stopped run resumes).
-The 1,000-step rows: the bound is estimated with `elbo(num_timesteps=--reference-timesteps)` (stratified, unbiased)
-and 1,000-step DDPM's FD is sampled only when 1000 is in --steps.
+The 1,000-step rows, when 1000 is in --steps: the bound is estimated with `elbo(num_timesteps=--reference-timesteps)`
+(stratified, unbiased), and the FD is sampled when 1000 is also in --fd-steps (default: --steps).
 """
 
 import argparse
@@ -57,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="*", type=Path, default=[bench_quality.WORK / bench_quality.MAIN_RUN])
     parser.add_argument("--learned", type=Path, default=bench_quality.WORK / "learned-hybrid")
     parser.add_argument("--steps", nargs="*", type=int, default=[10, 25, 50, 100, 1000])
+    parser.add_argument("--fd-steps", nargs="*", type=int, help="K of the FD rows (default: --steps)")
     parser.add_argument("--estimate-images", type=int, default=100, help="M training images for G_t (default 100)")
     parser.add_argument("--sensitivity", nargs="*", type=int, default=[10], help="also G from the first M_i images")
     parser.add_argument("--bound-images", type=int, default=1000, help="test images of the K-step bound")
@@ -219,7 +220,7 @@ def run_model(args: argparse.Namespace, model: Path) -> None:
         result(args, f"{name}-bound-1000-{args.bound_images}", lambda: reference_bound(args, model, table))
     bench_fid.train_classifier(argparse.Namespace(work=args.fid_work, classifier_epochs=2))
     result(args, f"fd-floor-{args.num_samples}", lambda: frechet_floor(args))
-    for steps in args.steps:
+    for steps in args.steps if args.fd_steps is None else args.fd_steps:
         for sampler in args.fd_samplers:
             spacings = args.spacings if sampler.startswith("analytic") and steps < 1000 else ["linspace"]
             for spacing in spacings:
