@@ -4,9 +4,11 @@ as a diffusers pipeline."""
 import copy
 import importlib
 import inspect
+import logging as logging_std
 import math
 import numbers
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,24 @@ from tqdm.auto import tqdm
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
 
 logger = logging.get_logger(__name__)
+
+
+class _AnalyticKeysFilter(logging_std.Filter):
+    """Drop diffusers' warning that DDPMScheduler ignores the analytic keys of a saved SimpleDDPMScheduler config.
+
+    A pipeline folder names DDPMScheduler (see `simple_ddpm.hub`), which diffusers builds first and which keeps the
+    keys it does not know for `SimpleDDPMScheduler.from_config`; the warning would print the whole table at every
+    load. Any other unexpected key is still reported."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        message = record.getMessage()
+        if "were passed to DDPMScheduler" not in message:
+            return True
+        keys = re.findall(r"'(\w+)': ", message.split(" were passed")[0])
+        return not (keys and all(key.startswith("analytic_") for key in keys))
+
+
+logging.get_logger("diffusers.configuration_utils").addFilter(_AnalyticKeysFilter())
 
 OUTPUT_TYPES = ("pil", "np", "pt")
 ANALYTIC_ESTIMATORS = ("prediction_error", "mean_squared_eps")
