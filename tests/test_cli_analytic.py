@@ -6,33 +6,25 @@ import re
 
 import numpy as np
 import pytest
+import test_cli
 import torch
 from PIL import Image
-from tiny_pipeline import save_trained_folder, tiny_pipeline
+from tiny_pipeline import tiny_pipeline
 
 from simple_ddpm import SimpleDDPMPipeline
 from simple_ddpm.cli import main
 from simple_ddpm.image_processing import pixels_to_model_input
 
-
-@pytest.fixture
-def pipe_folder(tmp_path):
-    save_trained_folder(tiny_pipeline(), tmp_path / "model")
-    return tmp_path / "model"
+pipe_folder, image_folder = test_cli.pipe_folder, test_cli.image_folder  # the same fixtures
 
 
-@pytest.fixture
-def image_folder(tmp_path):
-    pixels = np.random.default_rng(0).integers(0, 256, size=(5, 8, 8, 3), dtype=np.uint8)
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i, image in enumerate(pixels):
-        Image.fromarray(image).save(folder / f"{i}.png")
-    return folder, pixels
+def pixels_of_folder(folder) -> np.ndarray:
+    """The (N, H, W, 3) uint8 pixels of test_cli's image folder, in file order."""
+    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.glob("*.png"))])
 
 
 def test_analytic_writes_the_pipelines_own_estimate_into_the_folder_and_the_card(pipe_folder, image_folder, capsys):
-    folder, pixels = image_folder
+    folder, pixels = image_folder, pixels_of_folder(image_folder)
     assert (
         main(["analytic", str(pipe_folder), str(folder), "--num-images", "4", "--seed", "3", "--device", "cpu"]) == 0
     )
@@ -53,7 +45,7 @@ def test_analytic_writes_the_pipelines_own_estimate_into_the_folder_and_the_card
 
 
 def test_elbo_of_the_k_step_chain_is_the_pipelines(pipe_folder, image_folder, capsys):
-    folder, pixels = image_folder
+    folder, pixels = image_folder, pixels_of_folder(image_folder)
     command = ["elbo", str(pipe_folder), str(folder), "--num-images", "2", "--num-inference-steps", "4"]
     assert main([*command, "--variance-type", "fixed_large", "--device", "cpu"]) == 0
     printed = float(re.search(r"bits/dim: ([0-9.]+)", capsys.readouterr().out).group(1))
@@ -67,7 +59,7 @@ def test_elbo_of_the_k_step_chain_is_the_pipelines(pipe_folder, image_folder, ca
 
 
 def test_sample_with_optimal_timesteps_is_the_pipelines(pipe_folder, image_folder, tmp_path):
-    folder, _ = image_folder
+    folder = image_folder
     assert main(["analytic", str(pipe_folder), str(folder), "--num-images", "2", "--device", "cpu"]) == 0
     output = tmp_path / "out"
     command = ["sample", str(pipe_folder), "--output", str(output), "--num-images", "1", "--steps", "4"]
@@ -93,7 +85,7 @@ def test_sample_with_optimal_timesteps_is_the_pipelines(pipe_folder, image_folde
 def test_bad_analytic_input_ends_with_one_line(pipe_folder, image_folder, tmp_path, capsys, arguments, message):
     learned = tmp_path / "learned"
     tiny_pipeline(variance_type="learned_range").save_pretrained(learned)
-    values = {"model": str(pipe_folder), "data": str(image_folder[0]), "learned": str(learned)}
+    values = {"model": str(pipe_folder), "data": str(image_folder), "learned": str(learned)}
     argv = [a.format(**values) for a in arguments] + ["--device", "cpu"]
     assert main(argv) == 2
     err = capsys.readouterr().err.rstrip("\n").split("\n")[-1]

@@ -185,6 +185,21 @@ def _mean_over_pixels(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(1)
 
 
+def _term_bits(
+    original_samples: torch.Tensor,
+    true_mean: torch.Tensor,
+    true_log_variance: torch.Tensor,
+    mean: torch.Tensor,
+    log_variance: torch.Tensor,
+    is_decoder: torch.Tensor,
+) -> torch.Tensor:
+    """A term of the bound per image in bits/dim: KL(q || p) of the two Gaussians, or where `is_decoder`,
+    -log p(x_0 | x_1) under the discretized decoder N(mean, e^log_variance) (Ho et al. eq. 5 and 13)."""
+    kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
+    nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
+    return torch.where(is_decoder, nll, kl) / math.log(2)
+
+
 def classifier_free_guidance(
     conditional: torch.Tensor, unconditional: torch.Tensor, guidance_scale: float, channels: int | None = None
 ) -> torch.Tensor:
@@ -676,9 +691,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         true_mean, _ = self.q_posterior(original_samples, sample, timesteps)
         true_log_variance = self._table("posterior_log_variance_clipped", timesteps, sample)
         mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps, clip_sample)
-        kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
-        nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
-        return torch.where(timesteps.to(kl.device) == 0, nll, kl) / math.log(2)
+        is_decoder = timesteps.to(sample.device) == 0
+        return _term_bits(original_samples, true_mean, true_log_variance, mean, log_variance, is_decoder)
 
     def chain_vb_terms_bpd(
         self,
@@ -721,9 +735,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 variance_values.to(sample.dtype), chain("min_log"), chain("max_log")
             )
         true_log_variance = chain("posterior_log_variance")
-        kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
-        nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
-        return torch.where(chain("is_last").flatten() == 1, nll, kl) / math.log(2)
+        is_decoder = chain("is_last").flatten() == 1
+        return _term_bits(original_samples, true_mean, true_log_variance, mean, log_variance, is_decoder)
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling.
