@@ -137,12 +137,21 @@ def shared_chain_bounds(
                 totals[variance][first : first + len(rows)] += scheduler.prior_bpd(rows, chain[0])
     seconds = time.perf_counter() - start
     bits = {v: (totals[v].mean().item(), (totals[v].std() / len(x0) ** 0.5).item()) for v in variances}
-    return {"steps": steps, "spacing": spacing, "chain": chain, "images": len(x0), "seconds": seconds, "bits": bits}
+    per_image = {v: totals[v].tolist() for v in variances}
+    return {
+        "steps": steps,
+        "spacing": spacing,
+        "chain": chain,
+        "images": len(x0),
+        "seconds": seconds,
+        "bits": bits,
+        "per_image": per_image,
+    }
 
 
 def reference_bound(args: argparse.Namespace, model: Path, table: list[float]) -> dict:
     """The 1,000-step bound, stratified estimate (`elbo(num_timesteps=...)`), fixed_small and analytic."""
-    images, bits = bench_quality.test_images(args.bound_images), {}
+    images, bits, per_image = bench_quality.test_images(args.bound_images), {}, {}
     start = time.perf_counter()
     for variance in ("fixed_small", "analytic"):
         pipe = load(model, variance_type=variance, analytic_mean_squared_eps=table)
@@ -150,10 +159,12 @@ def reference_bound(args: argparse.Namespace, model: Path, table: list[float]) -
             images, generator=torch.Generator().manual_seed(0), batch_size=1000, num_timesteps=args.reference_timesteps
         ).bits_per_dim
         bits[variance] = (out.mean().item(), (out.std() / len(out) ** 0.5).item())
+        per_image[variance] = out.tolist()
     return {
         "images": len(images),
         "strata": args.reference_timesteps,
         "bits": bits,
+        "per_image": per_image,
         "seconds": time.perf_counter() - start,
     }
 
@@ -263,6 +274,11 @@ def print_tables(args: argparse.Namespace) -> None:
         extra = name.split("-")[-1] if name.split("-")[-1].startswith("M") else ""
         steps = value.get("steps", 1000)
         print(f"{model:18} {steps:>5} {value.get('spacing', 'all'):9} " + " ".join(f"{c:>16}" for c in cells), extra)
+    print("\nPaired against the 1,000-step fixed_small bound of the same images (mean difference +- standard error)")
+    for name, value in results.items():
+        if "-bound-1000-" in name and "per_image" in value:
+            print_paired(name.split("-bound-")[0], torch.tensor(value["per_image"]["fixed_small"]), results)
+
     print("\nFrechet distance (bench_fid.py's classifier features)")
     for name, value in results.items():
         if name.startswith("fd-floor"):
@@ -274,6 +290,18 @@ def print_tables(args: argparse.Namespace) -> None:
                 f"{name.split('-fd-')[0]:18} {value['sampler']:14} {value['steps']:>5} {value['spacing']:9} "
                 f"{value['fd']:8.2f}  ({value['samples']} samples, {value['seconds']:.0f} s)"
             )
+
+
+def print_paired(model: str, reference: torch.Tensor, results: dict) -> None:
+    for name, row in results.items():
+        if not name.startswith(f"{model}-bound-") or "-bound-1000-" in name or "per_image" not in row:
+            continue
+        for variance, bits in row["per_image"].items():
+            if len(bits) == len(reference):
+                difference = torch.tensor(bits) - reference
+                error = (difference.std() / len(difference) ** 0.5).item()
+                label = f"{model:18} {row['steps']:>5} {row['spacing']:9} {variance:12}"
+                print(f"{label} {difference.mean().item():+.3f} +- {error:.3f}")
 
 
 def main() -> None:
