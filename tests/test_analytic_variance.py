@@ -44,7 +44,7 @@ def reference_sigma2(alpha_bar_t: float, alpha_bar_s: float, lambda2: float, g: 
     eq12 = (
         math.sqrt(alpha_bar_s) - math.sqrt(1 - alpha_bar_s - lambda2) * math.sqrt(alpha_bar_t / (1 - alpha_bar_t))
     ) ** 2
-    upper = lambda2 + min(factor2, eq12)  # eq. 11 and eq. 12 for data in [-1, 1]
+    upper = lambda2 + (min(factor2, eq12) if g >= 0 else eq12)  # eq. 11 (holds for g >= 0) and eq. 12 for [-1, 1]
     return min(max(sigma2, lower), upper)
 
 
@@ -52,7 +52,7 @@ def reference_sigma2(alpha_bar_t: float, alpha_bar_s: float, lambda2: float, g: 
 def test_step_draws_the_float64_transcription_of_eq_9_11_12_with_an_unchanged_mean(eta):
     T = 50
     rng = np.random.default_rng(0)
-    table = rng.uniform(-0.2, 1.3, T).clip(0)  # values outside [0, 1] and near SNR_t exercise both clips
+    table = rng.uniform(-1.5, 1.3, T)  # below 0 (a "prediction_error" table), above 1, near SNR_t: every clip
     analytic = SimpleDDPMScheduler(
         num_train_timesteps=T, beta_end=0.2, variance_type="analytic", analytic_mean_squared_eps=table.tolist()
     )

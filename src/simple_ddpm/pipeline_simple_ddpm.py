@@ -659,7 +659,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             raise ValueError("estimate_analytic_variance got no images.")
         mean_squared_eps = (sum_squares / count).cpu()
         if estimator == "prediction_error":
-            mean_squared_eps = (1 - mean_squared_eps).clamp(min=0)  # a network worse than eps_hat = 0
+            mean_squared_eps = 1 - mean_squared_eps  # below 0 where the network's error exceeds the noise
         self.scheduler = SimpleDDPMScheduler.from_config(
             scheduler.config, variance_type="analytic", analytic_mean_squared_eps=mean_squared_eps.tolist()
         )

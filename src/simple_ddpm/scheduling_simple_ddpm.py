@@ -118,14 +118,17 @@ def analytic_variance(
 
     sigma*^2 = lambda^2 + (sqrt((1 - alpha_bar_t) / alpha_{t|s}) - sqrt(1 - alpha_bar_s - lambda^2))^2 (1 - G_t),
     alpha_{t|s} = alpha_bar_t / alpha_bar_s, lambda^2 the step's noise (eta^2 beta~_{s|t}: DDPM at eta = 1, DDIM at
-    0), G_t = `mean_squared_eps`. The factor 1 - G_t is clipped to [0, min(1, SNR_t)]: 0 is eq. 11's lower bound
-    sigma*^2 >= lambda^2, and SNR_t = alpha_bar_t / (1 - alpha_bar_t) is eq. 12's upper bound for data in
-    [-1, 1], whose squared factor is SNR_t times the one above. Broadcasting float64 tensors.
+    0), G_t = `mean_squared_eps`. The factor 1 - G_t is clipped to [0, SNR_t], SNR_t = alpha_bar_t / (1 -
+    alpha_bar_t), as the reference code clips (1 - G_t) / SNR_t to [0, 1]: 0 is eq. 11's lower bound
+    sigma*^2 >= lambda^2, SNR_t is eq. 12's upper bound for data in [-1, 1] (whose squared factor is SNR_t times
+    the one above). Eq. 11's upper bound, 1 - G_t <= 1, holds by itself for a mean square G_t >= 0; a table from
+    `estimator="prediction_error"` may go below 0 where the network's error exceeds the noise, and then the
+    variance the network's mean needs is larger than eq. 11's bound for an exact network. Broadcasting float64.
     """
     alpha_ts = alpha_bar_t / alpha_bar_s
     gap = ((1 - alpha_bar_t) / alpha_ts).sqrt() - (1 - alpha_bar_s - lambda2).clamp(min=0).sqrt()
     snr = alpha_bar_t / (1 - alpha_bar_t)
-    return lambda2 + gap**2 * torch.minimum((1 - mean_squared_eps).clamp(0, 1), snr)
+    return lambda2 + gap**2 * torch.minimum((1 - mean_squared_eps).clamp(min=0), snr)
 
 
 def optimal_timestep_path(cost: np.ndarray, num_steps: int) -> list[int]:
@@ -252,8 +255,9 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             2023, Algorithm 1): alpha_bar_T = 0, so x_T is pure noise. The bound is then undefined for
             `prediction_type="epsilon"` (x0_hat divides by sqrt(alpha_bar_T) = 0); use "v_prediction" as Lin et al.
         analytic_mean_squared_eps (`list[float]`, *optional*): G_t = E_q ||eps_theta(x_t, t)||^2 / d for t = 1..T,
-            the trained model's mean squared predicted noise over data and noise (Bao et al. 2022), T numbers in
-            float64; saved in scheduler_config.json. Needed by `variance_type="analytic"` and by
+            the trained model's mean squared predicted noise over data and noise (Bao et al. 2022), or its
+            estimate 1 - E||eps - eps_theta||^2 / d (which may be negative); T numbers in float64, saved in
+            scheduler_config.json. Needed by `variance_type="analytic"` and by
             `timestep_spacing="optimal"`; estimated by `SimpleDDPMPipeline.estimate_analytic_variance`.
         analytic_clip_pixels (`float`, *optional*, defaults to 2.0): y of Bao et al. App. F.2: when sampling with
             `variance_type="analytic"`, the std of the second-to-last step is at most y (2/255) sqrt(pi/2), so its
@@ -332,8 +336,6 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                     f"analytic_mean_squared_eps must be num_train_timesteps={num_train_timesteps} finite numbers, "
                     f"one per timestep, got shape {mean_squared_eps.shape}."
                 )
-            if np.any(mean_squared_eps < 0):
-                raise ValueError("analytic_mean_squared_eps holds mean squares, which cannot be negative.")
         elif variance_type == "analytic":
             raise ValueError(
                 "variance_type='analytic' needs analytic_mean_squared_eps, the model's mean squared predicted noise "
