@@ -547,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         "analytic",
         parents=[model],
         help="estimate the analytic reverse variance (Bao et al. 2022) from training images and write it into the "
-        "pipeline folder: better samples and bounds at 10-100 steps",
+        "pipeline folder: a far better bound of 10-100-step chains (docs/fast-sampling.md)",
     )
     estimate.add_argument("data", help="training images: a folder, a datasets save_to_disk folder, or a datasets id")
     estimate.add_argument("--split", default="train", help="split of a dataset (default: train)")
