@@ -297,6 +297,13 @@ def build_parser() -> argparse.ArgumentParser:
         "unbiased, about K/T of the exact bound's time. K >= T - 1 computes the exact bound.",
     )
     logging.add_argument(
+        "--analytic_images",
+        type=non_negative_int,
+        help="M training images for the analytic variance's table (Bao et al. 2022; M x T UNet calls), stored in "
+        "scheduler_config.json at the end. Default: as many as cost about 10%% of the run's UNet work, at most "
+        "100; 0: none. Fixed-variance models only.",
+    )
+    logging.add_argument(
         "--final_eval_timesteps",
         type=positive_int,
         help="Timesteps for the final bits/dim (K >= T - 1: the exact bound). Default: exact when its T UNet calls "
@@ -406,6 +413,11 @@ def validate_args(args: argparse.Namespace) -> None:
             )
     if args.periodic_inference_steps is None:
         args.periodic_inference_steps = min(100, args.num_train_timesteps)
+    if args.analytic_images and args.variance_type in ("learned_range", "learned"):
+        raise InvalidTrainingInput(
+            f"--analytic_images: --variance_type {args.variance_type} learns its own variance; the analytic one is "
+            "for fixed-variance models (use 0)."
+        )
     if args.fid_every and args.fid_num_samples < 2:
         raise InvalidTrainingInput(f"--fid_num_samples must be at least 2, got {args.fid_num_samples}.")
     if args.push_to_hub and not args.hub_model_id:

@@ -381,6 +381,57 @@ EXACT_BOUND_MAX_SHARE = 0.25
 ESTIMATE_TIMESTEPS = 100
 
 
+# The analytic variance's table costs T forward passes per image; Bao et al. 2022 (App. G.2) find 10 to 100 images
+# as good as 50,000. By default it takes as many training images as fit in this share of the run's UNet work.
+ANALYTIC_MAX_SHARE = 0.1
+ANALYTIC_MAX_IMAGES = 100
+
+
+def analytic_image_count(args, images_seen: int, streaming: bool) -> int:
+    """M of the analytic table: --analytic_images, else the default above; 0 for a learned variance or a stream
+    (whose images are not kept; `simple-ddpm analytic` estimates it afterwards)."""
+    if args.analytic_images is not None:
+        return args.analytic_images
+    if args.variance_type in ("learned_range", "learned") or streaming:
+        return 0
+    return min(ANALYTIC_MAX_IMAGES, int(ANALYTIC_MAX_SHARE * 3 * images_seen / args.num_train_timesteps))
+
+
+def fill_analytic_table(pipe: SimpleDDPMPipeline, data: PreparedImages, args, count: int) -> dict | None:
+    """Estimate G_t on the first `count` training images and store it in the pipeline's scheduler config, its
+    variance_type left as trained (the card's bound and grid are of that model); None when nothing was done."""
+    if count == 0:
+        return None
+    if data.train is None:
+        logger.info("No analytic variance table with --streaming; run `simple-ddpm analytic` on the folder.")
+        return None
+    R = data.resolution
+    pixels = (
+        data.train[:count] if torch.is_tensor(data.train) else torch.stack([p[:, :R, :R] for p in data.train[:count]])
+    )
+    trained = pipe.scheduler.config.variance_type
+    start = time.perf_counter()
+    table = pipe.estimate_analytic_variance(
+        pixels_to_model_input(pixels).to(pipe.device),
+        generator=torch.Generator().manual_seed(args.seed),
+        batch_size=args.eval_batch_size,
+    )
+    pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=trained)
+    seconds = time.perf_counter() - start
+    logger.info(
+        "Analytic variance table from %d training images (%d UNet calls, %.0f s)",
+        len(pixels),
+        len(pixels) * len(table),
+        seconds,
+    )
+    return {
+        "images": len(pixels),
+        "network_calls": len(pixels) * len(table),
+        "seconds": seconds,
+        "variance_type": trained,
+    }
+
+
 def final_eval_timesteps(args, num_eval_images: int, images_seen: int) -> int | None:
     """K of the final bound (None: exact): --final_eval_timesteps, else exact where it is cheap (see above)."""
     if args.final_eval_timesteps is not None:
@@ -581,6 +632,7 @@ def finish(
     usage snippet loads `repo_id` (default: the folder)."""
     output_dir = Path(args.output_dir)
     pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler, data.class_names)
+    analytic = fill_analytic_table(pipe, data, args, analytic_image_count(args, progress.images_seen, args.streaming))
     save_pipeline_atomically(pipe, output_dir)
     grid = write_samples(
         pipe, args, output_dir / FINAL_GRID_NAME, args.num_inference_steps or args.num_train_timesteps
@@ -605,6 +657,7 @@ def finish(
         "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
         "skipped_images": data.num_skipped,
         **conditioning,
+        **({"analytic_variance": analytic} if analytic else {}),
         "training": training_setup(args, accelerator, data, pipe.unet)
         | {"importance_sampling_warmed_up": model.timestep_sampler.warmed_up()},
     }

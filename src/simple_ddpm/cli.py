@@ -2,8 +2,10 @@
 to the Hub.
 
     simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--num-inference-steps 1000]
-        [--seed 0] [--scheduler ddpm|ddim|dpm++] [--eta E] [--trajectory trajectory.png]
-    simple-ddpm elbo MODEL DATA [--num-images 256] [--estimator-timesteps K] [--batch-size 256]
+        [--seed 0] [--scheduler ddpm|ddim|dpm++] [--eta E] [--timestep-spacing optimal] [--trajectory trajectory.png]
+    simple-ddpm elbo MODEL DATA [--num-images 256] [--estimator-timesteps K | --num-inference-steps K]
+        [--variance-type fixed_small|fixed_large|analytic] [--timestep-spacing linspace|optimal|...] [--batch-size 256]
+    simple-ddpm analytic MODEL DATA [--num-images 100]     # the analytic variance table, written into MODEL
     simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-images 1000]
         [--num-inference-steps N]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
@@ -22,6 +24,7 @@ import json
 import math
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -45,12 +48,14 @@ from .image_datasets import (
     undecoded,
 )
 from .image_processing import image_grid, pixels_to_model_input, to_pixels
-from .model_card import METRICS_NAME, write_model_card
+from .model_card import METRICS_NAME, is_training_metrics, write_model_card
 from .pipeline_simple_ddpm import SAMPLING_PRECISIONS, SimpleDDPMPipeline
 from .sample_quality import check_image_format, pixel_statistics, sample_statistics
 from .sampling import SAMPLERS, TrajectoryRecorder, evenly_spaced_steps, generate_images, use_sampler
+from .scheduling_simple_ddpm import FIXED_VARIANCE_TYPES, TIMESTEP_SPACINGS, SimpleDDPMScheduler
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+BOUND_VARIANCE_TYPES = (*FIXED_VARIANCE_TYPES, "analytic")  # a learned variance is the network's, not a choice
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
@@ -107,7 +112,7 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
 def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float | None:
     """Set the pipeline's scheduler from --scheduler; return the eta to sample with."""
     try:
-        return use_sampler(pipe, args.scheduler, args.eta)
+        return use_sampler(pipe, args.scheduler, args.eta, args.timestep_spacing)
     except ValueError as error:
         raise UsageError(str(error)) from None
 
@@ -247,21 +252,112 @@ def elbo(args: argparse.Namespace) -> None:
     K = args.estimator_timesteps
     if K is not None and not 1 <= K <= T - 1:
         raise UsageError(f"--estimator-timesteps must be in [1, {T - 1}] for this model, got {K}.")
+    if K is not None and args.num_inference_steps is not None:
+        raise UsageError(
+            "--estimator-timesteps estimates the T-step bound, --num-inference-steps is the K-step chain's: not both."
+        )
+    if args.num_inference_steps is not None and not args.num_inference_steps <= T:
+        raise UsageError(f"--num-inference-steps must be in [1, {T}] for this model, got {args.num_inference_steps}.")
+    changes = {"variance_type": args.variance_type, "timestep_spacing": args.timestep_spacing}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if changes:
+        try:
+            pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, **changes)
+            if args.num_inference_steps is not None:
+                pipe.scheduler.set_timesteps(args.num_inference_steps)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
 
     bits = []
     for i, image in enumerate(tqdm(images, desc="images")):
         x0 = pixels_to_model_input(torch.tensor(to_pixels(image, channels, size)))[None]
         generator = torch.Generator().manual_seed(args.seed + i)
-        out = pipe.elbo(x0, generator=generator, batch_size=args.batch_size, num_timesteps=K)
+        out = pipe.elbo(
+            x0,
+            generator=generator,
+            batch_size=args.batch_size,
+            num_timesteps=K,
+            num_inference_steps=args.num_inference_steps,
+        )
         bits.append(out.bits_per_dim.item())
 
     bits = np.asarray(bits)
-    terms = f"{K} of {T - 1} stratified timesteps per image" if K else f"all {T} terms"
+    variance = pipe.scheduler.config.variance_type
+    if args.num_inference_steps is not None:
+        spacing = pipe.scheduler.config.timestep_spacing
+        terms = f"the {args.num_inference_steps}-step chain, {spacing} timesteps, {variance} variance"
+    elif K:
+        terms = f"{K} of {T - 1} stratified timesteps per image"
+    else:
+        terms = f"all {T} terms"
     if len(bits) > 1:
         error = bits.std(ddof=1) / math.sqrt(len(bits))
         print(f"bits/dim: {bits.mean():.4f} ± {error:.4f} (mean ± standard error over {len(bits)} images; {terms})")
     else:
         print(f"bits/dim: {bits.mean():.4f} (1 image; {terms})")
+
+
+def analytic(args: argparse.Namespace) -> None:
+    """G_t from --num-images training images (`SimpleDDPMPipeline.estimate_analytic_variance`), written into the
+    folder's scheduler_config.json with variance_type 'analytic'; metrics.json and the card record M."""
+    folder = Path(args.model).expanduser()
+    if not folder.is_dir():
+        raise UsageError(
+            f"{args.model}: analytic writes the table back into the pipeline, so MODEL must be a local folder "
+            "(download a Hub repo with `huggingface-cli download` first)."
+        )
+    pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
+    if not isinstance(pipe.scheduler, SimpleDDPMScheduler):
+        raise UsageError(f"{args.model} samples with {type(pipe.scheduler).__name__}, not a SimpleDDPMScheduler.")
+    if pipe.scheduler.learns_variance:
+        raise UsageError(
+            f"{args.model} learns its own reverse variance (variance_type="
+            f"{pipe.scheduler.config.variance_type!r}); the analytic variance is for fixed-variance models."
+        )
+    size, channels = pipe.unet.config.sample_size, pipe.unet.config.in_channels
+    pixels = pixels_of(load_images(args.data, args.split, args.image_column, args.num_images), channels, size)
+    images = pixels_to_model_input(pixels)
+    T = len(pipe.scheduler)
+    pipe.set_progress_bar_config(disable=False)
+    start = time.perf_counter()
+    table = pipe.estimate_analytic_variance(
+        images, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size
+    )
+    seconds = time.perf_counter() - start
+    write_config_atomically(pipe.scheduler, folder / "scheduler")
+    metrics_path = folder / METRICS_NAME
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        metrics["analytic_variance"] = {
+            "images": len(images),
+            "network_calls": len(images) * T,
+            "seconds": seconds,
+            "variance_type": "analytic",
+        }
+        write_text_atomically(metrics_path, json.dumps(metrics, indent=2))
+        if is_training_metrics(metrics):
+            write_model_card(folder)
+    print(
+        f"Analytic variance from {len(images)} images ({len(images)} x {T} = {len(images) * T:,} network calls, "
+        f"{seconds:.0f} s): G_t from {table[0]:.4f} (t = 1) to {table[-1]:.4f} (t = {T}); wrote "
+        f"{folder / 'scheduler' / 'scheduler_config.json'} with variance_type 'analytic'."
+    )
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` by `text` in one rename: a reader sees the old file or the new one, never a part."""
+    partial = path.with_name(f".partial-{path.name}")
+    with open(partial, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, path)
+
+
+def write_config_atomically(scheduler: SimpleDDPMScheduler, folder: Path) -> None:
+    """`scheduler.save_config(folder)`, as one rename of its scheduler_config.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(folder / scheduler.config_name, scheduler.to_json_string())
 
 
 def image_folder_files(folder: Path) -> list[Path]:
@@ -414,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name}: {what}" for name, (what, _) in SAMPLERS.items()),
     )
     sampling.add_argument("--eta", type=float, help="ddpm and ddim: the noise weight in [0, 1] (DDIM eq. 16)")
+    sampling.add_argument(
+        "--timestep-spacing",
+        choices=TIMESTEP_SPACINGS,
+        help="ddpm and ddim: which of the T steps a shorter chain takes (default: the model's); 'optimal': those "
+        "of least bound (needs `simple-ddpm analytic` once)",
+    )
 
     sampler = commands.add_parser("sample", parents=[model, sampling], help="generate images")
     sampler.add_argument("--output", default="samples.png", help="a .png file for a grid, else a folder of PNGs")
@@ -495,8 +597,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="estimate the bound from K of the T - 1 denoising terms per image, one drawn from each of K "
         "stratified blocks (unbiased; pipe.elbo's num_timesteps). Default: exact, all T terms",
     )
+    bound.add_argument(
+        "--num-inference-steps",
+        type=positive_int,
+        metavar="K",
+        help="the exact bound of the K-step chain that `sample --num-inference-steps K` draws from",
+    )
+    bound.add_argument(
+        "--variance-type", choices=BOUND_VARIANCE_TYPES, help="reverse variance (default: the model's own)"
+    )
+    bound.add_argument(
+        "--timestep-spacing", choices=TIMESTEP_SPACINGS, help="of the K-step chain (default: the model's)"
+    )
     bound.add_argument("--batch-size", type=positive_int, default=256, help="timesteps per network call")
     bound.set_defaults(run=elbo)
+
+    estimate = commands.add_parser(
+        "analytic",
+        parents=[model],
+        help="estimate the analytic reverse variance (Bao et al. 2022) from training images and write it into the "
+        "pipeline folder: a far better bound of 10-100-step chains (docs/fast-sampling.md)",
+    )
+    estimate.add_argument("data", help="training images: a folder, a datasets save_to_disk folder, or a datasets id")
+    estimate.add_argument("--split", default="train", help="split of a dataset (default: train)")
+    estimate.add_argument("--image-column", help="default: the only column of Image type")
+    estimate.add_argument(
+        "--num-images", type=positive_int, default=100, help="M: the first M images; costs M x T network calls"
+    )
+    estimate.add_argument("--batch-size", type=positive_int, default=256, help="(image, timestep) pairs per call")
+    estimate.set_defaults(run=analytic)
 
     share = commands.add_parser("push", help="upload a trained pipeline folder with its model card to the Hub")
     share.add_argument("folder", help="trained by training/train.py, or saved with a card as README.md")

@@ -22,6 +22,8 @@ VARIANCE_DESCRIPTIONS = {
     "learned_range": "learned (`learned_range`, Nichol & Dhariwal 2021): the UNet's last half of output channels "
     "interpolate log beta_t and log sigma~^2_t",
     "learned": "learned (`learned`): the UNet's last half of output channels are the log-variance",
+    "analytic": "analytic (`analytic`, Bao et al. 2022): the KL-optimal sigma*^2 of each step, from the model's mean "
+    "squared predicted noise G_t (`analytic_mean_squared_eps` in scheduler_config.json)",
 }
 TRAINING_METRICS_KEYS = ("held_out_bits_per_dim", "held_out_images", "eval_timesteps", "steps", "training")
 
@@ -54,6 +56,22 @@ def objective_description(setup: dict) -> str:
     elif setup.get("timestep_sampling") == "importance":
         text += "; timesteps importance-sampled by the loss's second moment"
     return text
+
+
+def analytic_description(analytic: dict | None) -> str | None:
+    """The card's line on the analytic variance table (metrics.json's "analytic_variance"), or None."""
+    if not analytic:
+        return None
+    table = (
+        f"G_t = E ‖eps_theta(x_t, t)‖² / d estimated on M = {analytic['images']} training images "
+        f"({analytic['network_calls']:,} network calls), in scheduler_config.json"
+    )
+    if analytic.get("variance_type") == "analytic":
+        return f"{table}: sampling and bounds use the KL-optimal variance of every step (Bao et al. 2022)"
+    return (
+        f'{table}: `SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type="analytic")` samples with '
+        'the KL-optimal variance of every step (Bao et al. 2022); `timestep_spacing="optimal"` picks the steps'
+    )
 
 
 def is_training_metrics(metrics: dict) -> bool:
@@ -107,6 +125,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
             else f"{metrics['eval_timesteps']} of {setup['num_train_timesteps']}, stratified (unbiased estimate)"
         ),
         frechet_distance=frechet,
+        analytic_text=analytic_description(metrics.get("analytic_variance")),
         class_names=metrics.get("class_names"),
         bits_per_dim_unconditional=metrics.get("held_out_bits_per_dim_unconditional"),
         sample_grid=metrics["sample_grid"],

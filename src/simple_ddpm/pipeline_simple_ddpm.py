@@ -1,12 +1,15 @@
 """DDPM sampling, unconditional or class-conditional with classifier-free guidance, and the exact variational bound,
 as a diffusers pipeline."""
 
+import copy
 import importlib
 import inspect
+import logging as logging_std
 import math
 import numbers
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -16,6 +19,7 @@ from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, Mod
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
 
 from .float32_attention import use_float32_attention
 from .hardware import measured_precision, measurement_key, unet_seconds
@@ -23,8 +27,27 @@ from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidanc
 
 logger = logging.get_logger(__name__)
 
+
+class _AnalyticKeysFilter(logging_std.Filter):
+    """Drop diffusers' warning that DDPMScheduler ignores the analytic keys of a saved SimpleDDPMScheduler config.
+
+    A pipeline folder names DDPMScheduler (see `simple_ddpm.hub`), which diffusers builds first and which keeps the
+    keys it does not know for `SimpleDDPMScheduler.from_config`; the warning would print the whole table at every
+    load. Any other unexpected key is still reported."""
+
+    def filter(self, record: logging_std.LogRecord) -> bool:
+        message = record.getMessage()
+        if "were passed to DDPMScheduler" not in message:
+            return True
+        keys = re.findall(r"'(\w+)': ", message.split(" were passed")[0])
+        return not (keys and all(key.startswith("analytic_") for key in keys))
+
+
+logging.get_logger("diffusers.configuration_utils").addFilter(_AnalyticKeysFilter())
+
 OUTPUT_TYPES = ("pil", "np", "pt")
 SAMPLING_PRECISIONS = ("auto", "no", "bf16")
+ANALYTIC_ESTIMATORS = ("prediction_error", "mean_squared_eps")
 
 ClassLabels = int | str | list[int | str] | torch.Tensor
 
@@ -38,7 +61,8 @@ class ELBOOutput(BaseOutput):
         prior (`torch.Tensor` of shape `(batch,)`): L_T = KL(q(x_T | x_0) || N(0, I)).
         denoising (`torch.Tensor` of shape `(batch, T - 1)`): column t-2 holds
             L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t = 2..T. With `num_timesteps=K`, the
-            K sampled columns hold their term times the size of its stratum, and the others 0.
+            K sampled columns hold their term times the size of its stratum, and the others 0. With
+            `num_inference_steps=K`, shape `(batch, K - 1)`: the K-step chain's KL terms, t increasing.
         reconstruction (`torch.Tensor` of shape `(batch,)`): L_0 = -log p(x_0 | x_1).
     """
 
@@ -469,6 +493,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         batch_size: int | None = None,
         num_timesteps: int | None = None,
         class_labels: ClassLabels | None = None,
+        num_inference_steps: int | None = None,
     ) -> ELBOOutput:
         """The negative ELBO of each image in bits/dim, term by term (Ho et al. eq. 5).
 
@@ -493,6 +518,11 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             class_labels (`int`, `str`, a list of them, or a tensor, *optional*): for a class-conditional model, each
                 image's class (as in `__call__`): the bound on -log p(x | y). None: the no-label token, the bound
                 on -log p(x) of the same network. No guidance: the guided sampler has no bound.
+            num_inference_steps (`int`, *optional*): K: instead of the T-step bound, the exact bound of the K-step
+                chain that `__call__(num_inference_steps=K)` samples at eta = 1 (the scheduler's `timestep_spacing`
+                and variance: fixed, learned or analytic): prior at the chain's first step, its K - 1 KL terms
+                (`SimpleDDPMScheduler.chain_vb_terms_bpd`) and its decoder; K network calls per image. `denoising`
+                then has K - 1 columns, the chain's terms from its last step back to its first (t increasing).
         """
         scheduler = self.scheduler
         if not isinstance(scheduler, SimpleDDPMScheduler):
@@ -523,6 +553,14 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             raise ValueError(f"Got {len(generator)} generators for {len(images)} images; pass one per image.")
         if num_timesteps is not None and not 1 <= num_timesteps <= T - 1:
             raise ValueError(f"num_timesteps must be in [1, {T - 1}], got {num_timesteps}.")
+        if num_timesteps is not None and num_inference_steps is not None:
+            raise ValueError(
+                "Pass num_timesteps (an estimate of the T-step bound) or num_inference_steps (the exact bound of the "
+                "K-step chain), not both."
+            )
+        if num_inference_steps is not None:
+            scheduler = copy.deepcopy(scheduler)  # set_timesteps on a copy: the pipeline's schedule is left as it was
+            scheduler.set_timesteps(num_inference_steps)
         self._check_channels()
         batch_size = batch_size or len(images)
         if batch_size < 1:
@@ -531,10 +569,16 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         device = self._execution_device
         x0 = levels.round().div(127.5).sub(1).to(device)  # exactly on the grid, float64
         B = len(x0)
-        denoising = torch.zeros(B, T - 1, dtype=torch.float64, device=device)
         reconstruction = torch.zeros(B, dtype=torch.float64, device=device)
         scale = dict.fromkeys(range(T), 1.0)  # timestep -> weight of its term in the sum
-        if num_timesteps is not None and num_timesteps < T - 1:
+        column = {step: step - 1 for step in range(1, T)}  # timestep -> its column of `denoising`; 0 is the decoder
+        vb_terms_bpd, first_step = scheduler.vb_terms_bpd, T - 1
+        if num_inference_steps is not None:
+            chain = scheduler.timesteps.tolist()  # decreasing; the last step is the decoder
+            scale = dict.fromkeys(chain, 1.0)
+            column = {step: len(chain) - 2 - i for i, step in enumerate(chain[:-1])}
+            vb_terms_bpd, first_step = scheduler.chain_vb_terms_bpd, chain[0]
+        elif num_timesteps is not None and num_timesteps < T - 1:
             # The draw uses `generator` (the first, when a list) so the estimate is reproducible.
             first = generator[0] if isinstance(generator, list) else generator
             strata = geometric_strata(T - 1, num_timesteps)
@@ -546,6 +590,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 for (start, _), offset, size in zip(strata, offsets, sizes, strict=True)
             }
         terms = sorted(scale, reverse=True)
+        denoising = torch.zeros(B, len(column), dtype=torch.float64, device=device)
 
         images_per_call = min(B, batch_size)
         steps_per_call = max(1, batch_size // images_per_call)
@@ -564,15 +609,112 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 x_t = scheduler.add_noise(x0_rep, noise, t)
                 labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
                 model_output = self._predict(x_t.float(), t, labels_rep).double()
-                bits = scheduler.vb_terms_bpd(model_output, x0_rep, x_t, t).view(len(ts), -1)
+                bits = vb_terms_bpd(model_output, x0_rep, x_t, t).view(len(ts), -1)
                 for j, step in enumerate(ts):
-                    if step == 0:
-                        reconstruction[rows] = bits[j]
+                    if step in column:
+                        denoising[rows, column[step]] = bits[j] * scale[step]
                     else:
-                        denoising[rows, step - 1] = bits[j] * scale[step]
+                        reconstruction[rows] = bits[j]
 
-        prior = scheduler.prior_bpd(x0)
+        prior = scheduler.prior_bpd(x0, first_step)
         bits_per_dim = prior + denoising.sum(-1) + reconstruction
         if not torch.isfinite(bits_per_dim).all():
             raise FloatingPointError("The bound is not finite: the model's output contains NaN or inf.")
         return ELBOOutput(bits_per_dim=bits_per_dim, prior=prior, denoising=denoising, reconstruction=reconstruction)
+
+    @torch.no_grad()
+    def estimate_analytic_variance(
+        self,
+        images: torch.Tensor | Iterable[torch.Tensor],
+        *,
+        generator: torch.Generator | None = None,
+        batch_size: int = 256,
+        class_labels: ClassLabels | None = None,
+        estimator: str = "prediction_error",
+    ) -> torch.Tensor:
+        """Estimate G_t = E_q ||eps_theta(x_t, t)||^2 / d for every training timestep (Bao et al. 2022, Analytic-DPM)
+        and switch the pipeline's scheduler to `variance_type="analytic"` with it; return G (T floats, float64).
+
+        One noise draw per image and timestep: M images cost M x T network calls (Bao et al. App. G.2 find M = 10
+        to 100 as good as 50,000). The table serves every number of steps, every timestep spacing and every eta.
+        Save the pipeline to keep it (it is `analytic_mean_squared_eps` in scheduler_config.json).
+
+        Args:
+            images (`torch.Tensor` of shape `(M, C, H, W)`, or an iterable of such batches): training images x_0
+                in [-1, 1].
+            generator (`torch.Generator`, *optional*): for the noise draws.
+            batch_size (`int`, defaults to 256): the most (image, timestep) pairs per network call.
+            class_labels (*optional*): for a class-conditional model, as in `elbo`; None uses the no-label token,
+                the model of p(x) (one table serves sampling with and without labels).
+            estimator (`str`, defaults to "prediction_error"): "mean_squared_eps" is Bao et al.'s Monte Carlo
+                mean of ||eps_hat||^2 / d. "prediction_error" is 1 - E||eps - eps_hat||^2 / d over the same draws:
+                the same number for an exact network (E<eps, eps_hat> = E||eps_hat||^2 when eps_hat = E[eps | x_t]),
+                and for any network the one that makes sigma*^2 = lambda^2 + coef_x0^2 E||x_0 - x0_hat||^2 / d, the
+                KL-optimal variance for the network's own mean (coef_x0 is eq. 12's factor; Bao et al. 2022b,
+                Extended Analytic-DPM, study this imperfect-mean case). Its Monte Carlo error is far smaller where
+                1 - G_t is tiny (large t), which is what eq. 9's long steps and `optimal_timesteps` multiply: there
+                ||eps_hat||^2 / d varies by sqrt(2 / d) per image while 1 - G_t is about SNR_t.
+        """
+        if estimator not in ANALYTIC_ESTIMATORS:
+            raise ValueError(f"Unknown estimator {estimator!r}; valid values are: {', '.join(ANALYTIC_ESTIMATORS)}.")
+        scheduler = self.scheduler
+        if not isinstance(scheduler, SimpleDDPMScheduler):
+            raise TypeError(
+                f"estimate_analytic_variance needs a SimpleDDPMScheduler, and this pipeline has "
+                f"{type(scheduler).__name__}; set pipe.scheduler back to the SimpleDDPMScheduler it was trained with."
+            )
+        if scheduler.learns_variance:
+            raise ValueError(
+                f"This model learns its own reverse variance (variance_type={scheduler.config.variance_type!r}); "
+                "the analytic variance is for models trained with a fixed one."
+            )
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        self._check_channels()
+        batches = [images] if isinstance(images, torch.Tensor) else images
+        T = len(scheduler)
+        device = self._execution_device
+        sum_squares = torch.zeros(T, dtype=torch.float64, device=device)  # of eps_hat, or of eps - eps_hat
+        count = 0
+        # M x T network evaluations; M is unknown in advance for an iterator of batches
+        total = T * sum(len(batch) for batch in batches) if isinstance(batches, list | tuple) else None
+        progress = tqdm(
+            total=total, desc="analytic variance: image x timestep pairs", **getattr(self, "_progress_bar_config", {})
+        )
+        for batch in batches:
+            if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or not batch.is_floating_point():
+                raise ValueError("images must be float (M, C, H, W) tensors in [-1, 1], or an iterable of them.")
+            if batch.min().item() < -1 - 1e-6 or batch.max().item() > 1 + 1e-6:
+                raise ValueError("images must lie in [-1, 1] (x / 127.5 - 1 for 8-bit pixels x).")
+            x0 = batch.to(device=device, dtype=torch.float32)
+            labels = self.class_label_tensor(class_labels, len(x0))
+            images_per_call = min(len(x0), batch_size)
+            steps_per_call = max(1, batch_size // images_per_call)
+            for start in range(0, len(x0), images_per_call):
+                x0_rows = x0[start : start + images_per_call]
+                labels_rows = None if labels is None else labels[start : start + images_per_call].to(device)
+                for first in range(0, T, steps_per_call):
+                    ts = list(range(first, min(T, first + steps_per_call)))
+                    t = torch.tensor(ts, device=device).repeat_interleave(len(x0_rows))
+                    x0_rep = x0_rows.repeat(len(ts), 1, 1, 1)
+                    noise = randn_tensor(x0_rep.shape, generator=generator, device=device, dtype=torch.float32)
+                    x_t = scheduler.add_noise(x0_rep, noise, t)
+                    labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
+                    output = self._predict(x_t, t, labels_rep).double()
+                    eps = scheduler.predicted_noise(output, x_t.double(), t)
+                    if estimator == "prediction_error":
+                        eps = eps - noise.double()
+                    squares = eps.square().flatten(1).mean(1).view(len(ts), -1).sum(1)
+                    sum_squares[first : first + len(ts)] += squares
+                    progress.update(len(t))
+            count += len(x0)
+        progress.close()
+        if count == 0:
+            raise ValueError("estimate_analytic_variance got no images.")
+        mean_squared_eps = (sum_squares / count).cpu()
+        if estimator == "prediction_error":
+            mean_squared_eps = 1 - mean_squared_eps  # below 0 where the network's error exceeds the noise
+        self.scheduler = SimpleDDPMScheduler.from_config(
+            scheduler.config, variance_type="analytic", analytic_mean_squared_eps=mean_squared_eps.tolist()
+        )
+        return mean_squared_eps

@@ -22,26 +22,39 @@ SAMPLERS = {
 }
 
 
-def use_sampler(pipe: SimpleDDPMPipeline, sampler: str, eta: float | None = None) -> float | None:
+def use_sampler(
+    pipe: SimpleDDPMPipeline, sampler: str, eta: float | None = None, timestep_spacing: str | None = None
+) -> float | None:
     """Set `pipe.scheduler` for `sampler` (a key of `SAMPLERS`) from the pipeline's DDPM configuration, and return
     the eta to pass to the pipeline. "ddpm" and "ddim" are SimpleDDPMScheduler's step with eta 1 and 0 (or
-    `eta`): both step to the next timestep of the respaced chain, whatever the spacing."""
+    `eta`): both step to the next timestep of the respaced chain, whatever the spacing. `timestep_spacing`
+    replaces the configuration's (ddpm and ddim; "optimal" needs the model's analytic table)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; valid values are: {', '.join(SAMPLERS)}.")
     default_eta = SAMPLERS[sampler][1]
     if default_eta is None:
         if eta is not None:
             raise ValueError(f"--eta applies to the ddpm and ddim samplers, not to {sampler}.")
+        if timestep_spacing is not None:
+            raise ValueError(f"--timestep-spacing applies to the ddpm and ddim samplers, not to {sampler}.")
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         return None
-    if not isinstance(pipe.scheduler, SimpleDDPMScheduler):
-        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config)
+    if not isinstance(pipe.scheduler, SimpleDDPMScheduler) or timestep_spacing is not None:
+        spacing = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
+        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, **spacing)
+    if timestep_spacing == "optimal" and pipe.scheduler.analytic_mean_squared_eps is None:
+        raise ValueError(
+            "--timestep-spacing optimal needs the model's analytic variance table: run `simple-ddpm analytic "
+            "MODEL DATA` once."
+        )
     eta = default_eta if eta is None else eta
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
     variance_type = pipe.scheduler.config.variance_type
-    if eta != 1 and variance_type != "fixed_small":
-        raise ValueError(f"eta={eta} needs variance_type='fixed_small'; this model has {variance_type!r}: use ddpm.")
+    if eta != 1 and variance_type not in ("fixed_small", "analytic"):
+        raise ValueError(
+            f"eta={eta} needs variance_type 'fixed_small' or 'analytic'; this model has {variance_type!r}: use ddpm."
+        )
     return eta
 
 

@@ -19,6 +19,13 @@ outputs 2C channels for a C-channel image, the first C the prediction above and 
 For "learned_range", log Sigma_t = frac log beta_t + (1 - frac) log sigma~^2_t with frac = (v + 1) / 2 (their
 eq. 15; sigma~^2_t is the posterior variance, clipped at t = 1 as for "fixed_small"); for "learned", log Sigma_t = v.
 
+Analytic variance (Bao et al. 2022, Analytic-DPM), ``variance_type="analytic"``: the KL-optimal reverse variance
+sigma*^2 of every step, in closed form from one number per timestep, G_t = E_q ||eps_theta(x_t, t)||^2 / d (the
+config's ``analytic_mean_squared_eps``, estimated once from the trained model, see
+`SimpleDDPMPipeline.estimate_analytic_variance`); `analytic_variance` writes their eq. 9 with the bounds of
+eq. 11-12. ``timestep_spacing="optimal"`` picks the K steps that minimise the K-step bound (their eq. 14,
+`optimal_timesteps`).
+
 All tables are float64, built once; ``step`` combines Python-float coefficients precomputed by
 ``set_timesteps`` (for the full T-step chain until it is called, as in diffusers), and ``add_noise`` gathers from
 tables cached per device and dtype.
@@ -38,8 +45,10 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "cosine", "sig
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 FIXED_VARIANCE_TYPES = ("fixed_small", "fixed_large")
 LEARNED_VARIANCE_TYPES = ("learned_range", "learned")
-VARIANCE_TYPES = FIXED_VARIANCE_TYPES + LEARNED_VARIANCE_TYPES
-TIMESTEP_SPACINGS = ("linspace", "leading", "trailing")
+VARIANCE_TYPES = FIXED_VARIANCE_TYPES + LEARNED_VARIANCE_TYPES + ("analytic",)
+TIMESTEP_SPACINGS = ("linspace", "leading", "trailing", "optimal")
+# E|N(0, sigma^2)| = sigma sqrt(2 / pi): the largest std whose noise moves a pixel by y bins of 2/255 on average.
+PIXEL_BIN = 2 / 255
 LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr")
 # DDPMScheduler's private helpers, which are not part of its API, and what serves their purpose here.
 DIFFUSERS_PRIVATE_HELPERS = {
@@ -102,6 +111,50 @@ def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     return 1 - np.concatenate([alpha_bar[:1], alpha_bar[1:] / alpha_bar[:-1]])
 
 
+def analytic_variance(
+    alpha_bar_t: torch.Tensor, alpha_bar_s: torch.Tensor, lambda2: torch.Tensor, mean_squared_eps: torch.Tensor
+) -> torch.Tensor:
+    """sigma*^2_{s|t}, the KL-optimal variance of p(x_s | x_t) for a step t -> s < t (Bao et al. 2022, eq. 9, 11, 12).
+
+    sigma*^2 = lambda^2 + (sqrt((1 - alpha_bar_t) / alpha_{t|s}) - sqrt(1 - alpha_bar_s - lambda^2))^2 (1 - G_t),
+    alpha_{t|s} = alpha_bar_t / alpha_bar_s, lambda^2 the step's noise (eta^2 beta~_{s|t}: DDPM at eta = 1, DDIM at
+    0), G_t = `mean_squared_eps`. The factor 1 - G_t is clipped to [0, SNR_t], SNR_t = alpha_bar_t / (1 -
+    alpha_bar_t), as the reference code clips (1 - G_t) / SNR_t to [0, 1]: 0 is eq. 11's lower bound
+    sigma*^2 >= lambda^2, SNR_t is eq. 12's upper bound for data in [-1, 1] (whose squared factor is SNR_t times
+    the one above). Eq. 11's upper bound, 1 - G_t <= 1, holds by itself for a mean square G_t >= 0; a table from
+    `estimator="prediction_error"` may go below 0 where the network's error exceeds the noise, and then the
+    variance the network's mean needs is larger than eq. 11's bound for an exact network. Broadcasting float64.
+    """
+    alpha_ts = alpha_bar_t / alpha_bar_s
+    gap = ((1 - alpha_bar_t) / alpha_ts).sqrt() - (1 - alpha_bar_s - lambda2).clamp(min=0).sqrt()
+    snr = alpha_bar_t / (1 - alpha_bar_t)
+    return lambda2 + gap**2 * torch.minimum((1 - mean_squared_eps).clamp(min=0), snr)
+
+
+def optimal_timestep_path(cost: np.ndarray, num_steps: int) -> list[int]:
+    """The `num_steps` timesteps T-1 = tau_K > ... > tau_1 = 0 that minimise sum_k cost[tau_{k-1}, tau_k].
+
+    Dynamic programming (Bao et al. 2022, eq. 14 and App. D): best[k, t], the least cost of a path of k edges from
+    t down to 0, is min_{s < t} best[k-1, s] + cost[s, t]; O(K T^2) time, no network calls. `cost` is T x T with
+    +inf where s >= t. K = 1 is the single step T-1.
+    """
+    T = len(cost)
+    if num_steps == 1:
+        return [T - 1]
+    best = np.full(T, np.inf)
+    best[0] = 0.0
+    choices = []
+    for _ in range(num_steps - 1):
+        totals = best[:, None] + cost  # [s, t]
+        choice = totals.argmin(0)
+        best = totals[choice, np.arange(T)]
+        choices.append(choice)
+    path = [T - 1]
+    for choice in reversed(choices):
+        path.append(int(choice[path[-1]]))
+    return path
+
+
 def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)) per element, in nats."""
     return 0.5 * (logvar2 - logvar1 - 1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
@@ -133,6 +186,21 @@ def discretized_gaussian_log_likelihood(
 
 def _mean_over_pixels(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).mean(1)
+
+
+def _term_bits(
+    original_samples: torch.Tensor,
+    true_mean: torch.Tensor,
+    true_log_variance: torch.Tensor,
+    mean: torch.Tensor,
+    log_variance: torch.Tensor,
+    is_decoder: torch.Tensor,
+) -> torch.Tensor:
+    """A term of the bound per image in bits/dim: KL(q || p) of the two Gaussians, or where `is_decoder`,
+    -log p(x_0 | x_1) under the discretized decoder N(mean, e^log_variance) (Ho et al. eq. 5 and 13)."""
+    kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
+    nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
+    return torch.where(is_decoder, nll, kl) / math.log(2)
 
 
 def classifier_free_guidance(
@@ -174,7 +242,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         timestep_spacing (`str`, defaults to "linspace"): how `set_timesteps(n)` picks n of the T steps:
             "linspace" rounds n evenly spaced points of [0, T-1] (Nichol & Dhariwal's respacing; always includes
             the first and last step), "leading" takes 0, T//n, 2T//n, ... (+ steps_offset), "trailing" takes
-            T-1, T-1-T/n, ... (rounded). At n = T all three are every step.
+            T-1, T-1-T/n, ... (rounded), "optimal" the n steps of least bound (`optimal_timesteps`; needs
+            `analytic_mean_squared_eps`). At n = T all are every step.
         steps_offset (`int`, defaults to 0): offset added to "leading" timesteps, as in diffusers.
         thresholding (`bool`, defaults to False): dynamic thresholding of x0_hat instead of clipping (Saharia et
             al. 2022): per image, s = the `dynamic_thresholding_ratio` quantile of |x0_hat|, kept in
@@ -185,6 +254,17 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr (`bool`, defaults to False): rescale the betas to zero terminal SNR (Lin et al.
             2023, Algorithm 1): alpha_bar_T = 0, so x_T is pure noise. The bound is then undefined for
             `prediction_type="epsilon"` (x0_hat divides by sqrt(alpha_bar_T) = 0); use "v_prediction" as Lin et al.
+        analytic_mean_squared_eps (`list[float]`, *optional*): G_t = E_q ||eps_theta(x_t, t)||^2 / d for t = 1..T,
+            the trained model's mean squared predicted noise over data and noise (Bao et al. 2022), or its
+            estimate 1 - E||eps - eps_theta||^2 / d (which may be negative); T numbers in float64, saved in
+            scheduler_config.json. Needed by `variance_type="analytic"` and by
+            `timestep_spacing="optimal"`; estimated by `SimpleDDPMPipeline.estimate_analytic_variance`.
+        analytic_clip_pixels (`float`, *optional*, defaults to 2.0): y of Bao et al. App. F.2: when sampling with
+            `variance_type="analytic"`, the std of the second-to-last step is at most y (2/255) sqrt(pi/2), so its
+            noise moves a pixel by at most y bins on average. None: no such bound. The bound never uses it.
+
+    `variance_type="analytic"` is the KL-optimal variance sigma*^2 of every step of the chain being sampled (any
+    `eta`), from `analytic_mean_squared_eps` (see `analytic_variance`); the last step outputs its mean.
     """
 
     _compatibles = ["DDPMScheduler"] + [e.name for e in KarrasDiffusionSchedulers]
@@ -208,6 +288,8 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
         rescale_betas_zero_snr: bool = False,
+        analytic_mean_squared_eps: list[float] | None = None,
+        analytic_clip_pixels: float | None = 2.0,
     ):
         _choose("beta_schedule", beta_schedule, BETA_SCHEDULES)
         _choose("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -247,6 +329,21 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             )
         if rescale_betas_zero_snr:
             betas = rescale_zero_terminal_snr(betas)  # beta_T = 1: alpha_bar_T = 0
+        if analytic_mean_squared_eps is not None:
+            mean_squared_eps = np.asarray(analytic_mean_squared_eps, dtype=np.float64)
+            if mean_squared_eps.shape != (num_train_timesteps,) or not np.all(np.isfinite(mean_squared_eps)):
+                raise ValueError(
+                    f"analytic_mean_squared_eps must be num_train_timesteps={num_train_timesteps} finite numbers, "
+                    f"one per timestep, got shape {mean_squared_eps.shape}."
+                )
+        elif variance_type == "analytic":
+            raise ValueError(
+                "variance_type='analytic' needs analytic_mean_squared_eps, the model's mean squared predicted noise "
+                "per timestep: estimate it with pipe.estimate_analytic_variance(images) or `simple-ddpm analytic "
+                "MODEL DATA`."
+            )
+        if analytic_clip_pixels is not None and not analytic_clip_pixels > 0:
+            raise ValueError(f"analytic_clip_pixels must be positive (or None: no bound), got {analytic_clip_pixels}.")
 
         # Float64 tables over t = 1..T (index t-1). Names as in diffusers and improved-diffusion.
         self.betas = torch.from_numpy(betas)  # beta_t
@@ -261,8 +358,22 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         self.posterior_log_variance_clipped = torch.log(
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
-        # log-variance of p(x_{t-1} | x_t); at t = 1 both types use sigma^2(2) (improved-diffusion's convention).
-        if variance_type == "fixed_large":
+        # G_t = E ||eps_theta(x_t, t)||^2 / d (Bao et al. 2022), or None
+        self.analytic_mean_squared_eps = (
+            None if analytic_mean_squared_eps is None else torch.from_numpy(mean_squared_eps)
+        )
+        # log-variance of p(x_{t-1} | x_t); at t = 1 both fixed types use sigma^2(2) (improved-diffusion's
+        # convention), the analytic one its own sigma*^2 of the step to the data (lambda^2 = 0 there).
+        if variance_type == "analytic":
+            self.model_log_variance = torch.log(
+                analytic_variance(
+                    self.alphas_cumprod,
+                    self.alphas_cumprod_prev,
+                    self.posterior_variance,
+                    self.analytic_mean_squared_eps,
+                ).clamp(min=torch.finfo(torch.float64).tiny)
+            )
+        elif variance_type == "fixed_large":
             self.model_log_variance = torch.log(torch.cat([self.posterior_variance[1:2], self.betas[1:]]))
         else:  # for the learned types, the variance that the training-loss weights assume (see loss_weights)
             self.model_log_variance = self.posterior_log_variance_clipped
@@ -473,12 +584,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         """
         prediction, variance_values = self.split_model_output(model_output, sample)
         pred_original_sample = self.predict_original_sample(prediction, sample, timesteps)
-        clip = self.config.clip_sample if clip_sample is None else clip_sample
-        if self.config.thresholding and clip_sample is not False:
-            pred_original_sample = self.dynamic_threshold(pred_original_sample)
-        elif clip:
-            r = self.config.clip_sample_range
-            pred_original_sample = pred_original_sample.clamp(-r, r)
+        pred_original_sample = self.clip_predicted_x0(pred_original_sample, clip_sample)
         mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
         if variance_values is None:
             log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
@@ -487,6 +593,31 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             max_log = self._table("log_betas", timesteps, sample)
             log_variance = self.learned_log_variance(variance_values.to(sample.dtype), min_log, max_log)
         return mean, log_variance, pred_original_sample
+
+    def clip_predicted_x0(self, pred_original_sample: torch.Tensor, clip_sample: bool | None = None) -> torch.Tensor:
+        """x0_hat thresholded or clipped as `step` does; `clip_sample` overrides the config's (False: neither)."""
+        clip = self.config.clip_sample if clip_sample is None else clip_sample
+        if self.config.thresholding and clip_sample is not False:
+            return self.dynamic_threshold(pred_original_sample)
+        if clip:
+            r = self.config.clip_sample_range
+            return pred_original_sample.clamp(-r, r)
+        return pred_original_sample
+
+    def predicted_noise(
+        self, model_output: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """eps_hat, the noise implied by the prediction (first C channels of `model_output`) at x_t, unclipped:
+        eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t), v: sqrt(alpha_bar_t) v + sqrt(1 -
+        alpha_bar_t) x_t. What G_t of `analytic_variance` averages the square of."""
+        prediction, _ = self.split_model_output(model_output, sample)
+        if self.config.prediction_type == "epsilon":
+            return prediction
+        a = self._table("sqrt_alphas_cumprod", timesteps, sample)
+        b = self._table("sqrt_one_minus_alphas_cumprod", timesteps, sample)
+        if self.config.prediction_type == "v_prediction":
+            return a * prediction + b * sample
+        return (sample - a * prediction) / b
 
     def dynamic_threshold(self, pred_original_sample: torch.Tensor) -> torch.Tensor:
         """Dynamic thresholding of x0_hat (Saharia et al. 2022, sec. 2.3), per image.
@@ -570,10 +701,11 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------------------
     # The variational bound, term by term, in bits per dimension (Ho et al. eq. 5).
 
-    def prior_bpd(self, original_samples: torch.Tensor) -> torch.Tensor:
+    def prior_bpd(self, original_samples: torch.Tensor, timestep: int | None = None) -> torch.Tensor:
         """L_T = KL(q(x_T | x_0) || N(0, I)) per image, in bits/dim; 0 under zero terminal SNR, where q(x_T | x_0)
-        is N(0, I)."""
-        t = torch.full(original_samples.shape[:1], len(self) - 1, device=original_samples.device)
+        is N(0, I). `timestep`: the chain's first step instead of T (default T)."""
+        timestep = len(self) - 1 if timestep is None else timestep
+        t = torch.full(original_samples.shape[:1], timestep, device=original_samples.device)
         mean = self._table("sqrt_alphas_cumprod", t, original_samples) * original_samples
         log_variance = torch.log1p(-self._table("alphas_cumprod", t, original_samples)).expand_as(mean)
         zero = torch.zeros_like(mean)
@@ -599,9 +731,52 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         true_mean, _ = self.q_posterior(original_samples, sample, timesteps)
         true_log_variance = self._table("posterior_log_variance_clipped", timesteps, sample)
         mean, log_variance, _ = self.p_mean_variance(model_output, sample, timesteps, clip_sample)
-        kl = _mean_over_pixels(normal_kl(true_mean, true_log_variance, mean, log_variance))
-        nll = -_mean_over_pixels(discretized_gaussian_log_likelihood(original_samples, mean, 0.5 * log_variance))
-        return torch.where(timesteps.to(kl.device) == 0, nll, kl) / math.log(2)
+        is_decoder = timesteps.to(sample.device) == 0
+        return _term_bits(original_samples, true_mean, true_log_variance, mean, log_variance, is_decoder)
+
+    def chain_vb_terms_bpd(
+        self,
+        model_output: torch.Tensor,
+        original_samples: torch.Tensor,
+        sample: torch.Tensor,
+        timesteps: torch.Tensor,
+        clip_sample: bool | None = None,
+    ) -> torch.Tensor:
+        """The term of the current chain's own bound (the one `step` samples, after `set_timesteps(K)`) at each
+        (x_0, x_t, t) per image, in bits/dim: `vb_terms_bpd` of the respaced process (Nichol & Dhariwal sec. 4).
+
+        For a step t -> s of the chain: KL(q(x_s | x_t, x_0) || p(x_s | x_t)), the respaced posterior
+        N(coef_x0 x_0 + coef_xt x_t, beta~_{s|t}) against the model's N(coef_x0 x0_hat + coef_xt x_t, sigma^2), the
+        variance as `step` draws it at eta = 1 (fixed, learned, or sigma*^2 without the sampling rule of
+        `analytic_clip_pixels`). The last step is the decoder -log p(x_0 | x_t), discretized as in `vb_terms_bpd`,
+        with the next-to-last step's beta~ for the fixed variances and its own sigma*^2 for the analytic one.
+        """
+        self._check_bound_is_defined()
+        t = timesteps.to(sample.device).long()
+        on_chain = self._chain_tables["on_chain"].to(t.device).take(t)
+        if not bool((on_chain == 1).all()):
+            raise ValueError(
+                f"timesteps {sorted(set(t[on_chain != 1].tolist()))} are not in the current schedule; call "
+                "set_timesteps first and pass steps of `scheduler.timesteps`."
+            )
+
+        def chain(name: str) -> torch.Tensor:
+            values = self._chain_tables[name].to(device=sample.device, dtype=sample.dtype).take(t)
+            return values.view(values.shape + (1,) * (sample.ndim - 1))
+
+        prediction, variance_values = self.split_model_output(model_output, sample)
+        pred_original_sample = self.clip_predicted_x0(self.predict_original_sample(prediction, sample, t), clip_sample)
+        true_mean = chain("coef_x0") * original_samples + chain("coef_xt") * sample
+        mean = chain("coef_x0") * pred_original_sample + chain("coef_xt") * sample
+        if variance_values is None:
+            log_variance = chain("model_log_variance").expand_as(sample)
+        else:
+            log_variance = self.learned_log_variance(
+                variance_values.to(sample.dtype), chain("min_log"), chain("max_log")
+            )
+        true_log_variance = chain("posterior_log_variance")
+        is_decoder = chain("is_last").flatten() == 1
+        return _term_bits(original_samples, true_mean, true_log_variance, mean, log_variance, is_decoder)
 
     # ----------------------------------------------------------------------------------------------------------
     # Sampling.
@@ -636,7 +811,9 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= T:
                 raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {n!r}.")
             spacing = self.config.timestep_spacing
-            if spacing == "linspace":
+            if spacing == "optimal":
+                steps = np.asarray(self.optimal_timesteps(n), dtype=np.int64)
+            elif spacing == "linspace":
                 steps = np.round(np.linspace(0, T - 1, n)).astype(np.int64)[::-1]
             elif spacing == "leading":
                 steps = (np.arange(n) * (T // n) + self.config.steps_offset)[::-1]
@@ -660,11 +837,14 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         beta = 1 - alpha_bar / alpha_bar_prev  # beta'_i of the respaced process
         coef_x0 = alpha_bar_prev.sqrt() * beta / (1 - alpha_bar)
         coef_xt = (1 - beta).sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
-        variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
-        if self.config.variance_type == "fixed_large":
-            variance = beta
+        posterior_variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)  # sigma~'^2_i, 0 at the last step
+        variance = {"fixed_large": beta, "analytic": self._chain_analytic_variance(steps, posterior_variance)}.get(
+            self.config.variance_type, posterior_variance
+        )
         std = variance.sqrt()
         std[-1] = 0.0  # no noise at the last step
+        if self.config.variance_type == "analytic" and len(steps) > 1:
+            std[-2] = self._clip_analytic_std(float(std[-2]))
         if self.config.prediction_type == "epsilon":
             c_x, c_out = 1 / alpha_bar.sqrt(), (1 - alpha_bar).sqrt()
         elif self.config.prediction_type == "v_prediction":
@@ -674,15 +854,52 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         rows = torch.stack([c_x, c_out, coef_x0, coef_xt, std], 1).tolist()
         self._step_coefficients = dict(zip(steps.tolist(), map(tuple, rows), strict=True))
         # alpha_bar_{t_i}, alpha_bar_{t_{i+1}} and sigma^2 of the respaced posterior, for DDIM's step (`eta`)
-        ddim_rows = torch.stack([alpha_bar, alpha_bar_prev, beta * (1 - alpha_bar_prev) / (1 - alpha_bar)], 1)
+        ddim_rows = torch.stack([alpha_bar, alpha_bar_prev, posterior_variance], 1)
         self._ddim_tables = dict(zip(steps.tolist(), map(tuple, ddim_rows.tolist()), strict=True))
+        self._second_to_last_step = int(steps[-2]) if len(steps) > 1 else None
+        # The last step adds no noise; the bound's decoder uses the next-to-last's variance, as sigma^2(1) is
+        # replaced by sigma^2(2) in the T-step chain (improved-diffusion's respaced diffusion does the same).
+        clipped_posterior_variance = posterior_variance.clone()
+        clipped_posterior_variance[-1] = posterior_variance[-2] if len(steps) > 1 else beta[-1]
         self._step_log_variance_range = {}
         if self.learns_variance:
-            posterior_variance = ddim_rows[:, 2].clone()  # sigma~'^2_i, 0 at the last step
-            # The last step adds no noise; its log is the next-to-last's, as sigma^2(1) is replaced by sigma^2(2).
-            posterior_variance[-1] = posterior_variance[-2] if len(steps) > 1 else beta[-1]
-            ranges = torch.stack([posterior_variance.log(), beta.log()], 1).tolist()
+            ranges = torch.stack([clipped_posterior_variance.log(), beta.log()], 1).tolist()
             self._step_log_variance_range = dict(zip(steps.tolist(), map(tuple, ranges), strict=True))
+        # The chain's own bound (`chain_vb_terms_bpd`): per-timestep tables of length T, 0 off the chain.
+        bound_variance = {
+            "fixed_large": torch.cat([beta[:-1], clipped_posterior_variance[-1:]]),
+            "analytic": variance.clamp(min=torch.finfo(torch.float64).tiny),  # sigma*^2 without the pixel rule
+        }.get(self.config.variance_type, clipped_posterior_variance)
+        columns = {
+            "coef_x0": coef_x0,
+            "coef_xt": coef_xt,
+            "posterior_log_variance": posterior_variance.clamp(min=torch.finfo(torch.float64).tiny).log(),
+            "model_log_variance": bound_variance.log(),
+            "min_log": clipped_posterior_variance.log(),
+            "max_log": beta.log(),
+            "is_last": (torch.arange(len(steps)) == len(steps) - 1).double(),
+            "on_chain": torch.ones(len(steps), dtype=torch.float64),
+        }
+        index = torch.from_numpy(steps)
+        self._chain_tables = {}
+        for name, values in columns.items():
+            self._chain_tables[name] = torch.zeros(len(self), dtype=torch.float64).index_copy_(0, index, values)
+
+    def _chain_analytic_variance(self, steps: np.ndarray, lambda2: torch.Tensor) -> torch.Tensor | None:
+        """sigma*^2 of each step of the chain `steps` with noise lambda^2 (`analytic_variance`); None unless the
+        variance is analytic."""
+        if self.config.variance_type != "analytic":
+            return None
+        alpha_bar = self.alphas_cumprod[torch.from_numpy(steps)]
+        alpha_bar_prev = torch.cat([alpha_bar[1:], torch.ones(1, dtype=torch.float64)])
+        mean_squared_eps = self.analytic_mean_squared_eps[torch.from_numpy(steps)]
+        return analytic_variance(alpha_bar, alpha_bar_prev, lambda2, mean_squared_eps)
+
+    def _clip_analytic_std(self, std: float) -> float:
+        """The second-to-last step's std, at most y (2/255) sqrt(pi/2) so that E|std z| <= y 2/255 (Bao et al.
+        2022, App. F.2; y = `analytic_clip_pixels`, None: unbounded)."""
+        y = self.config.analytic_clip_pixels
+        return std if y is None else min(std, y * PIXEL_BIN * math.sqrt(math.pi / 2))
 
     def ddim_coefficients(self, timestep: int, eta: float) -> tuple[float, float, float]:
         """(coef_x0, coef_xt, sigma) of DDIM's step x_{t'} = coef_x0 x0_hat + coef_xt x_t + sigma z, z ~ N(0, I).
@@ -692,14 +909,83 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         eps_hat = (x_t - sqrt(alpha_bar_t) x0_hat) / sqrt(1 - alpha_bar_t) derived from the (clipped) x0_hat, and
         eq. 16: sigma = eta sqrt((1 - alpha_bar_{t'}) / (1 - alpha_bar_t)) sqrt(1 - alpha_bar_t / alpha_bar_{t'}),
         eta times the respaced chain's posterior standard deviation. eta = 1 is DDPM's posterior mean and
-        variance; eta = 0 is deterministic DDIM.
+        variance; eta = 0 is deterministic DDIM. With `variance_type="analytic"` the mean is the same and sigma is
+        sigma*_{t'|t} for lambda = the sigma above (Bao et al. 2022 eq. 9, `analytic_variance`), 0 at the last step.
         """
         alpha_bar, alpha_bar_prev, posterior_variance = self._ddim_tables[timestep]
         sigma = eta * math.sqrt(posterior_variance)
         direction = math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0))  # coefficient of eps_hat
         coef_xt = direction / math.sqrt(1 - alpha_bar)
         coef_x0 = math.sqrt(alpha_bar_prev) - coef_xt * math.sqrt(alpha_bar)
+        if self.config.variance_type == "analytic" and alpha_bar_prev < 1:
+            variance = analytic_variance(
+                torch.tensor(alpha_bar, dtype=torch.float64),
+                torch.tensor(alpha_bar_prev, dtype=torch.float64),
+                torch.tensor(sigma**2, dtype=torch.float64),
+                self.analytic_mean_squared_eps[timestep],
+            )
+            sigma = math.sqrt(variance.item())
+            if timestep == self._second_to_last_step:
+                sigma = self._clip_analytic_std(sigma)
         return coef_x0, coef_xt, sigma
+
+    def optimal_timesteps(self, num_inference_steps: int) -> list[int]:
+        """The K = `num_inference_steps` timesteps T-1 = tau_K > ... > tau_1 = 0 whose chain has the least expected
+        bound (Bao et al. 2022, eq. 14, by `optimal_timestep_path`); decreasing, as `set_timesteps` takes them.
+
+        The chain's bound is prior + sum_k E KL_k + decoder; prior and decoder do not depend on the interior steps.
+        With the KL-optimal variance, E KL of a step t -> s is (d/2) J(s, t), J = log(sigma*^2 / lambda^2), lambda^2
+        = beta~_{s|t}. For a fixed variance sigma^2 (beta~_{s|t} or beta_{t|s}), the same table of G_t gives the
+        step's expected KL without network calls: E KL = (d/2) (log(sigma^2 / lambda^2) - 1 + sigma*^2 / sigma^2),
+        because lambda^2 + E||mean error||^2 / d = sigma*^2 for the model's own mean (eq. 9's derivation); this is
+        exact for an exact score and otherwise the analytic estimate of each term; the decoder's variance, the
+        beta~ of the step into tau_1 (`chain_vb_terms_bpd`), adds its expected cost to that step (`step_costs`).
+        The estimate of G_t must be good where 1 - G_t is small: an error there multiplies a long step's factor in
+        eq. 9. A learned variance depends on
+        x_t, so it has no such cost: use another `timestep_spacing`. Cached per K.
+        """
+        T = len(self)
+        if self.analytic_mean_squared_eps is None:
+            raise ValueError(
+                "optimal timesteps need analytic_mean_squared_eps (the model's mean squared predicted noise per "
+                "timestep): estimate it with pipe.estimate_analytic_variance(images) or `simple-ddpm analytic`."
+            )
+        if self.learns_variance:
+            raise ValueError(
+                f"optimal timesteps need a fixed or analytic variance; variance_type={self.config.variance_type!r} "
+                "depends on x_t. Use timestep_spacing 'linspace'."
+            )
+        if isinstance(num_inference_steps, bool) or not 1 <= num_inference_steps <= T:
+            raise ValueError(f"num_inference_steps must be an integer in [1, {T}], got {num_inference_steps!r}.")
+        cache = self.__dict__.setdefault("_optimal_timesteps", {})
+        if num_inference_steps not in cache:
+            cache[num_inference_steps] = optimal_timestep_path(self.step_costs(), num_inference_steps)
+        return list(cache[num_inference_steps])
+
+    def step_costs(self) -> np.ndarray:
+        """J[s, t] for every pair of timestep indices s < t: 2 / d times the expected KL term of a DDPM step t -> s
+        under this scheduler's variance (see `optimal_timesteps`), +inf where s >= t. T x T, float64."""
+        alpha_bar = self.alphas_cumprod
+        alpha_bar_s, alpha_bar_t = alpha_bar[:, None], alpha_bar[None, :]
+        below = torch.ones(len(self), len(self), dtype=torch.bool).triu(1)  # s < t
+        alpha_bar_s = torch.where(below, alpha_bar_s, 0.5)  # placeholders where s >= t, masked below
+        alpha_bar_t = torch.where(below, alpha_bar_t, 0.25)
+        beta = 1 - alpha_bar_t / alpha_bar_s  # beta_{t|s}
+        lambda2 = (1 - alpha_bar_s) / (1 - alpha_bar_t) * beta  # beta~_{s|t}
+        optimal = analytic_variance(alpha_bar_t, alpha_bar_s, lambda2, self.analytic_mean_squared_eps[None, :])
+        variance_type = self.config.variance_type
+        if variance_type == "analytic":
+            cost = torch.log(optimal / lambda2)
+        else:
+            variance = beta if variance_type == "fixed_large" else lambda2
+            cost = torch.log(variance / lambda2) - 1 + optimal / variance
+            # The decoder's variance is beta~ of the step into tau_1 = 0 (see `chain_vb_terms_bpd`), so the edge
+            # t -> 0 also carries the decoder's expected cost, Gaussian: log sigma^2 + E err^2 / sigma^2 + const,
+            # with E err^2 / d = sigma*^2 of the step to the data (lambda^2 = 0 there).
+            one = torch.ones((), dtype=torch.float64)
+            decoder_error = analytic_variance(alpha_bar[0], one, 0 * one, self.analytic_mean_squared_eps[0])
+            cost[0] = cost[0] + torch.log(lambda2[0]) + decoder_error / lambda2[0]
+        return torch.where(below, cost, torch.inf).numpy()
 
     def previous_timestep(self, timestep: int | torch.Tensor) -> int | torch.Tensor:
         """The step after `timestep` in the current schedule, as DDPMScheduler returns it: a 0-d tensor (-1 after
@@ -735,15 +1021,17 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 generator per image.
             return_dict (`bool`, defaults to True): return a `SimpleDDPMSchedulerOutput` rather than a tuple.
             eta (`float`, defaults to 1.0): in [0, 1], the weight of the noise: 1 is DDPM (exactly the step without
-                `eta`), 0 is deterministic DDIM. Values other than 1 need `variance_type="fixed_small"`.
+                `eta`), 0 is deterministic DDIM. Values other than 1 need `variance_type` "fixed_small" or
+                "analytic".
         """
         if eta != 1:
             if not 0 <= eta <= 1:
                 raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
-            if self.config.variance_type != "fixed_small":
+            if self.config.variance_type not in ("fixed_small", "analytic"):
                 raise ValueError(
                     f"eta={eta} scales the posterior standard deviation (DDIM eq. 16), which needs "
-                    f"variance_type='fixed_small'; this scheduler has {self.config.variance_type!r}. Use eta=1."
+                    f"variance_type='fixed_small' or 'analytic'; this scheduler has {self.config.variance_type!r}. "
+                    "Use eta=1."
                 )
         model_output, variance_values = self.split_model_output(model_output, sample)
         t = int(timestep)

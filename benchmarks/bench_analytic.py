@@ -1,0 +1,317 @@
+"""Fewer steps at the same quality: the analytic reverse variance (Bao et al. 2022, Analytic-DPM) and optimal
+timesteps against fixed variances, on bench_quality.py's Fashion-MNIST models.
+
+    python benchmarks/bench_analytic.py                      # the full grid of issue 18 (hours on a CPU)
+    python benchmarks/bench_analytic.py --estimate-images 16 --bound-images 50 --num-samples 250 \\
+        --steps 25 10 --fd-samplers ddpm-small ddpm-large analytic-ddpm ddim analytic-ddim   # a reduced run
+    python benchmarks/bench_analytic.py --table              # the tables again, from the results on disk
+
+For each model (--models, bench_quality.py pipeline folders, trained there):
+1. G_t = E||eps_theta(x_t, t)||^2 / d from --estimate-images training images (`estimate_analytic_variance`, one
+   noise draw per image and timestep, M x T network calls), with its cost; with --sensitivity M1 M2 ..., also
+   from the first M_i of those images, and the K-step analytic bound under each table.
+2. The K-step chain's own bound (`pipe.elbo(images, num_inference_steps=K)`, prior + K - 1 KL terms + decoder, in
+   bits/dim) on the first --bound-images test images for every K of --steps: DDPM with beta~ ("ddpm-small"),
+   beta ("ddpm-large") and the analytic variance, on even ("linspace") and optimal timesteps. The network's
+   outputs are shared: the variances of one chain are evaluated on the same x_t and network output, as
+   `elbo` would draw them with the same seed (chain_vb_terms_bpd for each scheduler), so the rows pair up.
+3. The Frechet distance (bench_fid.py's classifier features and its helpers) of --num-samples samples (image i
+   from seed i: every row starts from the same x_T) for --fd-samplers at every K of --steps, on even and, for
+   the analytic samplers, optimal timesteps. A learned-variance model (--learned) is measured at the same K.
+
+Results are JSON files under --work/results, one per measurement, skipped when present (a stopped run resumes).
+The 1,000-step rows, when 1000 is in --steps: the bound is estimated with `elbo(num_timesteps=--reference-timesteps)`
+(stratified, unbiased), and the FD is sampled when 1000 is also in --fd-steps (default: --steps).
+"""
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import bench_fid
+import bench_quality
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.cpu_threads import configure_cpu_threads
+from simple_ddpm.feature_networks import ClassifierFeatures
+from simple_ddpm.frechet import frechet_distance
+from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
+
+WORK = bench_quality.BENCHMARKS / "_work" / "analytic"
+# name -> (variance_type, eta)
+SAMPLERS = {
+    "ddpm-small": ("fixed_small", 1.0),
+    "ddpm-large": ("fixed_large", 1.0),
+    "analytic-ddpm": ("analytic", 1.0),
+    "ddim": ("fixed_small", 0.0),
+    "analytic-ddim": ("analytic", 0.0),
+}
+BOUND_VARIANCES = ("fixed_small", "fixed_large", "analytic")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="*", type=Path, default=[bench_quality.WORK / bench_quality.MAIN_RUN])
+    parser.add_argument("--learned", type=Path, default=bench_quality.WORK / "learned-hybrid")
+    parser.add_argument("--steps", nargs="*", type=int, default=[10, 25, 50, 100, 1000])
+    parser.add_argument("--fd-steps", nargs="*", type=int, help="K of the FD rows (default: --steps)")
+    parser.add_argument("--estimate-images", type=int, default=100, help="M training images for G_t (default 100)")
+    parser.add_argument("--sensitivity", nargs="*", type=int, default=[10], help="also G from the first M_i images")
+    parser.add_argument("--bound-images", type=int, default=1000, help="test images of the K-step bound")
+    parser.add_argument("--reference-timesteps", type=int, default=100, help="strata of the 1,000-step estimate")
+    parser.add_argument("--num-samples", type=int, default=1000, help="samples per FD row (default 1000)")
+    parser.add_argument("--fd-samplers", nargs="*", choices=list(SAMPLERS), default=list(SAMPLERS))
+    parser.add_argument("--spacings", nargs="*", default=["linspace", "optimal"])
+    parser.add_argument("--batch-size", type=int, default=250, help="images per network call")
+    parser.add_argument("--work", type=Path, default=WORK)
+    parser.add_argument("--fid-work", type=Path, default=bench_fid.WORK, help="bench_fid.py's classifier folder")
+    parser.add_argument("--table", action="store_true", help="only print the tables from the results on disk")
+    return parser.parse_args(argv)
+
+
+def result(args: argparse.Namespace, name: str, measure) -> dict:
+    """The JSON result `name`, measured by `measure()` unless it is on disk."""
+    path = args.work / "results" / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = measure()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2))
+    print(f"{name}: {json.dumps({k: v for k, v in value.items() if not isinstance(v, list)})}", flush=True)
+    return value
+
+
+def load(model: Path, **scheduler_config) -> SimpleDDPMPipeline:
+    pipe = SimpleDDPMPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    if scheduler_config:
+        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, **scheduler_config)
+    return pipe
+
+
+def training_images(count: int) -> torch.Tensor:
+    pixels = bench_fid.fashion_mnist_pixels("train")[0][:count]
+    return pixels.float() / 127.5 - 1
+
+
+def estimate(args: argparse.Namespace, model: Path, count: int) -> dict:
+    pipe, images = load(model), training_images(count)
+    start = time.perf_counter()
+    table = pipe.estimate_analytic_variance(images, generator=torch.Generator().manual_seed(0), batch_size=1000)
+    seconds = time.perf_counter() - start
+    return {"images": count, "network_calls": count * len(table), "seconds": seconds, "table": table.tolist()}
+
+
+def shared_chain_bounds(
+    args: argparse.Namespace, model: Path, table: list[float], steps: int, spacing: str, variances: tuple[str, ...]
+) -> dict:
+    """Bits/dim of the `steps`-step chain (`spacing`) under each variance of `variances`, from one pass of the
+    network: for each test image and chain step, x_t ~ q(x_t | x_0) and the network's output are shared, and each
+    scheduler's `chain_vb_terms_bpd` scores them, as `pipe.elbo(num_inference_steps=steps)` does for one."""
+    pipe = load(model)
+    config = {"analytic_mean_squared_eps": table, "timestep_spacing": spacing}
+    schedulers = {
+        v: SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=v, **config) for v in variances
+    }
+    for scheduler in schedulers.values():
+        scheduler.set_timesteps(steps)
+    chain = next(iter(schedulers.values())).timesteps.tolist()
+    x0 = bench_quality.test_images(args.bound_images).double()
+    totals = {v: torch.zeros(len(x0), dtype=torch.float64) for v in variances}
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first in range(0, len(x0), args.batch_size):
+            rows = x0[first : first + args.batch_size]
+            for step in chain:
+                t = torch.full((len(rows),), step)
+                noise = randn_tensor(rows.shape, generator=generator, dtype=torch.float32).double()
+                x_t = pipe.scheduler.add_noise(rows, noise, t)
+                output = pipe.unet(x_t.float(), t).sample.double()
+                for variance, scheduler in schedulers.items():
+                    totals[variance][first : first + len(rows)] += scheduler.chain_vb_terms_bpd(output, rows, x_t, t)
+            for variance, scheduler in schedulers.items():
+                totals[variance][first : first + len(rows)] += scheduler.prior_bpd(rows, chain[0])
+    seconds = time.perf_counter() - start
+    bits = {v: (totals[v].mean().item(), (totals[v].std() / len(x0) ** 0.5).item()) for v in variances}
+    per_image = {v: totals[v].tolist() for v in variances}
+    return {
+        "steps": steps,
+        "spacing": spacing,
+        "chain": chain,
+        "images": len(x0),
+        "seconds": seconds,
+        "bits": bits,
+        "per_image": per_image,
+    }
+
+
+def reference_bound(args: argparse.Namespace, model: Path, table: list[float]) -> dict:
+    """The 1,000-step bound, stratified estimate (`elbo(num_timesteps=...)`), fixed_small and analytic."""
+    images, bits, per_image = bench_quality.test_images(args.bound_images), {}, {}
+    start = time.perf_counter()
+    for variance in ("fixed_small", "analytic"):
+        pipe = load(model, variance_type=variance, analytic_mean_squared_eps=table)
+        out = pipe.elbo(
+            images, generator=torch.Generator().manual_seed(0), batch_size=1000, num_timesteps=args.reference_timesteps
+        ).bits_per_dim
+        bits[variance] = (out.mean().item(), (out.std() / len(out) ** 0.5).item())
+        per_image[variance] = out.tolist()
+    return {
+        "images": len(images),
+        "strata": args.reference_timesteps,
+        "bits": bits,
+        "per_image": per_image,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def frechet(args: argparse.Namespace, model: Path, table: list[float] | None, sampler: str, steps: int, spacing: str):
+    extractor = ClassifierFeatures(args.fid_work / "classifier.safetensors")
+    test = bench_fid.test_statistics(argparse.Namespace(work=args.fid_work), extractor)
+    if sampler == "learned":
+        pipe, eta = load(model, timestep_spacing=spacing), 1.0
+    else:
+        variance, eta = SAMPLERS[sampler]
+        pipe = load(model, variance_type=variance, analytic_mean_squared_eps=table, timestep_spacing=spacing)
+    start = time.perf_counter()
+    features = sample_statistics(
+        pipe,
+        extractor,
+        args.num_samples,
+        batch_size=args.batch_size,
+        num_inference_steps=steps,
+        eta=eta,
+        progress=False,
+    )
+    fd = frechet_distance(features, test)
+    seconds = time.perf_counter() - start
+    return {
+        "sampler": sampler,
+        "steps": steps,
+        "spacing": spacing,
+        "samples": args.num_samples,
+        "fd": fd,
+        "seconds": seconds,
+    }
+
+
+def frechet_floor(args: argparse.Namespace) -> dict:
+    """FD of --num-samples training images: what finite samples alone leave (bench_fid.py's reference row)."""
+    extractor = ClassifierFeatures(args.fid_work / "classifier.safetensors")
+    test = bench_fid.test_statistics(argparse.Namespace(work=args.fid_work), extractor)
+    pixels = bench_fid.fashion_mnist_pixels("train")[0][: args.num_samples]
+    statistics = pixel_statistics(extractor, pixels, batch_size=1000, progress=False)
+    fd = frechet_distance(statistics, test)
+    return {"sampler": "training images", "steps": 0, "spacing": "-", "samples": args.num_samples, "fd": fd}
+
+
+def run_model(args: argparse.Namespace, model: Path) -> None:
+    name = model.name
+    main = result(args, f"{name}-estimate-{args.estimate_images}", lambda: estimate(args, model, args.estimate_images))
+    tables = {args.estimate_images: main["table"]}
+    for count in args.sensitivity:
+        tables[count] = result(args, f"{name}-estimate-{count}", lambda c=count: estimate(args, model, c))["table"]
+    table = main["table"]
+    for steps in [k for k in args.steps if k < 1000]:
+        for spacing in args.spacings:
+            variances = BOUND_VARIANCES if spacing == "linspace" else ("analytic",)
+            key = f"{name}-bound-{steps}-{spacing}-{args.bound_images}"
+            result(
+                args, key, lambda s=steps, sp=spacing, v=variances: shared_chain_bounds(args, model, table, s, sp, v)
+            )
+    for count, other in tables.items():
+        if count != args.estimate_images:
+            key = f"{name}-bound-25-linspace-{args.bound_images}-M{count}"
+            result(args, key, lambda o=other: shared_chain_bounds(args, model, o, 25, "linspace", ("analytic",)))
+    if 1000 in args.steps:
+        result(args, f"{name}-bound-1000-{args.bound_images}", lambda: reference_bound(args, model, table))
+    bench_fid.train_classifier(argparse.Namespace(work=args.fid_work, classifier_epochs=2))
+    result(args, f"fd-floor-{args.num_samples}", lambda: frechet_floor(args))
+    for steps in args.steps if args.fd_steps is None else args.fd_steps:
+        for sampler in args.fd_samplers:
+            spacings = args.spacings if sampler.startswith("analytic") and steps < 1000 else ["linspace"]
+            for spacing in spacings:
+                key = f"{name}-fd-{sampler}-{steps}-{spacing}-{args.num_samples}"
+                result(args, key, lambda s=sampler, k=steps, sp=spacing: frechet(args, model, table, s, k, sp))
+        if args.learned.is_dir() and steps < 1000:
+            bound_key = f"{args.learned.name}-bound-{steps}-linspace-{args.bound_images}"
+            result(args, bound_key, lambda k=steps: learned_bound(args, k))
+            key = f"{args.learned.name}-fd-learned-{steps}-linspace-{args.num_samples}"
+            result(args, key, lambda k=steps: frechet(args, args.learned, None, "learned", k, "linspace"))
+
+
+def learned_bound(args: argparse.Namespace, steps: int) -> dict:
+    pipe, images = load(args.learned), bench_quality.test_images(args.bound_images)
+    start = time.perf_counter()
+    out = pipe.elbo(images, generator=torch.Generator().manual_seed(0), batch_size=1000, num_inference_steps=steps)
+    bits, seconds = out.bits_per_dim, time.perf_counter() - start
+    mean_and_error = (bits.mean().item(), (bits.std() / len(bits) ** 0.5).item())
+    return {"steps": steps, "images": len(images), "seconds": seconds, "bits": {"learned": mean_and_error}}
+
+
+def print_tables(args: argparse.Namespace) -> None:
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))}
+    for name, value in results.items():
+        if "-estimate-" in name:
+            print(
+                f"{name}: {value['images']} images, {value['network_calls']} network calls, {value['seconds']:.0f} s"
+            )
+    print("\nK-step bound, bits/dim (mean +- standard error over test images)")
+    print(f"{'model':18} {'K':>5} {'spacing':9} {'DDPM beta~':>16} {'DDPM beta':>16} {'analytic':>16} {'learned':>16}")
+    for name, value in results.items():
+        if "-bound-" not in name:
+            continue
+        bits = value["bits"]
+        cells = [
+            f"{bits[v][0]:.3f} +- {bits[v][1]:.3f}" if v in bits else "-"
+            for v in ("fixed_small", "fixed_large", "analytic", "learned")
+        ]
+        model = name.split("-bound-")[0]
+        extra = name.split("-")[-1] if name.split("-")[-1].startswith("M") else ""
+        steps = value.get("steps", 1000)
+        print(f"{model:18} {steps:>5} {value.get('spacing', 'all'):9} " + " ".join(f"{c:>16}" for c in cells), extra)
+    print("\nPaired against the 1,000-step fixed_small bound of the same images (mean difference +- standard error)")
+    for name, value in results.items():
+        if "-bound-1000-" in name and "per_image" in value:
+            print_paired(name.split("-bound-")[0], torch.tensor(value["per_image"]["fixed_small"]), results)
+
+    print("\nFrechet distance (bench_fid.py's classifier features)")
+    for name, value in results.items():
+        if name.startswith("fd-floor"):
+            print(
+                f"{'(floor)':18} {'training images':14} {'':>5} {'':9} {value['fd']:8.2f}  ({value['samples']} images)"
+            )
+        elif "-fd-" in name:
+            print(
+                f"{name.split('-fd-')[0]:18} {value['sampler']:14} {value['steps']:>5} {value['spacing']:9} "
+                f"{value['fd']:8.2f}  ({value['samples']} samples, {value['seconds']:.0f} s)"
+            )
+
+
+def print_paired(model: str, reference: torch.Tensor, results: dict) -> None:
+    for name, row in results.items():
+        if not name.startswith(f"{model}-bound-") or "-bound-1000-" in name or "per_image" not in row:
+            continue
+        for variance, bits in row["per_image"].items():
+            if len(bits) == len(reference):
+                difference = torch.tensor(bits) - reference
+                error = (difference.std() / len(difference) ** 0.5).item()
+                label = f"{model:18} {row['steps']:>5} {row['spacing']:9} {variance:12}"
+                print(f"{label} {difference.mean().item():+.3f} +- {error:.3f}")
+
+
+def main() -> None:
+    args = parse_args()
+    if not args.table:
+        print(configure_cpu_threads().describe(), flush=True)  # OMP_NUM_THREADS=1 for one thread
+        for model in args.models:
+            run_model(args, model)
+    print_tables(args)
+
+
+if __name__ == "__main__":
+    main()
