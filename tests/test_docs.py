@@ -48,7 +48,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SKIP_MARKER = re.compile(r"^<!-- docs-test: skip \((?P<reason>[^)]+)\) -->$")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<lang>[\w+-]*)\s*$")
 # Pages linked from README and docs/sampling.md that branches in progress add; remove a name once its page exists.
-PAGES_TO_COME = {"docs/fast-sampling.md", "docs/editing.md"}
+PAGES_TO_COME: set[str] = set()
 # Appended to every train.py command of a page: the last occurrence of an option wins in argparse.
 SHRUNK_TRAINING = [
     "--max_train_steps", "2", "--train_batch_size", "8", "--max_train_samples", "32", "--num_epochs", "1",
