@@ -240,3 +240,28 @@ def test_train_py_measures_auto_precision_once_then_reuses_the_cached_choice(tmp
     training = lines[0].split("INFO train: ")[1]
     assert training in described and len(entries) == 2
     assert lines[1].endswith(training.replace("(measured: ", "(measured earlier, cached: "))
+
+
+def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_was_trained_in(tmp_path, monkeypatch):
+    """A measurement at resume could differ (another machine, a deleted cache, a changed load); the resumed run is
+    the uninterrupted one only in the same precision, so "auto" takes the checkpoint's and measures nothing."""
+    sys.path.insert(0, str(ROOT / "training"))
+    import train
+    from checkpoints import PROGRESS_NAME, TrainingProgress, checkpoint_precision
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(train, "unet_seconds", lambda *args, **kwargs: pytest.fail("measured on resume"))
+    progress = TrainingProgress()
+    progress.mixed_precision = "bf16"  # e.g. measured faster on the machine that started the run
+    (tmp_path / PROGRESS_NAME).write_text(json.dumps(progress.state_dict()))
+    assert checkpoint_precision(tmp_path) == "bf16"
+    assert checkpoint_precision(None) is None
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / PROGRESS_NAME).write_text(json.dumps({"global_step": 1, "images_seen": 8, "wall_time_s": 1}))
+    assert checkpoint_precision(tmp_path / "old") is None  # saved before the precision was recorded: measured
+
+    args = train.parse_args(["--mixed_precision", "auto"])
+    choice = train.choose_precision(args, unet=torch.nn.Linear(1, 1), batch_shape=(2, 1), resumed_precision="bf16")
+    assert choice.precision == "bf16" and "resumed checkpoint" in choice.reason
+    args = train.parse_args(["--mixed_precision", "no"])  # an explicit choice still wins
+    assert train.choose_precision(args, resumed_precision="bf16").precision == "no"

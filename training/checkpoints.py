@@ -42,6 +42,7 @@ class TrainingProgress:
     def __init__(self):
         self.global_step = 0  # optimizer steps taken
         self.images_seen = 0  # over all processes
+        self.mixed_precision: str | None = None  # the run's autocast, which a resumed run keeps
         self._earlier_sessions_s = 0.0
         self._session_start = time.perf_counter()
 
@@ -50,7 +51,12 @@ class TrainingProgress:
         return self._earlier_sessions_s + time.perf_counter() - self._session_start
 
     def state_dict(self) -> dict:
-        return {"global_step": self.global_step, "images_seen": self.images_seen, "wall_time_s": self.wall_time_s()}
+        return {
+            "global_step": self.global_step,
+            "images_seen": self.images_seen,
+            "wall_time_s": self.wall_time_s(),
+            "mixed_precision": self.mixed_precision,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.global_step = state["global_step"]
@@ -183,6 +189,14 @@ def prune_checkpoints(output_dir: Path, keep: int) -> None:
 
 def write_unet_config(folder: Path, unet_config: dict) -> None:
     (folder / UNET_CONFIG_NAME).write_text(json.dumps(dict(unet_config), indent=2, sort_keys=True, default=list))
+
+
+def checkpoint_precision(folder: Path | None) -> str | None:
+    """The autocast precision the checkpoint's run trained in ("no", "bf16", "fp16"), or None where it has none
+    recorded (no checkpoint, or one saved before the precision was recorded)."""
+    if folder is None or not (folder / PROGRESS_NAME).is_file():
+        return None
+    return json.loads((folder / PROGRESS_NAME).read_text()).get("mixed_precision")
 
 
 def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:

@@ -30,6 +30,7 @@ from checkpoints import (
     check_compatible,
     check_training_state,
     checkpoint_dir,
+    checkpoint_precision,
     checkpoint_training_state,
     list_checkpoints,
     load_checkpoint,
@@ -118,13 +119,22 @@ def cpu_processes_joined() -> bool:
     return no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def choose_precision(args, unet: UNet2DModel | None = None, batch_shape: tuple[int, ...] | None = None):
-    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" off a GPU measures a
-    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet
-    config and batch shape), on the main process, whose choice every process takes."""
+def choose_precision(
+    args,
+    unet: UNet2DModel | None = None,
+    batch_shape: tuple[int, ...] | None = None,
+    resumed_precision: str | None = None,
+):
+    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" off a GPU keeps the
+    precision of the checkpoint it resumes (`resumed_precision`: a measurement could differ on another machine or
+    load, and the resumed run would then not be the uninterrupted one), else measures a few forward and backward
+    passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet config and batch shape), on
+    the main process, whose choice every process takes."""
     processes = PartialState()
 
     def measure() -> PrecisionChoice:
+        if resumed_precision is not None:
+            return PrecisionChoice(resumed_precision, "the precision the resumed checkpoint was trained in")
         choice = None
         if processes.is_main_process:
             key = measurement_key(
@@ -142,10 +152,13 @@ def choose_precision(args, unet: UNet2DModel | None = None, batch_shape: tuple[i
 
 
 def build_accelerator(
-    args, unet: UNet2DModel | None = None, batch_shape: tuple[int, ...] | None = None
+    args,
+    unet: UNet2DModel | None = None,
+    batch_shape: tuple[int, ...] | None = None,
+    resumed_precision: str | None = None,
 ) -> Accelerator:
     output_dir = Path(args.output_dir)
-    precision = choose_precision(args, unet, batch_shape)
+    precision = choose_precision(args, unet, batch_shape, resumed_precision)
     accelerator = Accelerator(
         cpu=cpu_processes_joined(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -751,7 +764,8 @@ def main(argv: list[str] | None = None) -> None:
         resume_from = checkpoint_to_resume(args, unet)
         max_steps = total_train_steps(args, data, processes.num_processes)
     batch_shape = (args.train_batch_size, data.channels, data.resolution, data.resolution)
-    accelerator = build_accelerator(args, unet.to(processes.device), batch_shape)
+    accelerator = build_accelerator(args, unet.to(processes.device), batch_shape, checkpoint_precision(resume_from))
+    progress.mixed_precision = accelerator.mixed_precision
     set_seed(args.seed, device_specific=True)  # but different noise on each process
     logger.info(
         "UNet: %.2fM parameters; %d optimizer steps", sum(p.numel() for p in unet.parameters()) / 1e6, max_steps
