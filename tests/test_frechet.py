@@ -143,7 +143,7 @@ def test_bad_classifier_files_are_refused_in_one_line(tmp_path):
 
 def test_inception_without_torch_fidelity_names_the_missing_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", None)  # import fails
-    with pytest.raises(FeatureNetworkError, match=r"need torch-fidelity.*pip install 'simple-ddpm\[fid\]'"):
+    with pytest.raises(FeatureNetworkError, match=r"need torch-fidelity.*pip install -e '\.\[fid\]'"):
         InceptionFeatures()
 
 

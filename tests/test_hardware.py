@@ -34,6 +34,12 @@ def test_auto_precision_on_a_gpu_is_bf16_exactly_where_it_is_native(monkeypatch)
     assert hardware.resolve_mixed_precision("auto", "no", "cuda", measure=never_called).precision == "no"
 
 
+def test_auto_precision_on_a_cpu_without_native_bf16_is_float32_unmeasured(monkeypatch):
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: False)
+    choice = hardware.resolve_mixed_precision("auto", None, "cpu", measure=never_called)
+    assert choice.precision == "no" and "not native" in choice.reason
+
+
 def test_a_chosen_precision_is_kept_and_not_measured(monkeypatch):
     monkeypatch.setattr(hardware, "native_bf16", lambda device_type: True)
     assert hardware.resolve_mixed_precision("no", None, "cpu", measure=never_called).precision == "no"
@@ -73,7 +79,8 @@ class FakeClock:
         ({"no": 1.0, "bf16": 1.8}, "no"),  # emulated bf16
     ],
 )
-def test_auto_precision_off_a_gpu_is_the_measured_faster_one(seconds, expected, tmp_path):
+def test_auto_precision_off_a_gpu_is_the_measured_faster_one(seconds, expected, tmp_path, monkeypatch):
+    monkeypatch.setattr(hardware, "native_bf16", lambda device_type: True)  # a CPU with AVX512-BF16 or AMX
     clock = FakeClock()
     timed_calls = []
 
@@ -215,6 +222,7 @@ def test_float32_attention_equals_diffusers_attention_and_runs_in_float32_under_
 
 @pytest.mark.slow
 def test_train_py_measures_auto_precision_once_then_reuses_the_cached_choice(tmp_path):
+    """Where bf16 is native; elsewhere train.py says float32 without measuring."""
     env = {**os.environ, hardware.PRECISION_CACHE_ENV: str(tmp_path / "cache")}
     lines = []
     for run in ("first", "second"):
@@ -230,6 +238,10 @@ def test_train_py_measures_auto_precision_once_then_reuses_the_cached_choice(tmp
         )
         assert result.returncode == 0, result.stderr[-2000:]
         lines.append(next(line for line in result.stderr.splitlines() if "INFO train: Autocast: " in line))
+    if not hardware.native_bf16("cpu"):  # nothing to measure: float32, said so, and nothing cached
+        assert all(line.endswith("Autocast: no precision (bf16 is not native on this CPU)") for line in lines)
+        assert not (tmp_path / "cache" / "precision.json").exists()
+        return
     # The cache holds the training step's choice and the sample grid's (forward passes only).
     entries = json.loads((tmp_path / "cache" / "precision.json").read_text()).values()
     described = {}

@@ -48,6 +48,7 @@ def measurements(monkeypatch, tmp_path):
         return dict(Timings.seconds)
 
     monkeypatch.setattr(pipeline_module, "unet_seconds", fake_unet_seconds)
+    monkeypatch.setattr(pipeline_module, "native_bf16", lambda device_type: True)  # AVX512-BF16 or AMX
     return Timings
 
 
@@ -112,3 +113,10 @@ def test_the_sample_command_samples_in_the_precision_asked(pipe, tmp_path):
         command = ["sample", str(tmp_path / "pipe"), "--output", str(outputs[precision]), "--num-images", "2"]
         assert main([*command, "--steps", "3", "--device", "cpu", "--mixed-precision", precision]) == 0
     assert outputs["no"].read_bytes() != outputs["bf16"].read_bytes()
+
+
+def test_auto_is_float32_without_measuring_where_bf16_is_not_native(pipe, measurements, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "native_bf16", lambda device_type: False)  # emulated bf16, e.g. Ice Lake
+    states = autocast_states(pipe)
+    sample(pipe, batch_size=2)
+    assert states == [False] * 10 and measurements.shapes == []

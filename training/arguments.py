@@ -217,8 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=MIXED_PRECISIONS,
         default="auto",
         help="Autocast precision. auto: what `accelerate launch --mixed_precision` or `accelerate config` chose; "
-        "else on a CUDA GPU bf16 where native (Ampere on); else the faster of no and bf16 as measured at start-up "
-        "on a few forward and backward passes of this UNet at this batch (cached per machine).",
+        "else a resumed checkpoint's; else on a CUDA GPU bf16 where native (Ampere on); on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX) the faster of no and bf16 as measured at start-up on a few forward and backward "
+        "passes of this UNet at this batch (cached per machine); else no.",
     )
     optim.add_argument(
         "--fused_adamw",

@@ -125,16 +125,18 @@ def choose_precision(
     batch_shape: tuple[int, ...] | None = None,
     resumed_precision: str | None = None,
 ):
-    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" off a GPU keeps the
+    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" keeps the
     precision of the checkpoint it resumes (`resumed_precision`: a measurement could differ on another machine or
     load, and the resumed run would then not be the uninterrupted one), else measures a few forward and backward
     passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet config and batch shape), on
     the main process, whose choice every process takes."""
     processes = PartialState()
+    launcher_choice = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    resumable = resumed_precision is not None and (resumed_precision != "fp16" or processes.device.type == "cuda")
+    if args.mixed_precision == "auto" and launcher_choice in (None, "", "no") and resumable:
+        return PrecisionChoice(resumed_precision, "the precision the resumed checkpoint was trained in")
 
     def measure() -> PrecisionChoice:
-        if resumed_precision is not None:
-            return PrecisionChoice(resumed_precision, "the precision the resumed checkpoint was trained in")
         choice = None
         if processes.is_main_process:
             key = measurement_key(
@@ -145,7 +147,7 @@ def choose_precision(
 
     return resolve_mixed_precision(
         args.mixed_precision,
-        os.environ.get("ACCELERATE_MIXED_PRECISION"),
+        launcher_choice,
         processes.device.type,
         measure=None if unet is None else measure,
     )

@@ -215,8 +215,8 @@ def resolve_mixed_precision(
 ) -> PrecisionChoice:
     """The autocast precision of a run: `requested` unless it is "auto"; "auto" keeps a precision chosen through
     `accelerate launch --mixed_precision` or `accelerate config` (`launcher_choice`, other than "no"); on a CUDA
-    GPU it is bf16 where the GPU has it natively; elsewhere `measure()` decides (see `measured_precision`), and
-    without a measurement it is "no"."""
+    GPU it is bf16 where the GPU has it natively; elsewhere it is "no" where bf16 is not native, and where it is,
+    `measure()` decides (see `measured_precision`); without a measurement it is "no"."""
     if requested != "auto":
         return PrecisionChoice(requested, "--mixed_precision")
     if launcher_choice not in (None, "", "no"):
@@ -224,6 +224,11 @@ def resolve_mixed_precision(
     if device_type == "cuda":
         native = native_bf16(device_type)
         return PrecisionChoice("bf16" if native else "no", f"{'' if native else 'no '}native bf16 on this GPU")
+    if not native_bf16(device_type):
+        # Emulated bf16 (oneDNN converts to float32 on plain AVX-512) measured 1.5-2x slower than float32 for every
+        # UNet tried: not worth the start-up passes, and a tie in a noisy measurement of a small UNet must not
+        # make a run's numbers depend on the machine's load.
+        return PrecisionChoice("no", f"bf16 is not native on this {device_type.upper()}")
     if measure is None:
         return PrecisionChoice("no", "not measured")
     return measure()

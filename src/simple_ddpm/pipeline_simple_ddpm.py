@@ -22,7 +22,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from .float32_attention import use_float32_attention
-from .hardware import measured_precision, measurement_key, unet_seconds
+from .hardware import measured_precision, measurement_key, native_bf16, unet_seconds
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
 
 logger = logging.get_logger(__name__)
@@ -301,9 +301,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
 
     def sampling_precision(self, mixed_precision: str, batch_shape: tuple[int, ...]) -> str:
         """The autocast precision of the UNet's calls: `mixed_precision` unless it is "auto"; "auto" is "bf16"
-        where bf16 autocast measured faster than float32 on this device, this UNet and this batch shape (a few
-        calls, cached per machine: `simple_ddpm.hardware.measured_precision`), else "no". A UNet whose weights are
-        not float32, or a network that is no diffusers model, runs as it is ("no")."""
+        where the device has native bf16 and bf16 autocast measured faster than float32 on it for this UNet and
+        batch shape (a few calls, cached per machine: `simple_ddpm.hardware.measured_precision`), else "no". A
+        UNet whose weights are not float32, or a network that is no diffusers model, runs as it is ("no")."""
         if mixed_precision not in SAMPLING_PRECISIONS:
             raise ValueError(
                 f"Unknown mixed_precision {mixed_precision!r}; valid values are: {', '.join(SAMPLING_PRECISIONS)}."
@@ -313,8 +313,8 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         if not isinstance(self.unet, ModelMixin):  # e.g. a test's exact denoiser: nothing to measure
             return "no"
         parameter = next(self.unet.parameters(), None)
-        if parameter is None or parameter.dtype != torch.float32:
-            return "no"
+        if parameter is None or parameter.dtype != torch.float32 or not native_bf16(parameter.device.type):
+            return "no"  # emulated bf16 is slower (see `simple_ddpm.hardware.resolve_mixed_precision`)
         key = measurement_key(self.unet, batch_shape, training=False)
         return measured_precision(key, lambda: unet_seconds(self.unet, batch_shape, training=False)).precision
 
