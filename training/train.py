@@ -128,8 +128,8 @@ def choose_precision(
     """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" keeps the
     precision of the checkpoint it resumes (`resumed_precision`: a measurement could differ on another machine or
     load, and the resumed run would then not be the uninterrupted one), else on a CPU with native bf16 measures a
-    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet config and batch shape), on
-    the main process, whose choice every process takes."""
+    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet
+    config and batch shape), on the main process, whose choice every process takes."""
     processes = PartialState()
     launcher_choice = os.environ.get("ACCELERATE_MIXED_PRECISION")
     resumable = resumed_precision is not None and (resumed_precision != "fp16" or processes.device.type == "cuda")
