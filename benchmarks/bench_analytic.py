@@ -38,7 +38,8 @@ from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.feature_networks import ClassifierFeatures
 from simple_ddpm.frechet import frechet_distance
-from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
+from simple_ddpm.sample_quality import pixel_statistics
+from simple_ddpm.scheduling_simple_ddpm import analytic_variance
 
 WORK = bench_quality.BENCHMARKS / "_work" / "analytic"
 # name -> (variance_type, eta)
@@ -63,12 +64,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bound-images", type=int, default=1000, help="test images of the K-step bound")
     parser.add_argument("--reference-timesteps", type=int, default=100, help="strata of the 1,000-step estimate")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per FD row (default 1000)")
+    parser.add_argument("--seed", type=int, default=0, help="sample i of an FD row from seed --seed + i")
+    parser.add_argument(
+        "--subset-estimate",
+        type=int,
+        help="also G from this many training images at the timesteps of the even --subset-steps chains only",
+    )
+    parser.add_argument("--subset-steps", nargs="*", type=int, default=[25, 50])
     parser.add_argument("--fd-samplers", nargs="*", choices=list(SAMPLERS), default=list(SAMPLERS))
     parser.add_argument("--spacings", nargs="*", default=["linspace", "optimal"])
     parser.add_argument("--batch-size", type=int, default=250, help="images per network call")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--fid-work", type=Path, default=bench_fid.WORK, help="bench_fid.py's classifier folder")
     parser.add_argument("--table", action="store_true", help="only print the tables from the results on disk")
+    parser.add_argument("--pictures", type=Path, default=bench_quality.BENCHMARKS, help="where the plots go")
     return parser.parse_args(argv)
 
 
@@ -103,6 +112,38 @@ def estimate(args: argparse.Namespace, model: Path, count: int) -> dict:
     table = pipe.estimate_analytic_variance(images, generator=torch.Generator().manual_seed(0), batch_size=1000)
     seconds = time.perf_counter() - start
     return {"images": count, "network_calls": count * len(table), "seconds": seconds, "table": table.tolist()}
+
+
+def chain_timesteps(model: Path, steps: list[int]) -> list[int]:
+    """The training timesteps of the even ("linspace") chains of `steps` steps, together, ascending."""
+    timesteps = set()
+    for count in steps:
+        scheduler = SimpleDDPMScheduler.from_pretrained(model, subfolder="scheduler")
+        scheduler.set_timesteps(count)
+        timesteps.update(scheduler.timesteps.tolist())
+    return sorted(timesteps)
+
+
+def estimate_at(args: argparse.Namespace, model: Path, count: int, timesteps: list[int]) -> dict:
+    """G_t from the first `count` training images at `timesteps` only, as `estimate_analytic_variance` draws it
+    (one noise draw per image and timestep, estimator "prediction_error"): count x len(timesteps) network calls."""
+    pipe, images = load(model), training_images(count)
+    generator, sums = torch.Generator().manual_seed(0), torch.zeros(len(timesteps), dtype=torch.float64)
+    steps_per_call = max(1, args.batch_size // min(count, args.batch_size))
+    start = time.perf_counter()
+    with torch.no_grad():
+        for first in range(0, count, args.batch_size):
+            rows = images[first : first + args.batch_size]
+            for at in range(0, len(timesteps), steps_per_call):
+                ts = timesteps[at : at + steps_per_call]
+                sums[at : at + len(ts)] += pipe._analytic_squares(rows, None, ts, generator, "prediction_error")
+    return {
+        "images": count,
+        "timesteps": timesteps,
+        "network_calls": count * len(timesteps),
+        "seconds": time.perf_counter() - start,
+        "mean_squared_eps": (1 - sums / count).tolist(),
+    }
 
 
 def shared_chain_bounds(
@@ -177,23 +218,15 @@ def frechet(args: argparse.Namespace, model: Path, table: list[float] | None, sa
     else:
         variance, eta = SAMPLERS[sampler]
         pipe = load(model, variance_type=variance, analytic_mean_squared_eps=table, timestep_spacing=spacing)
-    start = time.perf_counter()
-    features = sample_statistics(
-        pipe,
-        extractor,
-        args.num_samples,
-        batch_size=args.batch_size,
-        num_inference_steps=steps,
-        eta=eta,
-        progress=False,
+    fd, seconds = bench_fid.timed_frechet(
+        pipe, extractor, test, args.num_samples, args.batch_size, steps, eta, seed=args.seed
     )
-    fd = frechet_distance(features, test)
-    seconds = time.perf_counter() - start
     return {
         "sampler": sampler,
         "steps": steps,
         "spacing": spacing,
         "samples": args.num_samples,
+        "seed": args.seed,
         "fd": fd,
         "seconds": seconds,
     }
@@ -207,6 +240,10 @@ def frechet_floor(args: argparse.Namespace) -> dict:
     statistics = pixel_statistics(extractor, pixels, batch_size=1000, progress=False)
     fd = frechet_distance(statistics, test)
     return {"sampler": "training images", "steps": 0, "spacing": "-", "samples": args.num_samples, "fd": fd}
+
+
+def seed_suffix(args: argparse.Namespace) -> str:
+    return f"-seed{args.seed}" if args.seed else ""
 
 
 def run_model(args: argparse.Namespace, model: Path) -> None:
@@ -224,9 +261,26 @@ def run_model(args: argparse.Namespace, model: Path) -> None:
                 args, key, lambda s=steps, sp=spacing, v=variances: shared_chain_bounds(args, model, table, s, sp, v)
             )
     for count, other in tables.items():
-        if count != args.estimate_images:
-            key = f"{name}-bound-25-linspace-{args.bound_images}-M{count}"
-            result(args, key, lambda o=other: shared_chain_bounds(args, model, o, 25, "linspace", ("analytic",)))
+        for spacing in args.spacings if count != args.estimate_images else []:
+            key = f"{name}-bound-25-{spacing}-{args.bound_images}-M{count}"
+            result(args, key, lambda o=other, sp=spacing: shared_chain_bounds(args, model, o, 25, sp, ("analytic",)))
+    if args.subset_estimate:
+        subset = result(
+            args,
+            f"{name}-estimate-{args.subset_estimate}-at-{'-'.join(map(str, args.subset_steps))}",
+            lambda: estimate_at(args, model, args.subset_estimate, chain_timesteps(model, args.subset_steps)),
+        )
+        # the K-step analytic bound reads G only at its chain's steps: the main table with those entries replaced
+        # is the subset estimate's bound exactly
+        patched = torch.tensor(table, dtype=torch.float64)
+        patched[subset["timesteps"]] = torch.tensor(subset["mean_squared_eps"], dtype=torch.float64)
+        for steps in args.subset_steps:
+            key = f"{name}-bound-{steps}-linspace-{args.bound_images}-M{args.subset_estimate}"
+            result(
+                args,
+                key,
+                lambda k=steps: shared_chain_bounds(args, model, patched.tolist(), k, "linspace", ("analytic",)),
+            )
     if 1000 in args.steps:
         result(args, f"{name}-bound-1000-{args.bound_images}", lambda: reference_bound(args, model, table))
     bench_fid.train_classifier(argparse.Namespace(work=args.fid_work, classifier_epochs=2))
@@ -235,12 +289,12 @@ def run_model(args: argparse.Namespace, model: Path) -> None:
         for sampler in args.fd_samplers:
             spacings = args.spacings if sampler.startswith("analytic") and steps < 1000 else ["linspace"]
             for spacing in spacings:
-                key = f"{name}-fd-{sampler}-{steps}-{spacing}-{args.num_samples}"
+                key = f"{name}-fd-{sampler}-{steps}-{spacing}-{args.num_samples}{seed_suffix(args)}"
                 result(args, key, lambda s=sampler, k=steps, sp=spacing: frechet(args, model, table, s, k, sp))
         if args.learned.is_dir() and steps < 1000:
             bound_key = f"{args.learned.name}-bound-{steps}-linspace-{args.bound_images}"
             result(args, bound_key, lambda k=steps: learned_bound(args, k))
-            key = f"{args.learned.name}-fd-learned-{steps}-linspace-{args.num_samples}"
+            key = f"{args.learned.name}-fd-learned-{steps}-linspace-{args.num_samples}{seed_suffix(args)}"
             result(args, key, lambda k=steps: frechet(args, args.learned, None, "learned", k, "linspace"))
 
 
@@ -260,6 +314,8 @@ def print_tables(args: argparse.Namespace) -> None:
             print(
                 f"{name}: {value['images']} images, {value['network_calls']} network calls, {value['seconds']:.0f} s"
             )
+    print_sensitivity(results)
+    print_variance_ratios(args, results)
     print("\nK-step bound, bits/dim (mean +- standard error over test images)")
     print(f"{'model':18} {'K':>5} {'spacing':9} {'DDPM beta~':>16} {'DDPM beta':>16} {'analytic':>16} {'learned':>16}")
     for name, value in results.items():
@@ -292,6 +348,125 @@ def print_tables(args: argparse.Namespace) -> None:
             )
 
 
+PLOT_COLOURS = {
+    "DDPM, beta~": (31, 119, 180),
+    "DDPM, beta": (127, 127, 127),
+    "Analytic-DDPM": (255, 127, 14),
+    "Analytic-DDPM, optimal": (140, 86, 75),
+    "DDIM": (214, 39, 40),
+    "Analytic-DDIM": (148, 103, 189),
+    "learned variance": (44, 160, 44),
+}
+FD_SERIES = {  # plotted name -> (sampler, spacing) of the FD results
+    "DDPM, beta~": ("ddpm-small", "linspace"),
+    "DDPM, beta": ("ddpm-large", "linspace"),
+    "Analytic-DDPM": ("analytic-ddpm", "linspace"),
+    "Analytic-DDPM, optimal": ("analytic-ddpm", "optimal"),
+    "DDIM": ("ddim", "linspace"),
+    "Analytic-DDIM": ("analytic-ddim", "linspace"),
+    "learned variance": ("learned", "linspace"),
+}
+BOUND_SERIES = {  # plotted name -> (spacing, variance) of the bound results
+    "DDPM, beta~": ("linspace", "fixed_small"),
+    "DDPM, beta": ("linspace", "fixed_large"),
+    "Analytic-DDPM": ("linspace", "analytic"),
+    "Analytic-DDPM, optimal": ("optimal", "analytic"),
+    "learned variance": ("linspace", "learned"),
+}
+
+
+def draw_plots(args: argparse.Namespace, results: dict, model: str) -> None:
+    """benchmarks/analytic_fd.png and analytic_bound.png: FD and the K-step bound of `model` against K, each
+    sampler a line, the targets dashed (1,000-step DDPM's FD + 10%, the 1,000-step fixed-variance bound)."""
+    learned = args.learned.name
+    fd_rows = [
+        v
+        for n, v in results.items()
+        if (n.startswith(f"{model}-fd-") or n.startswith(f"{learned}-fd-"))
+        and v["samples"] == args.num_samples
+        and not v.get("seed")
+    ]
+    reference = [v["fd"] for v in fd_rows if v["sampler"] == "ddpm-small" and v["steps"] == 1000]
+    series = {}
+    for label, (sampler, spacing) in FD_SERIES.items():
+        points = [(v["steps"], v["fd"]) for v in fd_rows if (v["sampler"], v["spacing"]) == (sampler, spacing)]
+        if points:
+            series[label] = (PLOT_COLOURS[label], points)
+    if series and reference:
+        bench_fid.draw_lines(
+            args.pictures / "analytic_fd.png",
+            series,
+            title=f"Frechet distance of {args.num_samples} samples (classifier features), {model}",
+            floor=(1.1 * reference[0], "1,000-step DDPM + 10%"),
+        )
+    bound_rows = {
+        n: v
+        for n, v in results.items()
+        if (n.startswith(f"{model}-bound-") or n.startswith(f"{learned}-bound-"))
+        and n.endswith(f"-{args.bound_images}")
+        and "-bound-1000-" not in n
+    }
+    reference_bound = results.get(f"{model}-bound-1000-{args.bound_images}")
+    series = {}
+    for label, (spacing, variance) in BOUND_SERIES.items():
+        points = [
+            (v["steps"], v["bits"][variance][0])
+            for v in bound_rows.values()
+            if v.get("spacing", "linspace") == spacing and variance in v["bits"]
+        ]
+        if points:
+            series[label] = (PLOT_COLOURS[label], points)
+    if series and reference_bound:
+        bench_fid.draw_lines(
+            args.pictures / "analytic_bound.png",
+            series,
+            title=f"K-step bound, bits/dim ({args.bound_images} test images), {model}",
+            floor=(reference_bound["bits"]["fixed_small"][0], "1,000-step bound, beta~"),
+            y_range=(3.5, 7.5),
+        )
+
+
+def print_sensitivity(results: dict) -> None:
+    """How far each full table's 1 - G_t (what the variance multiplies) is from a larger subset estimate's."""
+    for name, subset in results.items():
+        if "-estimate-" not in name or "timesteps" not in subset:
+            continue
+        model, index = name.split("-estimate-")[0], subset["timesteps"]
+        reference = 1 - torch.tensor(subset["mean_squared_eps"], dtype=torch.float64)
+        print(f"\n1 - G_t of {model}'s tables against M = {subset['images']} at the {len(index)} timesteps of {name}")
+        for other, value in results.items():
+            if other.startswith(f"{model}-estimate-") and "table" in value:
+                gap = 1 - torch.tensor(value["table"], dtype=torch.float64)[index]
+                relative = ((gap - reference) / reference).abs()
+                print(
+                    f"  M = {value['images']:>4}: relative difference median {relative.median().item():.3f}, "
+                    f"max {relative.max().item():.3f}"
+                )
+
+
+def print_variance_ratios(args: argparse.Namespace, results: dict) -> None:
+    """sigma*^2 / beta~ along each even chain (no network calls): where it is near 1, Analytic-DDPM samples as
+    DDPM does, whatever the bound says."""
+    for name, value in results.items():
+        model = name.split("-estimate-")[0]
+        if "-estimate-" not in name or "table" not in value or value["images"] != args.estimate_images:
+            continue
+        print(f"\nsigma*^2 / beta~ of {model}'s Analytic-DDPM steps (M = {value['images']}), even chains")
+        for steps in (10, 25, 50, 100):
+            scheduler = SimpleDDPMScheduler.from_pretrained(bench_quality.WORK / model, subfolder="scheduler")
+            scheduler.set_timesteps(steps)
+            chain = scheduler.timesteps[:-1]  # the last step outputs its mean
+            alpha_bar = scheduler.alphas_cumprod[chain]
+            alpha_bar_prev = scheduler.alphas_cumprod[scheduler.timesteps[1:]]
+            beta_tilde = (1 - alpha_bar / alpha_bar_prev) * (1 - alpha_bar_prev) / (1 - alpha_bar)
+            table = torch.tensor(value["table"], dtype=torch.float64)[chain]
+            ratio = analytic_variance(alpha_bar, alpha_bar_prev, beta_tilde, table) / beta_tilde
+            print(
+                f"  K = {steps:>3}: first step {ratio[0].item():.2f}, median {ratio.median().item():.3f}, "
+                f"max {ratio.max().item():.2f}, steps above 1.1: {(ratio > 1.1).sum().item()} of {len(ratio)}"
+            )
+
+
 def print_paired(model: str, reference: torch.Tensor, results: dict) -> None:
     for name, row in results.items():
         if not name.startswith(f"{model}-bound-") or "-bound-1000-" in name or "per_image" not in row:
@@ -311,6 +486,8 @@ def main() -> None:
         for model in args.models:
             run_model(args, model)
     print_tables(args)
+    results = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))}
+    draw_plots(args, results, args.models[0].name)
 
 
 if __name__ == "__main__":

@@ -229,6 +229,31 @@ def parse_config(config: str) -> tuple[str, int, str | None]:
     return sampler, int(steps), (spacing or [None])[0]
 
 
+def timed_frechet(
+    pipe,
+    extractor: ClassifierFeatures,
+    test: FeatureStatistics,
+    num_samples: int,
+    batch_size: int,
+    steps: int,
+    eta: float | None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """FD to `test` of `num_samples` samples of `pipe` (image i from seed + i), and the seconds it took."""
+    start = time.perf_counter()
+    statistics = sample_statistics(
+        pipe,
+        extractor,
+        num_samples,
+        batch_size=batch_size,
+        seed=seed,
+        num_inference_steps=steps,
+        eta=eta,
+        progress=False,
+    )
+    return frechet_distance(statistics, test), time.perf_counter() - start
+
+
 def measure(
     args: argparse.Namespace,
     config: str,
@@ -239,18 +264,8 @@ def measure(
     """FD of --num-samples images of `model` (default --model) drawn as `config` (SAMPLER:STEPS[:SPACING]) says."""
     sampler, steps, spacing = parse_config(config)
     pipe, eta = sampler_pipeline(args, sampler, model, spacing)
-    start = time.perf_counter()
-    statistics = sample_statistics(
-        pipe,
-        extractor,
-        args.num_samples,
-        batch_size=args.batch_size,
-        num_inference_steps=steps,
-        eta=eta,
-        progress=False,
-    )
-    seconds = time.perf_counter() - start
-    result = {"sampler": sampler, "steps": steps, "fd": frechet_distance(statistics, test), "seconds": seconds}
+    fd, seconds = timed_frechet(pipe, extractor, test, args.num_samples, args.batch_size, steps, eta)
+    result = {"sampler": sampler, "steps": steps, "fd": fd, "seconds": seconds}
     if spacing is not None:
         result["spacing"] = spacing
     print(f"{config} of {model or args.model}: FD {result['fd']:.3f}, {seconds:.0f} s", flush=True)
@@ -326,58 +341,78 @@ def print_runs_table(runs: list[dict]) -> None:
 
 
 def draw_plot(args: argparse.Namespace) -> None:
-    """FD against steps on a log axis, one line per sampler, the training-images floor dashed. PIL only."""
+    """FD against steps on a log axis, one line per sampler, the training-images floor dashed."""
     samples, references, _ = load_results(args)
     if not samples:
         return
-    width, height, left, right, top, bottom = 720, 440, 70, 170, 30, 60
+    series = {
+        sampler: sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler and "spacing" not in r)
+        for sampler in PLOTTED
+    }
+    floor = next((r["fd"] for r in references if r["name"] == "train"), None)
+    draw_lines(
+        args.plot,
+        {name: (COLOURS[name], points) for name, points in series.items() if points},
+        title="Frechet distance to the test set (classifier features)",
+        floor=None if floor is None else (floor, "train images"),
+    )
+
+
+def draw_lines(
+    path: Path,
+    series: dict[str, tuple[tuple[int, int, int], list[tuple[float, float]]]],
+    *,
+    title: str,
+    floor: tuple[float, str] | None = None,
+    y_range: tuple[float, float] | None = None,
+    x_label: str = "sampling steps (network calls), log scale",
+) -> None:
+    """A PNG line plot (PIL only): x on a log axis, one line per series (name -> (RGB colour, [(x, y), ...])), a
+    dashed horizontal `floor` (value, label), y from 0 (or `y_range`) to 10% above the largest value; points
+    outside `y_range` are left out and their series is labelled "(partly off scale)"."""
+    width, height, left, right, top, bottom = 760, 440, 70, 230, 30, 60
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    floor = next((r["fd"] for r in references if r["name"] == "train"), None)
-    steps = [r["steps"] for r in samples]
-    fds = [r["fd"] for r in samples] + ([floor] if floor is not None else [])
-    x_low, x_high = np.log10(min(steps) / 1.3), np.log10(max(steps) * 1.3)
-    y_high = max(fds) * 1.1
+    xs = [x for _, points in series.values() for x, _ in points]
+    ys = [y for _, points in series.values() for _, y in points] + ([floor[0]] if floor else [])
+    y_low, y_high = y_range or (0.0, max(ys) * 1.1)
+    x_low, x_high = np.log10(min(xs) / 1.3), np.log10(max(xs) * 1.3)
 
-    def xy(step: float, fd: float) -> tuple[float, float]:
-        x = left + (np.log10(step) - x_low) / (x_high - x_low) * (width - left - right)
-        return x, top + (1 - fd / y_high) * (height - top - bottom)
+    def xy(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + (np.log10(x) - x_low) / (x_high - x_low) * (width - left - right),
+            top + (1 - (y - y_low) / (y_high - y_low)) * (height - top - bottom),
+        )
 
     draw.rectangle([left, top, width - right, height - bottom], outline="black")
     for step in (10, 25, 50, 100, 250, 1000):
-        if min(steps) / 1.3 <= step <= max(steps) * 1.3:
-            x, _ = xy(step, 0)
+        if min(xs) / 1.3 <= step <= max(xs) * 1.3:
+            x, _ = xy(step, y_low)
             draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
             draw.text((x - 8, height - bottom + 8), str(step), fill="black")
     for i in range(6):
-        fd = y_high * i / 5
-        _, y = xy(min(steps), fd)
+        value = y_low + (y_high - y_low) * i / 5
+        _, y = xy(min(xs), value)
         draw.line([left - 5, y, left, y], fill="black")
-        draw.text((8, y - 6), f"{fd:.2f}", fill="black")
-    draw.text((left + 150, height - 25), "sampling steps (network calls), log scale", fill="black")
-    draw.text((8, 8), "Frechet distance to the test set (classifier features)", fill="black")
+        draw.text((8, y - 6), f"{value:.2f}", fill="black")
+    draw.text((left + 150, height - 25), x_label, fill="black")
+    draw.text((8, 8), title, fill="black")
     if floor is not None:
-        _, y = xy(min(steps), floor)
+        _, y = xy(min(xs), floor[0])
         for x in range(left, width - right, 12):
             draw.line([x, y, x + 6, y], fill=(120, 120, 120))
-    for k, sampler in enumerate(PLOTTED):
-        points = sorted((r["steps"], r["fd"]) for r in samples if r["sampler"] == sampler and "spacing" not in r)
-        if not points:
-            continue
-        xys = [xy(*p) for p in points]
-        if len(xys) > 1:
-            draw.line(xys, fill=COLOURS[sampler], width=2)
-        for x, y in xys:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=COLOURS[sampler])
-        draw.line(
-            [width - right + 15, top + 20 * k + 6, width - right + 35, top + 20 * k + 6],
-            fill=COLOURS[sampler],
-            width=2,
-        )
-        draw.text((width - right + 40, top + 20 * k), sampler, fill="black")
+    for k, (name, (colour, points)) in enumerate(series.items()):
+        shown = [xy(x, y) for x, y in sorted(points) if y_low <= y <= y_high]
+        if len(shown) > 1:
+            draw.line(shown, fill=colour, width=2)
+        for x, y in shown:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.line([width - right + 15, top + 20 * k + 6, width - right + 35, top + 20 * k + 6], fill=colour, width=2)
+        label = name if len(shown) == len(points) else f"{name} (partly off scale)"
+        draw.text((width - right + 40, top + 20 * k), label, fill="black")
     if floor is not None:
-        draw.text((width - right + 15, top + 20 * len(PLOTTED)), "- - train images", fill=(120, 120, 120))
-    image.save(args.plot, optimize=True)
+        draw.text((width - right + 15, top + 20 * len(series)), f"- - {floor[1]}", fill=(120, 120, 120))
+    image.save(path, optimize=True)
 
 
 def main() -> None:

@@ -177,18 +177,29 @@ def sample(args: argparse.Namespace) -> None:
         steps = recorder.step_indices
         print(f"Wrote x_t and x0_hat of {recorder.num_images} samples after steps {steps} to {trajectory}")
 
-    output = Path(args.output)
-    if output.suffix.lower() == ".png":
-        output.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=cols).save(output)
-        rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
-        print(f"Wrote a grid of {len(images)} samples to {output}{rows}")
+    rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
+    write_images(images, args.output, "samples", cols=cols, detail=rows)
+
+
+def write_images(
+    images: torch.Tensor, output: str, what: str, cols: int | None = None, detail: str = ""
+) -> list[Image.Image]:
+    """Images (N, C, H, W) in [0, 1]: a grid (`cols` columns) when `output` ends in .png, else one PNG per image
+    in the folder `output`; says so, `what` naming the images and `detail` ending a grid's line. Returns them as
+    PIL images."""
+    pil_images = SimpleDDPMPipeline.numpy_to_pil(images.cpu().permute(0, 2, 3, 1).numpy())
+    path = Path(output)
+    if path.suffix.lower() == ".png":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image_grid(images, cols=cols).save(path)
+        print(f"Wrote a grid of {len(images)} {what} to {path}{detail}")
     else:
-        output.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
         width = len(str(len(images) - 1))
-        for i, image in enumerate(pipe.numpy_to_pil(images.permute(0, 2, 3, 1).numpy())):
-            image.save(output / f"{i:0{width}d}.png")
-        print(f"Wrote {len(images)} samples to {output}/")
+        for i, image in enumerate(pil_images):
+            image.save(path / f"{i:0{width}d}.png")
+        print(f"Wrote {len(images)} {what} to {path}/")
+    return pil_images
 
 
 def read_image(path: Path) -> Image.Image:

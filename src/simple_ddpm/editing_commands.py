@@ -14,11 +14,9 @@ import math
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline
 from PIL import Image, UnidentifiedImageError
 
-from .cli import UsageError, load_pipeline, parse_class, positive_int, read_image
-from .image_processing import image_grid
+from .cli import UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
 from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
 from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
 from .pipeline_simple_ddpm_inversion import INTERPOLATIONS, SimpleDDPMInversionPipeline
@@ -55,24 +53,6 @@ def run_pipeline(call, *call_args, **kwargs):
         return call(*call_args, **kwargs)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from None
-
-
-def write_images(images: torch.Tensor, output: str, what: str, cols: int | None = None) -> list[Image.Image]:
-    """Images (N, C, H, W) in [0, 1]: a grid when `output` ends in .png, else one PNG per image in the folder
-    `output`. Returns them as PIL images."""
-    pil_images = DiffusionPipeline.numpy_to_pil(images.cpu().permute(0, 2, 3, 1).numpy())
-    path = Path(output)
-    if path.suffix.lower() == ".png":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=cols).save(path)
-        print(f"Wrote {what} ({len(images)} images) to {path}")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        width = len(str(len(images) - 1))
-        for i, image in enumerate(pil_images):
-            image.save(path / f"{i:0{width}d}.png")
-        print(f"Wrote {what} ({len(images)} images) to {path}/")
-    return pil_images
 
 
 def generators(args: argparse.Namespace, count: int) -> list[torch.Generator]:

@@ -695,18 +695,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 labels_rows = None if labels is None else labels[start : start + images_per_call].to(device)
                 for first in range(0, T, steps_per_call):
                     ts = list(range(first, min(T, first + steps_per_call)))
-                    t = torch.tensor(ts, device=device).repeat_interleave(len(x0_rows))
-                    x0_rep = x0_rows.repeat(len(ts), 1, 1, 1)
-                    noise = randn_tensor(x0_rep.shape, generator=generator, device=device, dtype=torch.float32)
-                    x_t = scheduler.add_noise(x0_rep, noise, t)
-                    labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
-                    output = self._predict(x_t, t, labels_rep).double()
-                    eps = scheduler.predicted_noise(output, x_t.double(), t)
-                    if estimator == "prediction_error":
-                        eps = eps - noise.double()
-                    squares = eps.square().flatten(1).mean(1).view(len(ts), -1).sum(1)
+                    squares = self._analytic_squares(x0_rows, labels_rows, ts, generator, estimator)
                     sum_squares[first : first + len(ts)] += squares
-                    progress.update(len(t))
+                    progress.update(len(ts) * len(x0_rows))
             count += len(x0)
         progress.close()
         if count == 0:
@@ -718,3 +709,24 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             scheduler.config, variance_type="analytic", analytic_mean_squared_eps=mean_squared_eps.tolist()
         )
         return mean_squared_eps
+
+    def _analytic_squares(
+        self,
+        x0: torch.Tensor,
+        labels: torch.Tensor | None,
+        timesteps: list[int],
+        generator: torch.Generator | None,
+        estimator: str,
+    ) -> torch.Tensor:
+        """Sum over the images `x0` of ||eps_hat||^2 / d ("mean_squared_eps") or ||eps - eps_hat||^2 / d
+        ("prediction_error") at each of `timesteps`, one noise draw per pair, in one network call (float64)."""
+        t = torch.tensor(timesteps, device=x0.device).repeat_interleave(len(x0))
+        x0_rep = x0.repeat(len(timesteps), 1, 1, 1)
+        noise = randn_tensor(x0_rep.shape, generator=generator, device=x0.device, dtype=torch.float32)
+        x_t = self.scheduler.add_noise(x0_rep, noise, t)
+        labels_rep = None if labels is None else labels.repeat(len(timesteps))
+        output = self._predict(x_t, t, labels_rep).double()
+        eps = self.scheduler.predicted_noise(output, x_t.double(), t)
+        if estimator == "prediction_error":
+            eps = eps - noise.double()
+        return eps.square().flatten(1).mean(1).view(len(timesteps), -1).sum(1)
