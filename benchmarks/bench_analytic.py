@@ -39,6 +39,7 @@ from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.feature_networks import ClassifierFeatures
 from simple_ddpm.frechet import frechet_distance
 from simple_ddpm.sample_quality import pixel_statistics
+from simple_ddpm.sampling import generate_images
 from simple_ddpm.scheduling_simple_ddpm import analytic_variance
 
 WORK = bench_quality.BENCHMARKS / "_work" / "analytic"
@@ -71,6 +72,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="also G from this many training images at the timesteps of the even --subset-steps chains only",
     )
     parser.add_argument("--subset-steps", nargs="*", type=int, default=[25, 50])
+    parser.add_argument("--paired-steps", nargs="*", type=int, default=[], help="K of paired_samples' comparison")
+    parser.add_argument("--paired-images", type=int, default=64)
     parser.add_argument("--fd-samplers", nargs="*", choices=list(SAMPLERS), default=list(SAMPLERS))
     parser.add_argument("--spacings", nargs="*", default=["linspace", "optimal"])
     parser.add_argument("--batch-size", type=int, default=250, help="images per network call")
@@ -232,6 +235,30 @@ def frechet(args: argparse.Namespace, model: Path, table: list[float] | None, sa
     }
 
 
+def paired_samples(args: argparse.Namespace, model: Path, table: list[float], steps: int) -> dict:
+    """DDPM (beta~) and Analytic-DDPM samples from the same seeds (the same x_T and the same z of every step: only
+    the variance differs), on the 8-bit grid: how far apart they end, in 8-bit levels, and each one's pixel
+    standard deviation beside the test images'. Where they end within a level or two of each other, no feature
+    network can tell the samplers apart."""
+    samples = {}
+    for sampler in ("ddpm-small", "analytic-ddpm"):
+        variance, eta = SAMPLERS[sampler]
+        pipe = load(model, variance_type=variance, analytic_mean_squared_eps=table)
+        images = generate_images(
+            pipe, args.paired_images, batch_size=args.batch_size, num_inference_steps=steps, eta=eta, progress=False
+        )
+        samples[sampler] = (images * 255).round()
+    difference = (samples["analytic-ddpm"] - samples["ddpm-small"]).abs()
+    test = bench_quality.test_images(1000).double() * 127.5 + 127.5
+    return {
+        "steps": steps,
+        "images": args.paired_images,
+        "mean_abs_levels": difference.mean().item(),
+        "fraction_over_8_levels": (difference > 8).double().mean().item(),
+        "pixel_std": {name: images.std().item() for name, images in samples.items()} | {"test": test.std().item()},
+    }
+
+
 def frechet_floor(args: argparse.Namespace) -> dict:
     """FD of --num-samples training images: what finite samples alone leave (bench_fid.py's reference row)."""
     extractor = ClassifierFeatures(args.fid_work / "classifier.safetensors")
@@ -283,6 +310,9 @@ def run_model(args: argparse.Namespace, model: Path) -> None:
             )
     if 1000 in args.steps:
         result(args, f"{name}-bound-1000-{args.bound_images}", lambda: reference_bound(args, model, table))
+    for steps in args.paired_steps:
+        key = f"{name}-paired-{steps}-{args.paired_images}"
+        result(args, key, lambda k=steps: paired_samples(args, model, table, k))
     bench_fid.train_classifier(argparse.Namespace(work=args.fid_work, classifier_epochs=2))
     result(args, f"fd-floor-{args.num_samples}", lambda: frechet_floor(args))
     for steps in args.steps if args.fd_steps is None else args.fd_steps:
@@ -316,6 +346,15 @@ def print_tables(args: argparse.Namespace) -> None:
             )
     print_sensitivity(results)
     print_variance_ratios(args, results)
+    print("\nAnalytic-DDPM against DDPM (beta~) from the same seeds, 8-bit levels")
+    for name, value in results.items():
+        if "-paired-" in name:
+            std = ", ".join(f"{k} {v:.1f}" for k, v in value["pixel_std"].items())
+            print(
+                f"{name.split('-paired-')[0]:18} K = {value['steps']:>4}: mean |difference| "
+                f"{value['mean_abs_levels']:.2f} levels, {100 * value['fraction_over_8_levels']:.2f}% of pixels "
+                f"over 8 levels apart; pixel std {std} ({value['images']} images)"
+            )
     print("\nK-step bound, bits/dim (mean +- standard error over test images)")
     print(f"{'model':18} {'K':>5} {'spacing':9} {'DDPM beta~':>16} {'DDPM beta':>16} {'analytic':>16} {'learned':>16}")
     for name, value in results.items():

@@ -408,7 +408,7 @@ def draw_lines(
         for x, y in shown:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
         draw.line([width - right + 15, top + 20 * k + 6, width - right + 35, top + 20 * k + 6], fill=colour, width=2)
-        label = name if len(shown) == len(points) else f"{name} (partly off scale)"
+        label = name if len(shown) == len(points) else f"{name} ({'partly ' if shown else ''}off scale)"
         draw.text((width - right + 40, top + 20 * k), label, fill="black")
     if floor is not None:
         draw.text((width - right + 15, top + 20 * len(series)), f"- - {floor[1]}", fill=(120, 120, 120))
