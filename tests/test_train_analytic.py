@@ -18,6 +18,7 @@ from train import analytic_image_count, fill_analytic_table  # noqa: E402
 
 from simple_ddpm import SimpleDDPMPipeline  # noqa: E402
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
+from simple_ddpm.model_card import ANALYTIC_ADVICE  # noqa: E402
 
 
 def options(tmp_path: Path, *extra: str):
@@ -63,4 +64,5 @@ def test_a_training_run_leaves_the_table_in_its_folder_and_card(tmp_path):
     assert len(scheduler.config.analytic_mean_squared_eps) == 20 and scheduler.config.variance_type == "fixed_small"
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["analytic_variance"]["images"] == 3 and metrics["analytic_variance"]["network_calls"] == 60
-    assert "M = 3 training images (60 network calls)" in (output_dir / "README.md").read_text()
+    card = (output_dir / "README.md").read_text()
+    assert "M = 3 training images (60 network calls)" in card and ANALYTIC_ADVICE in card  # the benchmark's advice
