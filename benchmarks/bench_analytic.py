@@ -380,11 +380,19 @@ def print_tables(args: argparse.Namespace) -> None:
             print(
                 f"{'(floor)':18} {'training images':14} {'':>5} {'':9} {value['fd']:8.2f}  ({value['samples']} images)"
             )
-        elif "-fd-" in name:
-            print(
-                f"{name.split('-fd-')[0]:18} {value['sampler']:14} {value['steps']:>5} {value['spacing']:9} "
-                f"{value['fd']:8.2f}  ({value['samples']} samples, {value['seconds']:.0f} s)"
-            )
+    rows = sorted(
+        (
+            (name.split("-fd-")[0], v["sampler"], v["steps"], v["spacing"], v.get("seed", 0), v)
+            for name, v in results.items()
+            if "-fd-" in name
+        ),
+        key=lambda row: row[:5],
+    )
+    for model, sampler, steps, spacing, seed, value in rows:
+        print(
+            f"{model:18} {sampler:14} {steps:>5} {spacing:9} {value['fd']:8.2f}  ({value['samples']} samples from "
+            f"seed {seed}, {value['seconds']:.0f} s)"
+        )
 
 
 PLOT_COLOURS = {
