@@ -1,7 +1,7 @@
 """Fewer steps at the same quality: the analytic reverse variance (Bao et al. 2022, Analytic-DPM) and optimal
 timesteps against fixed variances, on bench_quality.py's Fashion-MNIST models.
 
-    python benchmarks/bench_analytic.py                      # the full grid of issue 18 (hours on a CPU)
+    python benchmarks/bench_analytic.py                      # the full grid (days on a CPU, minutes on a GPU)
     python benchmarks/bench_analytic.py --estimate-images 16 --bound-images 50 --num-samples 250 \\
         --steps 25 10 --fd-samplers ddpm-small ddpm-large analytic-ddpm ddim analytic-ddim   # a reduced run
     python benchmarks/bench_analytic.py --table              # the tables again, from the results on disk
@@ -9,7 +9,9 @@ timesteps against fixed variances, on bench_quality.py's Fashion-MNIST models.
 For each model (--models, bench_quality.py pipeline folders, trained there):
 1. G_t = E||eps_theta(x_t, t)||^2 / d from --estimate-images training images (`estimate_analytic_variance`, one
    noise draw per image and timestep, M x T network calls), with its cost; with --sensitivity M1 M2 ..., also
-   from the first M_i of those images, and the K-step analytic bound under each table.
+   from the first M_i of those images, and the 25-step analytic bound under each table; with --subset-estimate M,
+   from M images at the timesteps of the even --subset-steps chains only (the K-step analytic bound reads G only
+   at its chain's steps, so its bound under that estimate is exact, at K/T of the cost).
 2. The K-step chain's own bound (`pipe.elbo(images, num_inference_steps=K)`, prior + K - 1 KL terms + decoder, in
    bits/dim) on the first --bound-images test images for every K of --steps: DDPM with beta~ ("ddpm-small"),
    beta ("ddpm-large") and the analytic variance, on even ("linspace") and optimal timesteps. The network's
@@ -18,6 +20,9 @@ For each model (--models, bench_quality.py pipeline folders, trained there):
 3. The Frechet distance (bench_fid.py's classifier features and its helpers) of --num-samples samples (image i
    from seed i: every row starts from the same x_T) for --fd-samplers at every K of --steps, on even and, for
    the analytic samplers, optimal timesteps. A learned-variance model (--learned) is measured at the same K.
+   --seed S draws the rows from seeds S to S + N - 1 instead: the spread of an FD row over seed sets.
+4. With --paired-steps: DDPM and Analytic-DDPM samples from the same seeds, how far apart they end (8-bit levels).
+`--table` also prints sigma*^2 / beta~ along the even chains and draws analytic_fd.png and analytic_bound.png.
 
 Results are JSON files under --work/results, one per measurement, skipped when present (a stopped run resumes).
 The 1,000-step rows, when 1000 is in --steps: the bound is estimated with `elbo(num_timesteps=--reference-timesteps)`
