@@ -539,7 +539,7 @@ def main() -> None:
             run_model(args, model)
     print_tables(args)
     results = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "results").glob("*.json"))}
-    draw_plots(args, results, args.models[0].name)
+    draw_plots(args, results, bench_quality.MAIN_RUN)  # the plots are of the main model, whatever --models
 
 
 if __name__ == "__main__":
