@@ -124,9 +124,8 @@ def estimate(args: argparse.Namespace, model: Path, count: int) -> dict:
 
 def chain_timesteps(model: Path, steps: list[int]) -> list[int]:
     """The training timesteps of the even ("linspace") chains of `steps` steps, together, ascending."""
-    timesteps = set()
+    timesteps, scheduler = set(), SimpleDDPMScheduler.from_pretrained(model, subfolder="scheduler")
     for count in steps:
-        scheduler = SimpleDDPMScheduler.from_pretrained(model, subfolder="scheduler")
         scheduler.set_timesteps(count)
         timesteps.update(scheduler.timesteps.tolist())
     return sorted(timesteps)
@@ -504,8 +503,8 @@ def print_variance_ratios(args: argparse.Namespace, results: dict) -> None:
         if "-estimate-" not in name or "table" not in value or value["images"] != args.estimate_images:
             continue
         print(f"\nsigma*^2 / beta~ of {model}'s Analytic-DDPM steps (M = {value['images']}), even chains")
+        scheduler = SimpleDDPMScheduler.from_pretrained(bench_quality.WORK / model, subfolder="scheduler")
         for steps in (10, 25, 50, 100):
-            scheduler = SimpleDDPMScheduler.from_pretrained(bench_quality.WORK / model, subfolder="scheduler")
             scheduler.set_timesteps(steps)
             chain = scheduler.timesteps[:-1]  # the last step outputs its mean
             alpha_bar = scheduler.alphas_cumprod[chain]
