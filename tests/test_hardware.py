@@ -258,11 +258,12 @@ def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_was_trained_in(tm
     """A measurement at resume could differ (another machine, a deleted cache, a changed load); the resumed run is
     the uninterrupted one only in the same precision, so "auto" takes the checkpoint's and measures nothing."""
     sys.path.insert(0, str(ROOT / "training"))
+    import run_setup
     import train
     from checkpoints import PROGRESS_NAME, TrainingProgress, checkpoint_precision
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
-    monkeypatch.setattr(train, "unet_seconds", lambda *args, **kwargs: pytest.fail("measured on resume"))
+    monkeypatch.setattr(run_setup, "unet_seconds", lambda *args, **kwargs: pytest.fail("measured on resume"))
     progress = TrainingProgress()
     progress.mixed_precision = "bf16"  # e.g. measured faster on the machine that started the run
     (tmp_path / PROGRESS_NAME).write_text(json.dumps(progress.state_dict()))

@@ -58,13 +58,8 @@ def fraction(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Train a UNet2DModel with SimpleDDPMScheduler and save a SimpleDDPMPipeline. With no data "
-        "option it trains on scikit-learn's 8x8 digits (the quickstart).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data options, which training/distill.py shares."""
     data = parser.add_argument_group("data")
     data.add_argument(
         "--dataset_name",
@@ -127,6 +122,33 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--preprocessing_num_workers", type=positive_int, help="Processes that decode and resize the images once."
     )
+
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
+    """The checkpoint options, which training/distill.py shares."""
+    checkpoints = parser.add_argument_group("checkpoints")
+    checkpoints.add_argument(
+        "--checkpointing_steps",
+        type=non_negative_int,
+        default=1000,
+        help="Save the training state every N steps; 0: never.",
+    )
+    checkpoints.add_argument(
+        "--checkpoints_total_limit", type=positive_int, default=2, help="Keep at most this many checkpoints."
+    )
+    checkpoints.add_argument(
+        "--resume_from_checkpoint",
+        help='Continue from a checkpoint folder, or "latest" (the newest in OUTPUT_DIR, or a fresh start if none).',
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Train a UNet2DModel with SimpleDDPMScheduler and save a SimpleDDPMPipeline. With no data "
+        "option it trains on scikit-learn's 8x8 digits (the quickstart).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_data_arguments(parser)
 
     model = parser.add_argument_group("model and objective")
     model.add_argument(
@@ -328,20 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(simple_ddpm.feature_networks).",
     )
 
-    checkpoints = parser.add_argument_group("checkpoints")
-    checkpoints.add_argument(
-        "--checkpointing_steps",
-        type=non_negative_int,
-        default=1000,
-        help="Save the training state every N steps; 0: never.",
-    )
-    checkpoints.add_argument(
-        "--checkpoints_total_limit", type=positive_int, default=2, help="Keep at most this many checkpoints."
-    )
-    checkpoints.add_argument(
-        "--resume_from_checkpoint",
-        help='Continue from a checkpoint folder, or "latest" (the newest in OUTPUT_DIR, or a fresh start if none).',
-    )
+    add_checkpoint_arguments(parser)
 
     hub = parser.add_argument_group("sharing on the Hugging Face Hub")
     hub.add_argument(
@@ -372,10 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Checks of the options alone, so that a bad command fails before any data is read."""
-    if args.dataset_name and args.train_data_dir:
-        raise InvalidTrainingInput("Give either --dataset_name or --train_data_dir, not both.")
-    if args.train_data_dir and not Path(args.train_data_dir).is_dir():
-        raise InvalidTrainingInput(f"--train_data_dir {args.train_data_dir} is not a folder.")
+    check_data_options(args)
     if args.streaming and args.max_train_steps is None:
         raise InvalidTrainingInput("--streaming needs --max_train_steps: a stream's length is unknown.")
     if args.streaming and not (args.dataset_name or args.train_data_dir):
@@ -432,6 +438,14 @@ def validate_args(args: argparse.Namespace) -> None:
     if resume not in (None, "latest") and not Path(resume).is_dir():
         raise InvalidTrainingInput(f"--resume_from_checkpoint {resume} does not exist (give a folder or 'latest').")
     check_output_dir_writable(Path(args.output_dir))
+
+
+def check_data_options(args: argparse.Namespace) -> None:
+    """The data options that fit together (train.py and distill.py)."""
+    if args.dataset_name and args.train_data_dir:
+        raise InvalidTrainingInput("Give either --dataset_name or --train_data_dir, not both.")
+    if args.train_data_dir and not Path(args.train_data_dir).is_dir():
+        raise InvalidTrainingInput(f"--train_data_dir {args.train_data_dir} is not a folder.")
 
 
 def check_objective(args: argparse.Namespace) -> None:

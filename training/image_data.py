@@ -493,3 +493,11 @@ def crop_and_flip(
         flipped = torch.rand(images.shape[0]) < 0.5
         images = torch.where(flipped[:, None, None, None], images.flip(-1), images)
     return images
+
+
+def drop_class_labels(labels: torch.Tensor, probability: float, null_label: int) -> torch.Tensor:
+    """Each label replaced by the no-label token with `probability` (classifier-free guidance's training, Ho &
+    Salimans 2022 Algorithm 1), drawn from torch's global generator, which checkpoints save: a resumed run drops
+    the same labels."""
+    dropped = torch.rand(labels.shape, device=labels.device) < probability
+    return torch.where(dropped, torch.full_like(labels, null_label), labels)

@@ -10,19 +10,16 @@ samples, held-out bits/dim and model card. README.md documents every option.
 import json
 import logging
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
-from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
+from accelerate.utils import set_seed
 from arguments import InvalidTrainingInput, check_mixed_precision, parse_args
 from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
 from checkpoints import (
@@ -42,32 +39,26 @@ from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from frechet_eval import FrechetEvaluation
-from image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
+from image_data import PreparedImages, batches_per_epoch, drop_class_labels, prepare_images, training_batches
+from run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
 from stop_signals import TrainingInterrupted, stop_signals
 from tqdm.auto import tqdm
 from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
-from simple_ddpm.cpu_threads import ThreadChoice, configure_cpu_threads
+from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.float32_attention import use_float32_attention
 from simple_ddpm.hardware import (
-    PrecisionChoice,
     compile_unavailable_reason,
     fused_adamw_available,
-    measured_precision,
-    measurement_key,
-    resolve_mixed_precision,
-    unet_seconds,
 )
 from simple_ddpm.hub import (
     BackgroundUploader,
-    HubAccessError,
     error_summary,
     prepare_repo,
     push_pipeline_folder,
     resolve_token,
 )
-from simple_ddpm.image_datasets import DatasetInputError
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
 from simple_ddpm.timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
@@ -84,92 +75,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the run stops without writing another checkpoint."""
 
     exit_status = 1
-
-
-@contextmanager
-def reported_as_one_line(processes: PartialState | Accelerator):
-    """Bad input or Hub access ends the run with `error: <message>` (exit status 2) instead of a traceback."""
-    try:
-        yield
-    except (InvalidTrainingInput, DatasetInputError, HubAccessError) as error:
-        if processes.is_main_process:
-            print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-
-
-def start_processes(threads: ThreadChoice | None = None) -> PartialState:
-    """This process's place in the run (accelerate's PartialState: index, count, device) and its logging, whose
-    first line gives the CPU threads. The Accelerator comes later: with --mixed_precision auto on a CPU its
-    precision is measured on the run's UNet."""
-    # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
-    # alone unless accelerate is told to use the CPU; it then joins them with gloo.
-    processes = PartialState(cpu=cpu_processes_joined())
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
-    if not processes.is_main_process:
-        logging.getLogger().setLevel(logging.ERROR)
-        datasets.disable_progress_bars()
-    if threads is not None:
-        logger.info("%s", threads.describe())
-    return processes
-
-
-def cpu_processes_joined() -> bool:
-    no_gpu = not (torch.cuda.is_available() or torch.xpu.is_available())
-    return no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def choose_precision(
-    args,
-    unet: UNet2DModel | None = None,
-    batch_shape: tuple[int, ...] | None = None,
-    resumed_precision: str | None = None,
-):
-    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" keeps the
-    precision of the checkpoint it resumes (`resumed_precision`: a measurement could differ on another machine or
-    load, and the resumed run would then not be the uninterrupted one), else on a CPU with native bf16 measures a
-    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet
-    config and batch shape), on the main process, whose choice every process takes."""
-    processes = PartialState()
-    launcher_choice = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    resumable = resumed_precision is not None and (resumed_precision != "fp16" or processes.device.type == "cuda")
-    if args.mixed_precision == "auto" and launcher_choice in (None, "", "no") and resumable:
-        return PrecisionChoice(resumed_precision, "the precision the resumed checkpoint was trained in")
-
-    def measure() -> PrecisionChoice:
-        choice = None
-        if processes.is_main_process:
-            key = measurement_key(
-                unet, batch_shape, training=True, processes=processes.num_processes, channels_last=args.channels_last
-            )
-            choice = measured_precision(key, lambda: unet_seconds(unet, batch_shape, True, args.channels_last))
-        return broadcast_object_list([choice])[0]
-
-    return resolve_mixed_precision(
-        args.mixed_precision,
-        launcher_choice,
-        processes.device.type,
-        measure=None if unet is None else measure,
-    )
-
-
-def build_accelerator(
-    args,
-    unet: UNet2DModel | None = None,
-    batch_shape: tuple[int, ...] | None = None,
-    resumed_precision: str | None = None,
-) -> Accelerator:
-    output_dir = Path(args.output_dir)
-    precision = choose_precision(args, unet, batch_shape, resumed_precision)
-    accelerator = Accelerator(
-        cpu=cpu_processes_joined(),
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=precision.precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-    logger.info("Autocast: %s", precision.describe())
-    return accelerator
 
 
 def connect_hub(args, processes: PartialState, token: str | None) -> BackgroundUploader | None:
@@ -302,14 +207,6 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
         check_compatible(folder, unet.config, unet.state_dict())
         check_training_state(folder, args.use_ema, args.timestep_sampling)
     return folder
-
-
-def drop_class_labels(labels: torch.Tensor, probability: float, null_label: int) -> torch.Tensor:
-    """Each label replaced by the no-label token with `probability` (classifier-free guidance's training, Ho &
-    Salimans 2022 Algorithm 1), drawn from torch's global generator, which checkpoints save: a resumed run drops
-    the same labels."""
-    dropped = torch.rand(labels.shape, device=labels.device) < probability
-    return torch.where(dropped, torch.full_like(labels, null_label), labels)
 
 
 def diffusion_loss(

@@ -109,8 +109,22 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
     return pipe.to(device)
 
 
+def distilled_steps(pipe: SimpleDDPMPipeline) -> int | None:
+    """The step count of a distilled student (training/distill.py), or None for any other model."""
+    chain = getattr(pipe.scheduler.config, "distilled_timesteps", None)
+    return None if chain is None else len(chain)
+
+
 def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float | None:
-    """Set the pipeline's scheduler from --scheduler; return the eta to sample with."""
+    """Set the pipeline's scheduler from --scheduler; return the eta to sample with. A distilled student samples
+    its own chain, at eta 0 unless --eta says otherwise."""
+    if distilled_steps(pipe) is not None:
+        if args.scheduler == "dpm++" or args.timestep_spacing is not None:
+            raise UsageError(
+                f"{args.model} is a {distilled_steps(pipe)}-step distilled model: it samples its own timesteps "
+                "with DDIM; leave --scheduler and --timestep-spacing unset."
+            )
+        return args.eta
     try:
         return use_sampler(pipe, args.scheduler, args.eta, args.timestep_spacing)
     except ValueError as error:
@@ -151,6 +165,7 @@ def sample(args: argparse.Namespace) -> None:
     labels, cols = sample_labels(pipe, args)
     num_images = args.num_images if labels is None else len(labels)
     recorder = None
+    args.num_inference_steps = args.num_inference_steps or distilled_steps(pipe) or 1000
     if args.trajectory:
         steps = evenly_spaced_steps(args.num_inference_steps, args.trajectory_steps)
         recorder = TrajectoryRecorder(min(4, num_images), steps)
@@ -256,6 +271,12 @@ def elbo(args: argparse.Namespace) -> None:
     """
     images = load_images(args.data, args.split, args.image_column, args.num_images)
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
+    if distilled_steps(pipe) is not None:
+        raise UsageError(
+            f"{args.model} is a {distilled_steps(pipe)}-step distilled sampler, not a likelihood model: its network "
+            "jumps two teacher steps at a time, so the bound of its one-step posteriors says nothing about its "
+            "samples. Measure it with `simple-ddpm fid`, its teacher with `elbo`."
+        )
     size, channels = pipe.unet.config.sample_size, pipe.unet.config.in_channels
     if not isinstance(size, int):
         raise UsageError(f"{args.model} has a non-square sample_size {size}; elbo needs square images.")
@@ -443,7 +464,7 @@ def fid(args: argparse.Namespace) -> None:
         size = pipe.unet.config.sample_size
         check_image_format(extractor, pipe.unet.config.in_channels, size, args.model)
         T = len(pipe.scheduler)
-        steps = args.num_inference_steps or T
+        steps = args.num_inference_steps or distilled_steps(pipe) or T
         if not 1 <= steps <= T:
             raise UsageError(f"--num-inference-steps must be in [1, {T}] for this model, got {steps}.")
         eta = choose_sampler(pipe, args)
@@ -551,9 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-inference-steps",
         deprecated="--steps",
         type=positive_int,
-        default=1000,
-        help="reverse steps (default: 1000; fewer respaces the chain exactly and costs quality: on the benchmark, "
-        "FD +13%% at 50 DDPM steps, and at 25 or fewer --scheduler ddim did better; docs/fast-sampling.md)",
+        help="reverse steps (default: 1000, or a distilled model's own count; fewer respaces the chain exactly and "
+        "costs quality: on the benchmark, FD +13%% at 50 DDPM steps, and at 25 or fewer --scheduler ddim did "
+        "better; docs/fast-sampling.md)",
     )
     sampler.add_argument(
         "--trajectory", help="also write a PNG of x_t and x0_hat of the first 4 samples along the chain"

@@ -7,9 +7,11 @@ its configuration says and a line that nothing was measured.
 """
 
 import json
+import math
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from safetensors import safe_open
 
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
@@ -176,11 +178,57 @@ def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: P
     )
 
 
+def distilled_model_card(
+    metrics: dict, pipe_config: dict, repo_id: str, template_path: Path = TEMPLATE_PATH
+) -> ModelCard:
+    """The card of a student of training/distill.py, from its metrics.json ("distillation", and the teacher's
+    training metrics where it had them) and its pipeline's unet and scheduler configs."""
+    distillation = metrics["distillation"]
+    teacher = metrics.get("teacher_training") or {}
+    unet, scheduler = pipe_config["unet"], pipe_config["scheduler"]
+    size = unet["sample_size"]
+    return ModelCard.from_template(
+        _card_data(repo_id, dataset=distillation["dataset"]),
+        template_path=str(template_path),
+        model_name=repo_id.rsplit("/", 1)[-1],
+        repo_id=repo_id,
+        distillation=distillation,
+        teacher_wall_time_s=teacher.get("wall_time_s"),
+        model_description=(teacher.get("training") or {}).get("model_description"),
+        resolution=size if isinstance(size, int) else "x".join(map(str, size)),
+        channels=unet["in_channels"],
+        num_parameters=pipe_config["num_parameters"],
+        num_train_timesteps=scheduler["num_train_timesteps"],
+        beta_schedule=scheduler["beta_schedule"],
+        prediction_type=scheduler["prediction_type"],
+        variance_text="none: deterministic DDIM (eta = 0) on the distilled timesteps",
+        class_names=teacher.get("class_names"),
+        sample_grid=metrics["sample_grid"],
+        num_samples=metrics["num_samples"],
+        num_inference_steps=distillation["num_inference_steps"],
+        seed=distillation["seed"],
+        use_ema=False,
+    )
+
+
+def _pipeline_config(folder: Path) -> dict:
+    """The unet and scheduler configs of a saved pipeline folder, and the UNet's parameter count."""
+    configs = {
+        "unet": json.loads((folder / "unet" / "config.json").read_text()),
+        "scheduler": json.loads((folder / "scheduler" / "scheduler_config.json").read_text()),
+    }
+    count = 0
+    for weights in (folder / "unet").glob("*.safetensors"):
+        with safe_open(weights, framework="pt") as tensors:
+            count += sum(math.prod(tensors.get_slice(key).get_shape()) for key in tensors.keys())
+    return configs | {"num_parameters": count}
+
+
 def write_model_card(output_dir: str | Path, repo_id: str | None = None, template_path: Path = TEMPLATE_PATH) -> Path:
     """Write output_dir/README.md from output_dir/metrics.json and return its path.
 
     Args:
-        output_dir (`str` or `Path`): a folder trained by training/train.py.
+        output_dir (`str` or `Path`): a folder trained by training/train.py or distilled by training/distill.py.
         repo_id (`str`, *optional*): what the usage snippet loads; default: the folder's path. `simple-ddpm push`
             rewrites the card with the repo id it pushes to.
         template_path (`Path`): the Jinja template.
@@ -193,6 +241,10 @@ def write_model_card(output_dir: str | Path, repo_id: str | None = None, templat
     if not metrics_path.is_file():
         raise ValueError(f"{output_dir} has no {METRICS_NAME} to fill the model card from.")
     metrics = json.loads(metrics_path.read_text())
+    if "distillation" in metrics:
+        card = distilled_model_card(metrics, _pipeline_config(output_dir), repo_id or str(output_dir), template_path)
+        card.save(output_dir / "README.md")
+        return output_dir / "README.md"
     if not is_training_metrics(metrics):
         missing = ", ".join(key for key in TRAINING_METRICS_KEYS if key not in metrics)
         raise ValueError(f"{metrics_path} is not the metrics of training/train.py: it has no {missing}.")

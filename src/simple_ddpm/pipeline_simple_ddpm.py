@@ -21,6 +21,7 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from .distillation import distilled_sampling
 from .float32_attention import use_float32_attention
 from .hardware import measured_precision, measurement_key, native_bf16, unet_seconds
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
@@ -40,7 +41,7 @@ class _AnalyticKeysFilter(logging_std.Filter):
         if "were passed to DDPMScheduler" not in message:
             return True
         keys = re.findall(r"'(\w+)': ", message.split(" were passed")[0])
-        return not (keys and all(key.startswith("analytic_") for key in keys))
+        return not (keys and all(key.startswith("analytic_") or key == "distilled_timesteps" for key in keys))
 
 
 logging.get_logger("diffusers.configuration_utils").addFilter(_AnalyticKeysFilter())
@@ -361,7 +362,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         self,
         batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
-        num_inference_steps: int = 1000,
+        num_inference_steps: int | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
         eta: float | None = None,
@@ -379,8 +380,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 list, else 1.
             generator (`torch.Generator` or list of `batch_size` of them, *optional*): seeds the initial noise and
                 every step's noise; a list makes each image reproducible on its own.
-            num_inference_steps (`int`, defaults to 1000): reverse steps; fewer than T respaces the process
-                (see `SimpleDDPMScheduler.set_timesteps`).
+            num_inference_steps (`int`, *optional*): reverse steps, default 1000; fewer than T respaces the process
+                (see `SimpleDDPMScheduler.set_timesteps`). A distilled model (`distilled_timesteps` in its
+                scheduler config, training/distill.py) samples its own chain, deterministically, and takes no other.
             output_type (`str`, defaults to "pil"): "pil" (list of PIL images), "np" (float array (B, H, W, C)
                 in [0, 1]) or "pt" (float tensor (B, C, H, W) in [0, 1]).
             return_dict (`bool`, defaults to True): return an `ImagePipelineOutput` rather than a tuple.
@@ -414,11 +416,12 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 f"callback_on_step_end_tensor_inputs {unknown} are unknown; valid values are: "
                 f"{', '.join(self._callback_tensor_inputs)}."
             )
+        chain, eta = distilled_sampling(self.scheduler, num_inference_steps, eta)
         step_kwargs = self._step_kwargs(generator, eta)
         self._check_channels()
         device = self._execution_device
         labels = labels.to(device) if labels is not None else None
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(**chain, device=device)
         timesteps = self.scheduler.timesteps.to(device)
         # Python numbers for the scheduler: no host-device sync inside the loop.
         steps = self.scheduler.timesteps.tolist()

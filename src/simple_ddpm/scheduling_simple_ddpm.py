@@ -262,6 +262,10 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         analytic_clip_pixels (`float`, *optional*, defaults to 2.0): y of Bao et al. App. F.2: when sampling with
             `variance_type="analytic"`, the std of the second-to-last step is at most y (2/255) sqrt(pi/2), so its
             noise moves a pixel by at most y bins on average. None: no such bound. The bound never uses it.
+        distilled_timesteps (`list[int]`, *optional*): set on a student of progressive distillation (Salimans & Ho
+            2022; training/distill.py): the decreasing timesteps, in [0, T-1], it was trained to sample in one
+            deterministic DDIM step each. `SimpleDDPMPipeline` then samples them by default, at eta = 0
+            (`simple_ddpm.distillation.distilled_sampling`).
 
     `variance_type="analytic"` is the KL-optimal variance sigma*^2 of every step of the chain being sampled (any
     `eta`), from `analytic_mean_squared_eps` (see `analytic_variance`); the last step outputs its mean.
@@ -290,6 +294,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         rescale_betas_zero_snr: bool = False,
         analytic_mean_squared_eps: list[float] | None = None,
         analytic_clip_pixels: float | None = 2.0,
+        distilled_timesteps: list[int] | None = None,
     ):
         _choose("beta_schedule", beta_schedule, BETA_SCHEDULES)
         _choose("prediction_type", prediction_type, PREDICTION_TYPES)
@@ -342,6 +347,12 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 "per timestep: estimate it with pipe.estimate_analytic_variance(images) or `simple-ddpm analytic "
                 "MODEL DATA`."
             )
+        if distilled_timesteps is not None:
+            chain = np.asarray(distilled_timesteps)
+            if chain.ndim != 1 or len(chain) == 0 or chain.dtype.kind not in "iu" or np.any(np.diff(chain) >= 0):
+                raise ValueError(f"distilled_timesteps must be a strictly decreasing list of integers, got {chain}.")
+            if chain[0] >= num_train_timesteps or chain[-1] < 0:
+                raise ValueError(f"distilled_timesteps must lie in [0, {num_train_timesteps - 1}], got {chain}.")
         if analytic_clip_pixels is not None and not analytic_clip_pixels > 0:
             raise ValueError(f"analytic_clip_pixels must be positive (or None: no bound), got {analytic_clip_pixels}.")
 

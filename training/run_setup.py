@@ -1,0 +1,114 @@
+"""The process and accelerator setup that train.py and distill.py share: this process's place in the run and its
+logging, the autocast precision (measured where that pays), the Accelerator, and bad input reported in one line."""
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import datasets
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration, broadcast_object_list
+from arguments import InvalidTrainingInput
+from diffusers import UNet2DModel
+
+from simple_ddpm.cpu_threads import ThreadChoice
+from simple_ddpm.hardware import (
+    PrecisionChoice,
+    measured_precision,
+    measurement_key,
+    resolve_mixed_precision,
+    unet_seconds,
+)
+from simple_ddpm.hub import HubAccessError
+from simple_ddpm.image_datasets import DatasetInputError
+
+logger = logging.getLogger("train")
+
+
+@contextmanager
+def reported_as_one_line(processes: PartialState | Accelerator):
+    """Bad input or Hub access ends the run with `error: <message>` (exit status 2) instead of a traceback."""
+    try:
+        yield
+    except (InvalidTrainingInput, DatasetInputError, HubAccessError) as error:
+        if processes.is_main_process:
+            print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def start_processes(threads: ThreadChoice | None = None) -> PartialState:
+    """This process's place in the run (accelerate's PartialState: index, count, device) and its logging, whose
+    first line gives the CPU threads. The Accelerator comes later: with --mixed_precision auto on a CPU its
+    precision is measured on the run's UNet."""
+    # Processes started by `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs would each train
+    # alone unless accelerate is told to use the CPU; it then joins them with gloo.
+    processes = PartialState(cpu=cpu_processes_joined())
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+    if not processes.is_main_process:
+        logging.getLogger().setLevel(logging.ERROR)
+        datasets.disable_progress_bars()
+    if threads is not None:
+        logger.info("%s", threads.describe())
+    return processes
+
+
+def cpu_processes_joined() -> bool:
+    no_gpu = not (torch.cuda.is_available() or torch.xpu.is_available())
+    return no_gpu and int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def choose_precision(
+    args,
+    unet: UNet2DModel | None = None,
+    batch_shape: tuple[int, ...] | None = None,
+    resumed_precision: str | None = None,
+):
+    """--mixed_precision resolved (`simple_ddpm.hardware.resolve_mixed_precision`); "auto" keeps the
+    precision of the checkpoint it resumes (`resumed_precision`: a measurement could differ on another machine or
+    load, and the resumed run would then not be the uninterrupted one), else on a CPU with native bf16 measures a
+    few forward and backward passes of `unet` on `batch_shape` in float32 and bf16 (cached per machine, UNet
+    config and batch shape), on the main process, whose choice every process takes."""
+    processes = PartialState()
+    launcher_choice = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    resumable = resumed_precision is not None and (resumed_precision != "fp16" or processes.device.type == "cuda")
+    if args.mixed_precision == "auto" and launcher_choice in (None, "", "no") and resumable:
+        return PrecisionChoice(resumed_precision, "the precision the resumed checkpoint was trained in")
+
+    def measure() -> PrecisionChoice:
+        choice = None
+        if processes.is_main_process:
+            key = measurement_key(
+                unet, batch_shape, training=True, processes=processes.num_processes, channels_last=args.channels_last
+            )
+            choice = measured_precision(key, lambda: unet_seconds(unet, batch_shape, True, args.channels_last))
+        return broadcast_object_list([choice])[0]
+
+    return resolve_mixed_precision(
+        args.mixed_precision,
+        launcher_choice,
+        processes.device.type,
+        measure=None if unet is None else measure,
+    )
+
+
+def build_accelerator(
+    args,
+    unet: UNet2DModel | None = None,
+    batch_shape: tuple[int, ...] | None = None,
+    resumed_precision: str | None = None,
+) -> Accelerator:
+    output_dir = Path(args.output_dir)
+    precision = choose_precision(args, unet, batch_shape, resumed_precision)
+    accelerator = Accelerator(
+        cpu=cpu_processes_joined(),
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=precision.precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+    logger.info("Autocast: %s", precision.describe())
+    return accelerator
