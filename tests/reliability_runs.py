@@ -45,14 +45,16 @@ class Run:
     """A training subprocess in a session of its own (a signal to it never reaches pytest), its output in a log
     file (tqdm writes more than a pipe holds)."""
 
-    def __init__(self, output_dir: Path, *extra: str, launcher=ONE_PROCESS, script: Path = TRAIN, env=None):
+    def __init__(
+        self, output_dir: Path, *extra: str, launcher=ONE_PROCESS, script: Path = TRAIN, env=None, base=TINY_RUN
+    ):
         self.output_dir = output_dir
         self.log = output_dir.parent / f"{output_dir.name}-{time.monotonic_ns()}.log"
         if launcher == TWO_PROCESSES:  # not accelerate's fixed 29500: other runs may be launching beside this one
             launcher = (*launcher, "--main_process_port", str(free_port()))
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(
-                [*launcher, str(script), *TINY_RUN, "--output_dir", str(output_dir), *extra],
+                [*launcher, str(script), *base, "--output_dir", str(output_dir), *extra],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},

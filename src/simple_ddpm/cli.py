@@ -477,7 +477,8 @@ def fid(args: argparse.Namespace) -> None:
             num_inference_steps=steps,
             eta=eta,
         )
-        what = f"{generated.count} samples, {args.scheduler} at {steps} steps"
+        sampler = "the distilled model's DDIM" if distilled_steps(pipe) else args.scheduler
+        what = f"{generated.count} samples, {sampler} at {steps} steps"
     reference = reference_statistics(args, extractor, channels, size)
     distance = frechet_distance(generated, reference)
     print(f"Frechet distance: {distance:.4f} ({extractor.name}; {what}; {reference.count} reference images)")

@@ -1,0 +1,131 @@
+"""training/distill.py end to end: a tiny teacher distilled into a 2-step pipeline folder, bad input refused in one
+line before any training, and a run killed with SIGKILL mid-round resumed to the uninterrupted student, bitwise."""
+
+import json
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_saves
+from tiny_pipeline import save_trained_folder, tiny_pipeline
+
+from simple_ddpm import SimpleDDPMPipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+DISTILL = ROOT / "training" / "distill.py"
+sys.path.insert(0, str(ROOT / "training"))
+
+import distill  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+UPDATES_PER_ROUND = 4
+# A T = 10 teacher: its 8 trailing steps distilled to 2 in two rounds of 4 updates, a checkpoint every 2 updates.
+TINY_DISTILLATION = [
+    "--report_to", "none", "--teacher_steps", "8", "--num_inference_steps", "2", "--max_train_samples", "64",
+    "--train_batch_size", "8", "--num_eval_images", "8", "--num_samples", "4", "--learning_rate", "1e-3",
+    "--max_train_steps_per_round", str(UPDATES_PER_ROUND), "--checkpointing_steps", "2",
+    "--checkpoints_total_limit", "10",
+]  # fmt: skip
+LAST = f"checkpoint-{2 * UPDATES_PER_ROUND}"
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("teacher") / "tiny"
+    save_trained_folder(tiny_pipeline(), folder)
+    return folder
+
+
+def distillation(output_dir: Path, teacher: Path, *extra: str, launcher=ONE_PROCESS) -> Run:
+    return Run(
+        output_dir, "--teacher", str(teacher), *extra, launcher=launcher, script=DISTILL, base=TINY_DISTILLATION
+    )
+
+
+def test_accelerate_launch_distils_the_teacher_into_a_pipeline_that_samples_in_its_step_count(teacher, tmp_path):
+    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no")
+    out = tmp_path / "student"
+    distillation(out, teacher, launcher=launcher).finish()
+    pipe = SimpleDDPMPipeline.from_pretrained(out)
+    pipe.set_progress_bar_config(disable=True)
+    timesteps = []
+    pipe(callback_on_step_end=lambda p, i, t, tensors: timesteps.append(int(t)) or {})
+    teacher_chain = [9, 8, 7, 5, 4, 3, 1, 0]  # trailing spacing, T = 10, 8 steps
+    assert timesteps == teacher_chain[0::4] == pipe.scheduler.config.distilled_timesteps
+    assert pipe.scheduler.config.prediction_type == "v_prediction"  # the teacher predicts epsilon
+    metrics = json.loads((out / "metrics.json").read_text())["distillation"]
+    assert [(r["teacher_steps"], r["student_steps"]) for r in metrics["rounds"]] == [(8, 4), (4, 2)]
+    card = (out / "README.md").read_text()
+    assert f"distilled from the teacher **{teacher}** into a deterministic 2-step sampler" in card
+    assert "pipe(batch_size=16).images  # its 2 distilled steps" in card
+    assert (out / "samples.png").is_file()
+
+
+def refused(tmp_path, capsys, teacher: Path, *extra: str) -> str:
+    out = tmp_path / "out"
+    argv = [*TINY_DISTILLATION, "--teacher", str(teacher), "--output_dir", str(out), *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        distill.main(argv)
+    assert exit_info.value.code == 2
+    assert not (out / "model_index.json").exists() and not list(out.glob("checkpoint-*"))
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ")
+    return error
+
+
+def test_a_learned_variance_teacher_is_refused_in_one_line(tmp_path, capsys):
+    folder = tmp_path / "learned"
+    save_trained_folder(tiny_pipeline(variance_type="learned_range"), folder)
+    assert "The teacher learns its variance (learned_range)" in refused(tmp_path, capsys, folder)
+
+
+def test_a_step_count_that_does_not_halve_the_teachers_chain_is_refused_in_one_line(teacher, tmp_path, capsys):
+    error = refused(tmp_path, capsys, teacher, "--num_inference_steps", "3")
+    assert "--num_inference_steps 3 must be the teacher's 8 steps halved one or more times" in error
+
+
+def test_a_folder_that_is_not_a_pipeline_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    error = refused(tmp_path, capsys, tmp_path / "empty")
+    assert error == f"error: --teacher {tmp_path / 'empty'} is not a pipeline folder: it has no model_index.json."
+
+
+def assert_same_distillation_state(expected: Path, actual: Path) -> None:
+    """The last checkpoint (student, Adam, the round's teacher, RNG, counters) and the saved student, bitwise."""
+    names = sorted(p.name for p in (expected / LAST).iterdir())
+    assert names == sorted(p.name for p in (actual / LAST).iterdir())
+    assert {"model.safetensors", "optimizer.bin", distill.TEACHER_WEIGHTS_NAME} <= set(names)
+    for name in names:
+        if name == distill.ROUNDS_NAME:  # seconds, which differ; the rounds must not
+            first, second = ([(r["teacher_steps"], r["updates"]) for r in json.loads((run / LAST / name).read_text())]
+                             for run in (expected, actual))  # fmt: skip
+        else:
+            first, second = load_any(expected / LAST / name), load_any(actual / LAST / name)
+        if name == "training_progress.json":  # the wall time differs, the counters must not
+            first.pop("wall_time_s"), second.pop("wall_time_s")
+        assert_equal(first, second, f"{LAST}/{name}")
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert_equal(load_any(expected / weights), load_any(actual / weights), weights)
+
+
+def test_a_distillation_killed_mid_round_resumes_to_the_uninterrupted_student(teacher, tmp_path):
+    uninterrupted = distillation(tmp_path / "uninterrupted", teacher)  # beside the killed run
+    output_dir = tmp_path / "run"
+    checkpoint, delay = random.choice((2, 4, 6)), random.uniform(0, 0.5)  # 4 ends round 1
+    killed = distillation(output_dir, teacher)
+    killed.wait_for(output_dir / f"checkpoint-{checkpoint}")
+    time.sleep(delay)
+    assert killed.process.poll() is None, "the run ended before it could be killed"
+    killed.kill_all(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    resumed = distillation(output_dir, teacher, "--resume_from_checkpoint", "latest").finish()
+    assert "Resumed from" in resumed.output() and partial_saves(output_dir) == []
+    print(f"killed {delay:.2f} s after checkpoint-{checkpoint}")  # shown if the comparison fails
+    assert_same_distillation_state(uninterrupted.finish().output_dir, output_dir)
+    student = SimpleDDPMPipeline.from_pretrained(output_dir)
+    assert torch.isfinite(next(student.unet.parameters())).all()
