@@ -8,11 +8,10 @@ A reduced version of the issue's benchmark that fits a 2-core CPU: the teacher i
 when missing, with its CPU time measured. Steps, each skipped when its result exists under benchmarks/_work/distill:
 
 1. curve: one round (the teacher's 8 trailing DDIM steps -> 4) run in-process with `simple_ddpm.distillation`'s
-   loss, for a v-prediction and an epsilon-prediction student (both from the teacher's weights) at two learning
-   rates: the paired error of the student's 4 steps against the teacher's 8 (the same x_T) every few updates. The
-   learning rate of the main run is the one whose v student ends closer to its teacher.
-2. distil: `training/distill.py --teacher_steps 64 --num_inference_steps 1 --save_rounds` with that learning
-   rate; every round's student is kept, and the CPU time of the whole run measured.
+   loss, for a v-prediction and an epsilon-prediction student (both from the teacher's weights): the paired error
+   of the student's 4 steps against the teacher's 8 (the same x_T) every few updates.
+2. distil: `training/distill.py --teacher_steps 64 --num_inference_steps 1 --save_rounds`; every round's student
+   is kept, and the CPU time of the whole run measured.
 3. frechet: the Frechet distance (features of a FeatureClassifier fit here to the digits' labels, seeded) of
    --num-samples samples (image i from seed i, so every row starts from the same x_T) against all 1,797 digits:
    the teacher's DDPM at 1,000 steps, its DDPM and DDIM at the students' step counts and at 64, and each student;
@@ -59,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--teacher-steps", type=int, default=64, help="the chain the first round distils")
     parser.add_argument("--updates-per-round", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128, help="images per distillation update")
-    parser.add_argument("--learning-rates", type=float, nargs="+", default=[1e-4, 3e-4], help="the curve's")
+    parser.add_argument("--learning-rate", type=float, default=3e-4, help="of the curve and the distillation")
     parser.add_argument("--curve-samples", type=int, default=256, help="paired samples of the curve")
     parser.add_argument("--table", action="store_true", help="print the table and draw the plot from disk only")
     return parser.parse_args(argv)
@@ -337,10 +336,9 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.table:
         train_teacher(args)
-        curves = [curve(args, lr, kind) for lr in args.learning_rates for kind in ("v_prediction", "epsilon")]
-        v_curves = [c for c in curves if c["prediction_type"] == "v_prediction"]
-        lr = min(v_curves, key=lambda c: c["points"][-1]["paired_rms"])["learning_rate"]
-        distil(args, lr)
+        for kind in ("v_prediction", "epsilon"):
+            curve(args, args.learning_rate, kind)
+        distil(args, args.learning_rate)
         frechet_rows(args, feature_extractor(args))
         write_grids(args)
     print_table(args)

@@ -14,6 +14,7 @@ The convention, for whoever writes a page:
     from the repository root. train.py runs with a shrunk budget: the harness appends options that override the
     page's (2 steps of 8 images, 32 training images, 4 samples at 5 steps, a 3-term bound, float32, one thread, no
     checkpoints or trackers), so a page shows the real command and the suite stays fast. The folder it writes is real.
+    distill.py is shrunk alike, to one update of 8 images per round.
 - Each command of a bash block (continuation lines joined) runs in `bash -e`, except a plain `simple-ddpm ...`
   command (no pipes, redirections or variables), which runs in the test's process through `simple_ddpm.cli.main`,
   the console script's entry point, in the same working directory. Shell commands find `python`, `accelerate` and
@@ -55,6 +56,11 @@ SHRUNK_TRAINING = [
     "--num_samples", "4", "--num_inference_steps", "5", "--periodic_inference_steps", "5", "--num_eval_images", "4",
     "--final_eval_timesteps", "3", "--eval_timesteps", "3", "--sample_every", "0", "--eval_every", "0",
     "--checkpointing_steps", "0", "--report_to", "none", "--lr_warmup_steps", "1", "--mixed_precision", "no",
+]  # fmt: skip
+# Appended to every distill.py command: one update per round of 8 images.
+SHRUNK_DISTILLATION = [
+    "--max_train_steps_per_round", "1", "--train_batch_size", "8", "--max_train_samples", "32", "--num_samples", "4",
+    "--num_eval_images", "4", "--checkpointing_steps", "0", "--report_to", "none", "--mixed_precision", "no",
 ]  # fmt: skip
 TRAIN_WRAPPER = """import runpy, sys
 sys.argv = [{script!r}, *sys.argv[1:], *{extra!r}]
@@ -119,12 +125,11 @@ def prepare_directory(directory: Path) -> dict[str, str]:
     training.mkdir()
     for source in (ROOT / "training").glob("*.py"):
         (training / source.name).symlink_to(source)
-    (training / "train.py").unlink()
-    (training / "train.py").write_text(
-        TRAIN_WRAPPER.format(
-            script=str(ROOT / "training" / "train.py"), extra=SHRUNK_TRAINING, training=str(ROOT / "training")
+    for script, extra in (("train.py", SHRUNK_TRAINING), ("distill.py", SHRUNK_DISTILLATION)):
+        (training / script).unlink()
+        (training / script).write_text(
+            TRAIN_WRAPPER.format(script=str(ROOT / "training" / script), extra=extra, training=str(ROOT / "training"))
         )
-    )
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
