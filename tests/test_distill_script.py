@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_hub import WRITE_TOKEN, install_fake_hub
 from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_saves
-from tiny_pipeline import save_trained_folder, tiny_pipeline
+from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline
 
@@ -47,10 +48,17 @@ def distillation(output_dir: Path, teacher: Path, *extra: str, launcher=ONE_PROC
     )
 
 
-def test_accelerate_launch_distils_the_teacher_into_a_pipeline_that_samples_in_its_step_count(teacher, tmp_path):
+@pytest.fixture(scope="module")
+def student(teacher, tmp_path_factory) -> Path:
+    """The teacher distilled by `accelerate launch training/distill.py`, as docs/distillation.md runs it."""
     launcher = (sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no")
-    out = tmp_path / "student"
+    out = tmp_path_factory.mktemp("student") / "student"
     distillation(out, teacher, launcher=launcher).finish()
+    return out
+
+
+def test_accelerate_launch_distils_the_teacher_into_a_pipeline_that_samples_in_its_step_count(student):
+    out = student
     pipe = SimpleDDPMPipeline.from_pretrained(out)
     pipe.set_progress_bar_config(disable=True)
     timesteps = []
@@ -61,9 +69,35 @@ def test_accelerate_launch_distils_the_teacher_into_a_pipeline_that_samples_in_i
     metrics = json.loads((out / "metrics.json").read_text())["distillation"]
     assert [(r["teacher_steps"], r["student_steps"]) for r in metrics["rounds"]] == [(8, 4), (4, 2)]
     card = (out / "README.md").read_text()
-    assert f"distilled from the teacher **{teacher}** into a deterministic 2-step sampler" in card
+    assert "distilled from the teacher **tiny (a local folder)** into a deterministic 2-step sampler" in card
     assert "pipe(batch_size=16).images  # its 2 distilled steps" in card
     assert (out / "samples.png").is_file()
+
+
+def test_a_students_push_to_hub_uploads_its_distilled_card_and_metrics(student, monkeypatch):
+    hub = install_fake_hub(monkeypatch)
+    SimpleDDPMPipeline.from_pretrained(student).push_to_hub("alice/student", token=WRITE_TOKEN)
+    files = hub.files("alice/student")
+    card = files["README.md"].decode()
+    assert "into a deterministic 2-step sampler by progressive distillation" in card and "## Distillation" in card
+    assert files["metrics.json"] == (student / "metrics.json").read_bytes()
+    assert str(student.parent).encode() not in files["metrics.json"]  # no local path in a pushed repo
+
+
+def test_a_class_conditional_teacher_distils_with_its_labels(tmp_path):
+    teacher = tmp_path / "conditional"
+    pipe = SimpleDDPMPipeline(
+        unet=tiny_unet(num_class_embeds=11),
+        scheduler=tiny_pipeline().scheduler,
+        class_names=[str(d) for d in range(10)],
+    )
+    save_trained_folder(pipe, teacher)
+    distillation(tmp_path / "student", teacher, "--checkpointing_steps", "0").finish()
+    student = SimpleDDPMPipeline.from_pretrained(tmp_path / "student")
+    student.set_progress_bar_config(disable=True)
+    assert student.num_classes == 10 and student.config.class_names == pipe.config.class_names
+    images = student(class_labels=["3", "7"], guidance_scale=1.0, output_type="pt").images
+    assert images.shape == (2, 3, 8, 8) and torch.isfinite(images).all()
 
 
 def refused(tmp_path, capsys, teacher: Path, *extra: str) -> str:

@@ -308,6 +308,12 @@ def finish_round(args, accelerator, student, scheduler, chains, round_index, wal
     }
 
 
+def teacher_name(teacher: str) -> str:
+    """How metrics.json and the card name the teacher: its Hub id, or a local folder's name (no local path in a
+    card that may be pushed)."""
+    return f"{Path(teacher).name} (a local folder)" if Path(teacher).expanduser().exists() else teacher
+
+
 def finish(
     args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics, teacher_prediction_type
 ) -> None:
@@ -320,7 +326,7 @@ def finish(
     image_grid(images.images).save(output_dir / FINAL_GRID_NAME)
     metrics = {
         "distillation": {
-            "teacher": args.teacher,
+            "teacher": teacher_name(args.teacher),
             "teacher_revision": args.revision,
             "teacher_steps": args.teacher_steps,
             "num_inference_steps": args.num_inference_steps,

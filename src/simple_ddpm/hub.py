@@ -46,7 +46,7 @@ from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
 from . import pipeline_simple_ddpm
-from .model_card import METRICS_NAME, is_training_metrics, pipeline_model_card, write_model_card
+from .model_card import METRICS_NAME, has_card_metrics, pipeline_model_card, write_model_card
 
 PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
 SCHEDULER_ENTRY = ["diffusers", "DDPMScheduler"]
@@ -297,7 +297,7 @@ def _measured_metrics(source: Path, staged: Path) -> dict | None:
     metrics = json.loads((source / METRICS_NAME).read_text())
     saved = [p for component in ("unet", "scheduler") for p in (staged / component).rglob("*") if p.is_file()]
     same = all(_same_file(path, source / path.relative_to(staged)) for path in saved)
-    return metrics if same and is_training_metrics(metrics) else None
+    return metrics if same and has_card_metrics(metrics) else None
 
 
 def push_pipeline(
@@ -310,9 +310,9 @@ def push_pipeline(
 ) -> str:
     """`SimpleDDPMPipeline.push_to_hub`: check write access, save to a temporary folder, add the card, upload.
 
-    The card is filled from training/train.py's metrics.json, which is uploaded too with the sample grid, when the
-    pipeline was loaded from a trained folder and saves to the same weights and scheduler files; otherwise it is
-    `pipeline_model_card`, which claims no measurement. Returns the URL of the commit.
+    The card is filled from training/train.py's (or distill.py's) metrics.json, which is uploaded too with the
+    sample grid, when the pipeline was loaded from a trained folder and saves to the same weights and scheduler
+    files; otherwise it is `pipeline_model_card`, which claims no measurement. Returns the URL of the commit.
     """
     repo_id = prepare_repo(repo_id, token, private=bool(private))
     with tempfile.TemporaryDirectory() as staged:

@@ -92,6 +92,11 @@ def is_training_metrics(metrics: dict) -> bool:
     return all(key in metrics for key in TRAINING_METRICS_KEYS)
 
 
+def has_card_metrics(metrics: dict) -> bool:
+    """Whether `metrics` fills a card: train.py's metrics, or a student's of training/distill.py."""
+    return is_training_metrics(metrics) or "distillation" in metrics
+
+
 def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
     """A ModelCard from the metrics.json that train.py writes: held-out bits/dim, sample grid, training setup.
 
