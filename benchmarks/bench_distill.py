@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 STUDENT_STEPS = (32, 16, 8, 4, 2, 1)
 GRID_STEPS = (8, 4, 2, 1)
-CURVE_CHECKPOINTS = (0, 25, 50, 100, 200)
+CURVE_CHECKPOINTS = (0, 25, 50, 100)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -56,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=BENCHMARKS / "_work" / "distill")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per Frechet-distance row")
     parser.add_argument("--teacher-steps", type=int, default=64, help="the chain the first round distils")
-    parser.add_argument("--updates-per-round", type=int, default=200)
+    parser.add_argument("--updates-per-round", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=128, help="images per distillation update")
     parser.add_argument("--learning-rate", type=float, default=3e-4, help="of the curve and the distillation")
     parser.add_argument("--curve-samples", type=int, default=256, help="paired samples of the curve")

@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max_train_steps_per_round",
         type=positive_int,
-        default=200,
+        default=150,
         help="Updates per halving; the default distils the quickstart (docs/distillation.md), a larger model needs "
         "more (the paper: 50,000 for CIFAR-10).",
     )
