@@ -14,12 +14,16 @@ goes to the data. 'linspace' chains are not nested and 'leading' ones never reac
 """
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from .scheduling_simple_ddpm import SimpleDDPMScheduler
 
 DATA = -1  # the index after a chain's last step: x itself, alpha = 1, sigma = 0
+# x_hat(z, t, **conditioning) of a teacher, as `teacher_target` calls it
+XPrediction = Callable[..., torch.Tensor]
+Coefficient = torch.Tensor | float
 
 
 def trailing_timesteps(num_steps: int, num_train_timesteps: int) -> list[int]:
@@ -53,7 +57,9 @@ def distillation_chains(teacher_steps: int, num_steps: int, num_train_timesteps:
     return chains
 
 
-def alpha_sigma(scheduler: SimpleDDPMScheduler, timesteps: torch.Tensor, like: torch.Tensor):
+def alpha_sigma(
+    scheduler: SimpleDDPMScheduler, timesteps: torch.Tensor, like: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha_t = sqrt(alpha_bar_t) and sigma_t = sqrt(1 - alpha_bar_t) per image, broadcast against `like`;
     index -1 (the data) gives alpha = 1, sigma = 0."""
     alpha_bar = scheduler.alphas_cumprod.to(like.device)[timesteps.clamp(min=0)]
@@ -62,12 +68,26 @@ def alpha_sigma(scheduler: SimpleDDPMScheduler, timesteps: torch.Tensor, like: t
     return alpha_bar.sqrt().view(shape), (1 - alpha_bar).sqrt().view(shape)
 
 
-def ddim_step(z_t: torch.Tensor, x_hat: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s) -> torch.Tensor:
+def ddim_step(
+    z_t: torch.Tensor,
+    x_hat: torch.Tensor,
+    alpha_t: Coefficient,
+    sigma_t: Coefficient,
+    alpha_s: Coefficient,
+    sigma_s: Coefficient,
+) -> torch.Tensor:
     """z_s = alpha_s x_hat + (sigma_s / sigma_t) (z_t - alpha_t x_hat): DDIM's step t -> s (Song et al. eq. 12)."""
     return alpha_s * x_hat + (sigma_s / sigma_t) * (z_t - alpha_t * x_hat)
 
 
-def two_step_target(z_t: torch.Tensor, z_s: torch.Tensor, alpha_t, sigma_t, alpha_s, sigma_s) -> torch.Tensor:
+def two_step_target(
+    z_t: torch.Tensor,
+    z_s: torch.Tensor,
+    alpha_t: Coefficient,
+    sigma_t: Coefficient,
+    alpha_s: Coefficient,
+    sigma_s: Coefficient,
+) -> torch.Tensor:
     """x~ = (z_s - (sigma_s / sigma_t) z_t) / (alpha_s - (sigma_s / sigma_t) alpha_t): the x-prediction whose one
     DDIM step takes z_t to z_s (Salimans & Ho 2022, Algorithm 2), here z_s = the teacher's z_t''."""
     ratio = sigma_s / sigma_t
@@ -79,13 +99,17 @@ def truncated_snr_weight(alpha_t: torch.Tensor, sigma_t: torch.Tensor) -> torch.
     return torch.clamp(alpha_t**2 / sigma_t**2, min=1.0)
 
 
-def predicted_x0(scheduler: SimpleDDPMScheduler, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor):
+def predicted_x0(
+    scheduler: SimpleDDPMScheduler, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor
+) -> torch.Tensor:
     """x_hat of a network's `output` at (z_t, t) under the scheduler's prediction_type, unclipped."""
     prediction, _ = scheduler.split_model_output(output, z_t)
     return scheduler.predict_original_sample(prediction, z_t, t)
 
 
-def teacher_target(teacher, scheduler: SimpleDDPMScheduler, z_t: torch.Tensor, steps: torch.Tensor, **conditioning):
+def teacher_target(
+    teacher: XPrediction, scheduler: SimpleDDPMScheduler, z_t: torch.Tensor, steps: torch.Tensor, **conditioning
+) -> torch.Tensor:
     """x~ of a batch: `steps` (B, 3) holds t, t', t'' per image; `teacher(z, t)` returns the teacher's x_hat
     (clipped as its sampler clips). Two teacher DDIM steps t -> t' -> t'', then `two_step_target`."""
     t, t1, t2 = steps.unbind(1)
@@ -104,7 +128,7 @@ def round_steps(teacher_chain: list[int], index: torch.Tensor) -> torch.Tensor:
     return torch.stack([padded[2 * index], padded[2 * index + 1], padded[2 * index + 2]], 1)
 
 
-def teacher_x0(unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, clip: bool):
+def teacher_x0(unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, clip: bool) -> XPrediction:
     """x_hat(z, t) of a teacher network, clipped as its sampler clips it (`clip`)."""
 
     def predict(z: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
@@ -116,7 +140,7 @@ def teacher_x0(unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, clip: bool
 
 def distillation_loss(
     student: torch.nn.Module,
-    teacher,
+    teacher: XPrediction,
     scheduler: SimpleDDPMScheduler,
     teacher_chain: list[int],
     x0: torch.Tensor,
@@ -137,7 +161,7 @@ def distillation_loss(
 
 
 def distilled_sampling(
-    scheduler, num_inference_steps: int | None, eta: float | None
+    scheduler: object, num_inference_steps: int | None, eta: float | None
 ) -> tuple[dict[str, object], float | None]:
     """The `set_timesteps` arguments and eta of a pipeline call: a distilled scheduler (`distilled_timesteps` in
     its config) samples its own chain at eta = 0 by default; another step count is refused. Otherwise
