@@ -61,6 +61,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning-rate", type=float, default=3e-4, help="of the curve and the distillation")
     parser.add_argument("--curve-samples", type=int, default=256, help="paired samples of the curve")
     parser.add_argument("--table", action="store_true", help="print the table and draw the plot from disk only")
+    parser.add_argument(
+        "--stage",
+        choices=("all", "curve", "distil"),
+        default="all",
+        help="curve or distil alone (to run both at once)",
+    )
     return parser.parse_args(argv)
 
 
@@ -336,9 +342,13 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if not args.table:
         train_teacher(args)
-        for kind in ("v_prediction", "epsilon"):
-            curve(args, args.learning_rate, kind)
-        distil(args, args.learning_rate)
+        if args.stage in ("all", "curve"):
+            for kind in ("v_prediction", "epsilon"):
+                curve(args, args.learning_rate, kind)
+        if args.stage in ("all", "distil"):
+            distil(args, args.learning_rate)
+        if args.stage != "all":
+            return
         frechet_rows(args, feature_extractor(args))
         write_grids(args)
     print_table(args)
