@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stage",
         choices=("all", "curve", "distil"),
         default="all",
-        help="curve or distil alone (to run both at once)",
+        help="one stage alone (to run two at once)",
     )
     return parser.parse_args(argv)
 
