@@ -274,3 +274,12 @@ def test_a_distilled_pipeline_samples_its_chain_deterministically_from_the_teach
     torch.testing.assert_close(first, expected, rtol=0, atol=0)
     with pytest.raises(ValueError, match="This is a 4-step distilled model; it samples its own 4 timesteps only"):
         student_pipe(num_inference_steps=8)
+
+
+@pytest.mark.parametrize("spacing", ["linspace", "leading", "trailing"])
+def test_a_one_step_chain_can_be_set_with_every_spacing(spacing):
+    """One step is a student's last round; numpy keeps a 1-element reversed view's negative stride, which torch
+    refuses, unless the chain is copied."""
+    scheduler = SimpleDDPMScheduler(timestep_spacing=spacing)
+    scheduler.set_timesteps(1)
+    assert len(scheduler.timesteps) == 1 and 0 <= scheduler.timesteps[0] < 1000

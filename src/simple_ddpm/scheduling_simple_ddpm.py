@@ -830,7 +830,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
                 steps = (np.arange(n) * (T // n) + self.config.steps_offset)[::-1]
             else:
                 steps = np.round(np.arange(T, 0, -T / n)).astype(np.int64) - 1
-            steps = np.ascontiguousarray(steps)
+            steps = np.array(steps)  # a copy: ascontiguousarray keeps the negative stride of a 1-element view
             if not (np.all(np.diff(steps) < 0) and 0 <= steps[-1] and steps[0] < T):
                 raise ValueError(f"timestep_spacing={spacing!r} with steps_offset gives invalid steps {steps}.")
         self.num_inference_steps = len(steps)
