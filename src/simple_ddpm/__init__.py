@@ -2,6 +2,7 @@
 
 from .feature_networks import FeatureClassifier, load_feature_classifier, save_feature_classifier
 from .frechet import FeatureStatistics, frechet_distance
+from .guidance import classifier_free_guidance
 from .hub import (
     BackgroundUploader,
     HubAccessError,
@@ -15,7 +16,7 @@ from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
 from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
 from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
 from .pipeline_simple_ddpm_inversion import SimpleDDPMInversionPipeline
-from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput, classifier_free_guidance
+from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
 from .training_losses import TrainingLosses, training_losses
 

@@ -145,6 +145,10 @@ def _pipeline_code_files() -> dict[str, Path]:
     The relative imports are found with the function diffusers itself uses when it loads the code, so the repo
     holds exactly the files the loader will ask for.
     """
+    # Copied flat beside pipeline.py, as diffusers resolves `from .x import` among siblings: the pipeline's relative
+    # imports, today scheduling_simple_ddpm, ddpm_chain, analytic_dpm, variational_bound, model_output,
+    # training_losses, timestep_samplers, guidance, float32_attention and hardware; pipeline_simple_ddpm.py imports
+    # each of them itself, as diffusers copies only pipeline.py's own imports from a local folder.
     pipeline_file = Path(inspect.getsourcefile(pipeline_simple_ddpm))
     files = {PIPELINE_CODE_FILE: pipeline_file}
     for dependency in get_relative_import_files(str(pipeline_file)):

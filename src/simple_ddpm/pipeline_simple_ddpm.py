@@ -21,9 +21,18 @@ from diffusers.utils import BaseOutput, logging
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+# For remote code from a local folder, diffusers copies only this file's own relative imports, not theirs: so the
+# modules the scheduler imports are imported here too (the `noqa: F401` lines; see hub.py).
+from .analytic_dpm import analytic_variance  # noqa: F401
+from .ddpm_chain import DDPMChain  # noqa: F401
 from .float32_attention import use_float32_attention
+from .guidance import classifier_free_guidance
 from .hardware import measured_precision, measurement_key, native_bf16, unet_seconds
-from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
+from .model_output import learned_log_variance  # noqa: F401
+from .scheduling_simple_ddpm import SimpleDDPMScheduler
+from .timestep_samplers import UniformSampler  # noqa: F401
+from .training_losses import training_losses  # noqa: F401
+from .variational_bound import term_bits  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
