@@ -58,7 +58,6 @@ SHRUNK_TRAINING = [
 ]  # fmt: skip
 TRAIN_WRAPPER = """import runpy, sys
 sys.argv = [{script!r}, *sys.argv[1:], *{extra!r}]
-sys.path.insert(0, {training!r})
 runpy.run_path({script!r}, run_name="__main__")
 """
 
@@ -121,9 +120,7 @@ def prepare_directory(directory: Path) -> dict[str, str]:
         (training / source.name).symlink_to(source)
     (training / "train.py").unlink()
     (training / "train.py").write_text(
-        TRAIN_WRAPPER.format(
-            script=str(ROOT / "training" / "train.py"), extra=SHRUNK_TRAINING, training=str(ROOT / "training")
-        )
+        TRAIN_WRAPPER.format(script=str(ROOT / "training" / "train.py"), extra=SHRUNK_TRAINING)
     )
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

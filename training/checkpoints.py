@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from arguments import InvalidTrainingInput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from unet_presets import describe_classes
 
 from simple_ddpm.image_datasets import first_line
+from training.arguments import InvalidTrainingInput
+from training.unet_presets import describe_classes
 
 CHECKPOINT_PREFIX = "checkpoint-"
 UNET_CONFIG_NAME = "unet_config.json"

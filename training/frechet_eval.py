@@ -9,12 +9,12 @@ training (default min(100, T)), at the end too, so that the last value compares 
 from dataclasses import dataclass
 
 import torch
-from arguments import InvalidTrainingInput
 
 from simple_ddpm import SimpleDDPMPipeline
 from simple_ddpm.feature_networks import FeatureNetworkError, load_feature_extractor
 from simple_ddpm.frechet import FeatureStatistics, frechet_distance
 from simple_ddpm.sample_quality import check_image_format, pixel_statistics, sample_statistics
+from training.arguments import InvalidTrainingInput
 
 
 @dataclass

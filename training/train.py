@@ -18,34 +18,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script (python training/train.py, accelerate launch): the package's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import datasets
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
-from arguments import InvalidTrainingInput, check_mixed_precision, parse_args
-from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
-from checkpoints import (
-    TrainingProgress,
-    check_compatible,
-    check_training_state,
-    checkpoint_dir,
-    checkpoint_precision,
-    checkpoint_training_state,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    resolve_resume,
-    write_unet_config,
-)
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from frechet_eval import FrechetEvaluation
-from image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
-from stop_signals import TrainingInterrupted, stop_signals
 from tqdm.auto import tqdm
-from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import ThreadChoice, configure_cpu_threads
@@ -70,8 +54,27 @@ from simple_ddpm.hub import (
 from simple_ddpm.image_datasets import DatasetInputError
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
-from simple_ddpm.timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
-from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, training_losses
+from simple_ddpm.timestep_samplers import UniformSampler, create_timestep_sampler
+from simple_ddpm.training_losses import diffusion_loss
+from training.arguments import InvalidTrainingInput, check_mixed_precision, parse_args
+from training.atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
+from training.checkpoints import (
+    TrainingProgress,
+    check_compatible,
+    check_training_state,
+    checkpoint_dir,
+    checkpoint_precision,
+    checkpoint_training_state,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    write_unet_config,
+)
+from training.frechet_eval import FrechetEvaluation
+from training.image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
+from training.stop_signals import TrainingInterrupted, stop_signals
+from training.unet_presets import build_unet, pretrained_unet_config
 
 logger = logging.getLogger("train")
 
@@ -312,37 +315,6 @@ def drop_class_labels(labels: torch.Tensor, probability: float, null_label: int)
     return torch.where(dropped, torch.full_like(labels, null_label), labels)
 
 
-def diffusion_loss(
-    unet: torch.nn.Module,
-    scheduler: SimpleDDPMScheduler,
-    x0: torch.Tensor,
-    loss_weighting: str,
-    snr_gamma: float,
-    loss_type: str = "mse",
-    vlb_weight: float = DEFAULT_VLB_WEIGHT,
-    timestep_sampler: UniformSampler | None = None,
-    gather=lambda tensor: tensor,
-    class_labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Ho et al. Algorithm 1 with Nichol & Dhariwal's objective: eps ~ N(0, I), t from the timestep sampler
-    (uniform by default), each image's loss (`simple_ddpm.training_losses`: the MSE weighted by w(t), + lambda L_vlb
-    for a learned variance) weighted by 1 / (T p_t). An importance sampler learns from every process's losses. A
-    class-conditional UNet sees `class_labels` (after label dropout)."""
-    sampler = timestep_sampler or UniformSampler(scheduler.config.num_train_timesteps)
-    noise = torch.randn_like(x0)
-    timesteps, weights = sampler.sample(x0.shape[0], x0.device)
-    noisy = scheduler.add_noise(x0, noise, timesteps)
-    conditioning = {} if class_labels is None else {"class_labels": class_labels}
-    model_output = unet(noisy, timesteps, **conditioning).sample
-    losses = training_losses(
-        scheduler, model_output, x0, noisy, noise, timesteps,
-        loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, vlb_weight=vlb_weight,
-    )  # fmt: skip
-    if isinstance(sampler, LossSecondMomentSampler):
-        sampler.update_with_losses(gather(timesteps), gather(losses.loss.detach()))
-    return (weights * losses.loss).mean()
-
-
 def sampling_pipeline(
     accelerator: Accelerator, unet, ema: EMAModel | None, scheduler, class_names: list[str] | None = None
 ) -> SimpleDDPMPipeline:
@@ -522,9 +494,17 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
             labels = drop_class_labels(labels.to(accelerator.device), args.class_dropout, null_label)
         with accelerator.accumulate(model.unet):
             loss = diffusion_loss(
-                model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma,
-                args.loss_type, args.vlb_weight, model.timestep_sampler, accelerator.gather, labels,
-            )  # fmt: skip
+                model.unet,
+                model.scheduler,
+                x0,
+                loss_weighting=args.loss_weighting,
+                snr_gamma=args.snr_gamma,
+                loss_type=args.loss_type,
+                vlb_weight=args.vlb_weight,
+                timestep_sampler=model.timestep_sampler,
+                gather=accelerator.gather,
+                class_labels=labels,
+            )
             losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
             if not torch.isfinite(losses[-1]):
                 last_checkpoint = (list_checkpoints(Path(args.output_dir)) or ["none"])[-1]

@@ -33,7 +33,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .command_io import DTYPES, UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
 from .cpu_threads import configure_cpu_threads
+from .editing_commands import add_editing_commands
 from .feature_networks import INCEPTION, FeatureNetworkError, load_feature_extractor
 from .frechet import FeatureStatistics, StatisticsError, frechet_distance
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
@@ -47,20 +49,15 @@ from .image_datasets import (
     open_image,
     undecoded,
 )
-from .image_processing import image_grid, pixels_to_model_input, to_pixels
+from .image_processing import pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, is_training_metrics, write_model_card
 from .pipeline_simple_ddpm import SAMPLING_PRECISIONS, SimpleDDPMPipeline
 from .sample_quality import check_image_format, pixel_statistics, sample_statistics
 from .sampling import SAMPLERS, TrajectoryRecorder, evenly_spaced_steps, generate_images, use_sampler
 from .scheduling_simple_ddpm import FIXED_VARIANCE_TYPES, TIMESTEP_SPACINGS, SimpleDDPMScheduler
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BOUND_VARIANCE_TYPES = (*FIXED_VARIANCE_TYPES, "analytic")  # a learned variance is the network's, not a choice
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class UsageError(Exception):
-    """Bad input to the command; reported as one line, without a traceback."""
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -91,38 +88,12 @@ def add_option(parser: argparse.ArgumentParser, name: str, *, deprecated: str | 
         )
 
 
-def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
-    """A SimpleDDPMPipeline from a local folder or a Hub repo id, on `device`, progress bars off."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise UsageError(f"{model} is not a pipeline folder: it has no model_index.json.")
-    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise UsageError(f"{model} is neither an existing folder nor a Hub repo id (USER/NAME).")
-    try:
-        pipe = SimpleDDPMPipeline.from_pretrained(
-            str(path) if path.exists() else model, revision=revision, torch_dtype=DTYPES[dtype]
-        )
-    except (OSError, ValueError, TypeError) as error:
-        raise UsageError(f"Cannot load {model}: {first_line(error)}") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
 def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float | None:
     """Set the pipeline's scheduler from --scheduler; return the eta to sample with."""
     try:
         return use_sampler(pipe, args.scheduler, args.eta, args.timestep_spacing)
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-
-def parse_class(pipe: SimpleDDPMPipeline, text: str) -> int | str:
-    """A --class value: a class name of the model, else an index."""
-    names = pipe.config.get("class_names") or []
-    if text in names or not text.lstrip("-").isdigit():
-        return text
-    return int(text)
 
 
 def sample_labels(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> tuple[list | None, int | None]:
@@ -179,32 +150,6 @@ def sample(args: argparse.Namespace) -> None:
 
     rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
     write_images(images, args.output, "samples", cols=cols, detail=rows)
-
-
-def write_images(
-    images: torch.Tensor, output: str, what: str, cols: int | None = None, detail: str = ""
-) -> list[Image.Image]:
-    """Images (N, C, H, W) in [0, 1]: a grid (`cols` columns) when `output` ends in .png, else one PNG per image
-    in the folder `output`; says so, `what` naming the images and `detail` ending a grid's line. Returns them as
-    PIL images."""
-    pil_images = SimpleDDPMPipeline.numpy_to_pil(images.cpu().permute(0, 2, 3, 1).numpy())
-    path = Path(output)
-    if path.suffix.lower() == ".png":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=cols).save(path)
-        print(f"Wrote a grid of {len(images)} {what} to {path}{detail}")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        width = len(str(len(images) - 1))
-        for i, image in enumerate(pil_images):
-            image.save(path / f"{i:0{width}d}.png")
-        print(f"Wrote {len(images)} {what} to {path}/")
-    return pil_images
-
-
-def read_image(path: Path) -> Image.Image:
-    with Image.open(path) as image:  # closes the file: a folder may hold more images than open files allowed
-        return image.copy()
 
 
 def load_images(data: str, split: str, image_column: str | None, count: int | None) -> list[Image.Image]:
@@ -492,13 +437,6 @@ def push(args: argparse.Namespace) -> None:
     print(f"Pushed {folder} to https://huggingface.co/{repo_id} ({url})")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simple-ddpm",
@@ -658,8 +596,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"glob patterns not to upload (default: {' '.join(DEFAULT_IGNORE_PATTERNS)}; none: upload everything)",
     )
     share.set_defaults(run=push)
-
-    from .editing_commands import add_editing_commands  # here: it imports this module's helpers
 
     add_editing_commands(commands, model)
     return parser

@@ -292,7 +292,7 @@ class DDPMChain:
 
     def check_on_chain(self, timesteps: torch.Tensor) -> None:
         """A one-line ValueError unless every timestep is a step of this chain."""
-        on_chain = self.tables["on_chain"].to(timesteps.device).take(timesteps)
+        on_chain = self.tables["on_chain"].to(timesteps.device, table_dtype(timesteps.device)).take(timesteps)
         if not bool((on_chain == 1).all()):
             raise ValueError(
                 f"timesteps {sorted(set(timesteps[on_chain != 1].tolist()))} are not in the current schedule; call "

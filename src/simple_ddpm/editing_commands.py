@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .cli import UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
+from .command_io import UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
 from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
 from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
 from .pipeline_simple_ddpm_inversion import INTERPOLATIONS, SimpleDDPMInversionPipeline

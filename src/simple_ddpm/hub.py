@@ -29,7 +29,6 @@ The token is only ever handed to ``HfApi``; it is never logged, and a folder tha
 """
 
 import filecmp
-import inspect
 import json
 import os
 import shutil
@@ -40,12 +39,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import diffusers
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from . import pipeline_simple_ddpm
 from .model_card import METRICS_NAME, is_training_metrics, pipeline_model_card, write_model_card
 
 PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
@@ -149,7 +147,7 @@ def _pipeline_code_files() -> dict[str, Path]:
     # imports, today scheduling_simple_ddpm, ddpm_chain, analytic_dpm, variational_bound, model_output,
     # training_losses, timestep_samplers, guidance, float32_attention and hardware; pipeline_simple_ddpm.py imports
     # each of them itself, as diffusers copies only pipeline.py's own imports from a local folder.
-    pipeline_file = Path(inspect.getsourcefile(pipeline_simple_ddpm))
+    pipeline_file = Path(__file__).with_name("pipeline_simple_ddpm.py")  # a sibling, read but not imported
     files = {PIPELINE_CODE_FILE: pipeline_file}
     for dependency in get_relative_import_files(str(pipeline_file)):
         files[Path(dependency).name] = Path(dependency)
@@ -305,7 +303,7 @@ def _measured_metrics(source: Path, staged: Path) -> dict | None:
 
 
 def push_pipeline(
-    pipe: "pipeline_simple_ddpm.SimpleDDPMPipeline",
+    pipe: DiffusionPipeline,
     repo_id: str,
     commit_message: str = "Upload SimpleDDPMPipeline",
     private: bool | None = None,

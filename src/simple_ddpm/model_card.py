@@ -9,9 +9,8 @@ its configuration says and a line that nothing was measured.
 import json
 from pathlib import Path
 
+from diffusers import DiffusionPipeline
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-from .pipeline_simple_ddpm import SimpleDDPMPipeline
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 METRICS_NAME = "metrics.json"
@@ -154,7 +153,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
     )
 
 
-def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
+def pipeline_model_card(pipe: DiffusionPipeline, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
     """The card of a pipeline that comes without measurements: its configuration, and no number it cannot back."""
     size = pipe.unet.config.sample_size
     return ModelCard.from_template(

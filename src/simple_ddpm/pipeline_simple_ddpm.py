@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 # For remote code from a local folder, diffusers copies only this file's own relative imports, not theirs: so the
 # modules the scheduler imports are imported here too (the `noqa: F401` lines; see hub.py).
 from .analytic_dpm import analytic_variance  # noqa: F401
-from .ddpm_chain import DDPMChain  # noqa: F401
+from .ddpm_chain import table_dtype
 from .float32_attention import use_float32_attention
 from .guidance import classifier_free_guidance
 from .hardware import measured_precision, measurement_key, native_bf16, unet_seconds
@@ -96,9 +96,9 @@ def geometric_strata(num_terms: int, num_strata: int) -> list[tuple[int, int]]:
 
 
 def _hub_module() -> ModuleType | None:
-    """`simple_ddpm.hub`, imported on first use (it imports this module); None in the copy of this file that a Hub
-    repo carries for diffusers-only users. Not `from .hub import ...`: diffusers ships a pipeline file's relative
-    imports with it, and its search for them never ends on an import cycle."""
+    """`simple_ddpm.hub`, imported on first use; None in the copy of this file that a Hub repo carries for
+    diffusers-only users. Not `from .hub import ...`: diffusers ships a pipeline file's relative imports with it,
+    and the Hub code needs neither hub.py nor model_card.py."""
     try:
         return importlib.import_module("simple_ddpm.hub")
     except ModuleNotFoundError as error:
@@ -507,7 +507,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         """The negative ELBO of each image in bits/dim, term by term (Ho et al. eq. 5).
 
         Every term is evaluated at one draw x_t ~ q(x_t | x_0) per image and timestep, in float64 from the
-        network's output. Conventions follow improved-diffusion's `calc_bpd_loop` (Nichol & Dhariwal 2021):
+        network's output (float32 on a device without float64, Apple MPS). Conventions follow improved-diffusion's `calc_bpd_loop` (Nichol & Dhariwal 2021):
         x0_hat is clipped when the scheduler's `clip_sample` is set; at t = 1 the model's variance is
         sigma^2(2) (the clipped log-variance); the decoder is the discretized Gaussian on the 8-bit grid,
         bin width 2/255, the edge bins open to infinity, with the exact normal CDF (improved-diffusion uses a
@@ -576,9 +576,10 @@ class SimpleDDPMPipeline(DiffusionPipeline):
             raise ValueError(f"batch_size must be positive, got {batch_size}.")
 
         device = self._execution_device
-        x0 = levels.round().div(127.5).sub(1).to(device)  # exactly on the grid, float64
+        dtype = table_dtype(device)  # float64, or float32 on a device without it
+        x0 = levels.round().div(127.5).sub(1).to(device=device, dtype=dtype)  # exactly on the grid
         B = len(x0)
-        reconstruction = torch.zeros(B, dtype=torch.float64, device=device)
+        reconstruction = torch.zeros(B, dtype=dtype, device=device)
         scale = dict.fromkeys(range(T), 1.0)  # timestep -> weight of its term in the sum
         column = {step: step - 1 for step in range(1, T)}  # timestep -> its column of `denoising`; 0 is the decoder
         vb_terms_bpd, first_step = scheduler.vb_terms_bpd, T - 1
@@ -599,7 +600,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 for (start, _), offset, size in zip(strata, offsets, sizes, strict=True)
             }
         terms = sorted(scale, reverse=True)
-        denoising = torch.zeros(B, len(column), dtype=torch.float64, device=device)
+        denoising = torch.zeros(B, len(column), dtype=dtype, device=device)
 
         images_per_call = min(B, batch_size)
         steps_per_call = max(1, batch_size // images_per_call)
@@ -612,12 +613,12 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 ts = terms[k : k + steps_per_call]
                 noise = torch.cat(
                     [randn_tensor(x0_rows.shape, generator=gens, device=device, dtype=torch.float32) for _ in ts]
-                ).double()
+                ).to(dtype)
                 t = torch.tensor(ts, device=device).repeat_interleave(len(x0_rows))
                 x0_rep = x0_rows.repeat(len(ts), 1, 1, 1)
                 x_t = scheduler.add_noise(x0_rep, noise, t)
                 labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
-                model_output = self._predict(x_t.float(), t, labels_rep).double()
+                model_output = self._predict(x_t.float(), t, labels_rep).to(dtype)
                 bits = vb_terms_bpd(model_output, x0_rep, x_t, t).view(len(ts), -1)
                 for j, step in enumerate(ts):
                     if step in column:
@@ -683,7 +684,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         batches = [images] if isinstance(images, torch.Tensor) else images
         T = len(scheduler)
         device = self._execution_device
-        sum_squares = torch.zeros(T, dtype=torch.float64, device=device)  # of eps_hat, or of eps - eps_hat
+        sum_squares = torch.zeros(T, dtype=table_dtype(device), device=device)  # of eps_hat, or of eps - eps_hat
         count = 0
         # M x T network evaluations; M is unknown in advance for an iterator of batches
         total = T * sum(len(batch) for batch in batches) if isinstance(batches, list | tuple) else None
@@ -711,7 +712,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         progress.close()
         if count == 0:
             raise ValueError("estimate_analytic_variance got no images.")
-        mean_squared_eps = (sum_squares / count).cpu()
+        mean_squared_eps = (sum_squares / count).cpu().double()
         if estimator == "prediction_error":
             mean_squared_eps = 1 - mean_squared_eps  # below 0 where the network's error exceeds the noise
         self.scheduler = SimpleDDPMScheduler.from_config(
@@ -734,8 +735,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         noise = randn_tensor(x0_rep.shape, generator=generator, device=x0.device, dtype=torch.float32)
         x_t = self.scheduler.add_noise(x0_rep, noise, t)
         labels_rep = None if labels is None else labels.repeat(len(timesteps))
-        output = self._predict(x_t, t, labels_rep).double()
-        eps = self.scheduler.predicted_noise(output, x_t.double(), t)
+        dtype = table_dtype(x0.device)
+        output = self._predict(x_t, t, labels_rep).to(dtype)
+        eps = self.scheduler.predicted_noise(output, x_t.to(dtype), t)
         if estimator == "prediction_error":
-            eps = eps - noise.double()
+            eps = eps - noise.to(dtype)
         return eps.square().flatten(1).mean(1).view(len(timesteps), -1).sum(1)

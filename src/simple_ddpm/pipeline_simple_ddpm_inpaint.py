@@ -11,10 +11,10 @@ from .editing_inputs import (
     image_format,
     image_to_model_input,
     mask_to_tensor,
-    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
-from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
+from .pipeline_simple_ddpm import ClassLabels
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 
 
 def repaint_levels(num_inference_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -37,14 +37,12 @@ def repaint_levels(num_inference_steps: int, jump_length: int, jump_n_sample: in
     return levels
 
 
-class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
+class SimpleDDPMInpaintPipeline(SimpleDDPMEditingPipeline):
     """Fill the masked region of an image with a trained DDPM, by RePaint (Lugmayr et al. 2022): at every reverse
     step the known pixels are a fresh draw of q(x_{t-1} | x_0) from the image, the unknown ones the model's step,
     and jumps back up the chain (resampling) let the two agree. No training for the task: any `SimpleDDPMPipeline`
     folder loads as this class, or `SimpleDDPMInpaintPipeline.from_pipe(pipe)` shares a loaded one's components.
     """
-
-    save_pretrained = save_as_simple_ddpm_pipeline
 
     @torch.no_grad()
     def __call__(

@@ -8,10 +8,10 @@ from .editing_inputs import (
     ImageInput,
     image_format,
     image_to_model_input,
-    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
-from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
+from .pipeline_simple_ddpm import ClassLabels
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler
 
 INTERPOLATIONS = ("slerp", "linear")
@@ -34,7 +34,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
     return mixed.view_as(a).to(a.dtype)
 
 
-class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
+class SimpleDDPMInversionPipeline(SimpleDDPMEditingPipeline):
     """The deterministic DDIM chain (eta = 0, Song et al. 2021) both ways: `invert` encodes an image to its x_T,
     `__call__` decodes an x_T back to an image, `interpolate` morphs between two images through their x_T.
 
@@ -43,8 +43,6 @@ class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
     `num_inference_steps` grows. Any `SimpleDDPMPipeline` folder loads as this class;
     `SimpleDDPMInversionPipeline.from_pipe(pipe)` shares a loaded one's components.
     """
-
-    save_pretrained = save_as_simple_ddpm_pipeline
 
     def _unclipped_scheduler(self, num_inference_steps: int) -> SimpleDDPMScheduler:
         scheduler = simple_ddpm_scheduler(self, "DDIM inversion")
