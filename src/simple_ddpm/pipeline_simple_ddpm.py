@@ -508,10 +508,11 @@ class SimpleDDPMPipeline(DiffusionPipeline):
 
         Every term is evaluated at one draw x_t ~ q(x_t | x_0) per image and timestep, in float64 from the
         network's output (float32 on a device without float64, Apple MPS). Conventions follow improved-diffusion's
-        `calc_bpd_loop` (Nichol & Dhariwal 2021): x0_hat is clipped when the scheduler's `clip_sample` is set; at t = 1 the model's variance is
-        sigma^2(2) (the clipped log-variance); the decoder is the discretized Gaussian on the 8-bit grid,
-        bin width 2/255, the edge bins open to infinity, with the exact normal CDF (improved-diffusion uses a
-        tanh approximation). With a learned variance, every term uses the variance the network outputs.
+        `calc_bpd_loop` (Nichol & Dhariwal 2021): x0_hat is clipped when the scheduler's `clip_sample` is set; at
+        t = 1 the model's variance is sigma^2(2) (the clipped log-variance); the decoder is the discretized
+        Gaussian on the 8-bit grid, bin width 2/255, the edge bins open to infinity, with the exact normal CDF
+        (improved-diffusion uses a tanh approximation). With a learned variance, every term uses the variance the
+        network outputs.
 
         Args:
             images (`torch.Tensor` of shape `(B, C, H, W)`): x_0, floats in [-1, 1] on the 8-bit grid
