@@ -121,7 +121,7 @@ def _pipeline_code_files() -> dict[str, Path]:
     holds exactly the files the loader will ask for.
     """
     # Copied flat beside pipeline.py, as diffusers resolves `from .x import` among siblings: the pipeline's relative
-    # imports, today scheduling_simple_ddpm, ddpm_chain, analytic_dpm, variational_bound, model_output,
+    # imports, today scheduling_simple_ddpm, ddpm_chain, analytic_dpm, variational_bound, model_output, elbo,
     # training_losses, timestep_samplers, guidance, float32_attention and hardware; pipeline_simple_ddpm.py imports
     # each of them itself, as diffusers copies only pipeline.py's own imports from a local folder.
     pipeline_file = Path(__file__).with_name("pipeline_simple_ddpm.py")  # a sibling, read but not imported
