@@ -96,6 +96,21 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         class_names (`list[str]`, *optional*): the names of the K classes of a class-conditional UNet, in label
             order; saved in model_index.json (a diffusers-only user may ignore them). Without them, classes are
             chosen by index.
+
+    Example:
+
+    ```py
+    import torch
+    from simple_ddpm import SimpleDDPMPipeline
+
+    pipe = SimpleDDPMPipeline.from_pretrained("outputs/simple-ddpm")  # a folder train.py wrote, or a Hub repo id
+    images = pipe(batch_size=4, num_inference_steps=25, generator=torch.Generator().manual_seed(0)).images
+    images[0].save("sample.png")
+
+    channels, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    x0 = torch.randint(0, 256, (2, channels, size, size)) / 127.5 - 1  # two 8-bit images in [-1, 1]
+    print(pipe.elbo(x0, num_inference_steps=25).bits_per_dim)  # the bound of the 25-step sampler, bits/dim
+    ```
     """
 
     model_cpu_offload_seq = "unet"

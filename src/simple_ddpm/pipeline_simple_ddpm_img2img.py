@@ -29,6 +29,17 @@ class SimpleDDPMImg2ImgPipeline(SimpleDDPMEditingPipeline):
 
     Any `SimpleDDPMPipeline` folder loads as this class; `SimpleDDPMImg2ImgPipeline.from_pipe(pipe)` shares a
     loaded one's components.
+
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMImg2ImgPipeline
+
+    pipe = SimpleDDPMImg2ImgPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    pipe(photo, strength=0.3, num_inference_steps=50).images[0].save("touched_up.png")
+    ```
     """
 
     @torch.no_grad()

@@ -42,6 +42,18 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMEditingPipeline):
     step the known pixels are a fresh draw of q(x_{t-1} | x_0) from the image, the unknown ones the model's step,
     and jumps back up the chain (resampling) let the two agree. No training for the task: any `SimpleDDPMPipeline`
     folder loads as this class, or `SimpleDDPMInpaintPipeline.from_pipe(pipe)` shares a loaded one's components.
+
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMInpaintPipeline
+
+    pipe = SimpleDDPMInpaintPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    mask = Image.open("mask.png")  # grayscale, white where the model fills in
+    pipe(photo, mask, num_inference_steps=50, jump_n_sample=2).images[0].save("inpainted.png")
+    ```
     """
 
     @torch.no_grad()

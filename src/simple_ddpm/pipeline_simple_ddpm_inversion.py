@@ -42,6 +42,19 @@ class SimpleDDPMInversionPipeline(SimpleDDPMEditingPipeline):
     inverse. The round trip is exact up to the discretisation of the probability-flow ODE: its error falls as
     `num_inference_steps` grows. Any `SimpleDDPMPipeline` folder loads as this class;
     `SimpleDDPMInversionPipeline.from_pipe(pipe)` shares a loaded one's components.
+
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMInversionPipeline
+
+    pipe = SimpleDDPMInversionPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    latents = pipe.invert(photo, num_inference_steps=50)  # x_T
+    pipe(latents, num_inference_steps=50).images[0].save("round_trip.png")
+    frames = pipe.interpolate(photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), num_frames=4).images
+    ```
     """
 
     def _unclipped_scheduler(self, num_inference_steps: int) -> SimpleDDPMScheduler:

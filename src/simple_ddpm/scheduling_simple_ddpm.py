@@ -121,6 +121,21 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
 
     `variance_type="analytic"` is the KL-optimal variance sigma*^2 of every step of the chain being sampled (any
     `eta`), from `analytic_mean_squared_eps` (see `analytic_variance`); the last step outputs its mean.
+
+    Example:
+
+    ```py
+    import torch
+    from simple_ddpm import SimpleDDPMScheduler
+
+    scheduler = SimpleDDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
+    scheduler.set_timesteps(50)  # the respaced 50-step chain
+    sample = torch.randn(1, 3, 32, 32)  # x_T
+    generator = torch.Generator().manual_seed(0)
+    for t in scheduler.timesteps:
+        predicted_noise = torch.zeros_like(sample)  # your network's output at (sample, t)
+        sample = scheduler.step(predicted_noise, t, sample, generator=generator).prev_sample
+    ```
     """
 
     _compatibles = ["DDPMScheduler"] + [e.name for e in KarrasDiffusionSchedulers]
