@@ -50,7 +50,7 @@ from .training_losses import (
     signal_to_noise_ratio,
     training_target,
 )
-from .variational_bound import discretized_gaussian_log_likelihood, normal_kl  # noqa: F401
+from .variational_bound import discretized_gaussian_log_likelihood, normal_kl, p_mean_variance, q_posterior_mean  # noqa: F401
 from .variational_bound import prior_bpd as prior_term_bpd
 from .variational_bound import vb_terms_bpd as chain_terms_bpd
 
@@ -370,11 +370,9 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         mu_q = (sqrt(alpha_t)(1 - alpha_bar_{t-1}) x_t + sqrt(alpha_bar_{t-1}) beta_t x_0) / (1 - alpha_bar_t),
         sigma^2(t) = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t.
         """
-        mean = (
-            self._table("posterior_mean_coef1", timesteps, sample) * original_samples
-            + self._table("posterior_mean_coef2", timesteps, sample) * sample
-        )
-        variance = self._table("posterior_variance", timesteps, sample).expand_as(sample)
+        t = torch.as_tensor(timesteps, device=sample.device).long()
+        mean = q_posterior_mean(self.full_chain, original_samples, sample, t)
+        variance = self.full_chain.gather("posterior_variance", t, sample).expand_as(sample)
         return mean, variance
 
     def p_mean_variance(
@@ -393,17 +391,7 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         the config's; False leaves x0_hat neither clipped nor thresholded (training, as improved-diffusion's
         `training_losses`: clipping would cut the gradient).
         """
-        prediction, variance_values = self.split_model_output(model_output, sample)
-        pred_original_sample = self.predict_original_sample(prediction, sample, timesteps)
-        pred_original_sample = self.clip_predicted_x0(pred_original_sample, clip_sample)
-        mean, _ = self.q_posterior(pred_original_sample, sample, timesteps)
-        if variance_values is None:
-            log_variance = self._table("model_log_variance", timesteps, sample).expand_as(sample)
-        else:
-            min_log = self._table("posterior_log_variance_clipped", timesteps, sample)
-            max_log = self._table("log_betas", timesteps, sample)
-            log_variance = self.learned_log_variance(variance_values.to(sample.dtype), min_log, max_log)
-        return mean, log_variance, pred_original_sample
+        return p_mean_variance(self, self.full_chain, model_output, sample, timesteps, clip_sample)
 
     def clip_predicted_x0(self, pred_original_sample: torch.Tensor, clip_sample: bool | None = None) -> torch.Tensor:
         """x0_hat thresholded or clipped as `step` does; `clip_sample` overrides the config's (False: neither)."""

@@ -67,6 +67,41 @@ def prior_bpd(original_samples: torch.Tensor, sqrt_alpha_bar: torch.Tensor, alph
     return mean_over_pixels(normal_kl(mean, log_variance, zero, zero)) / math.log(2)
 
 
+def q_posterior_mean(
+    chain: DDPMChain, original_samples: torch.Tensor, sample: torch.Tensor, timesteps: torch.Tensor
+) -> torch.Tensor:
+    """mu_q = coef_x0 x_0 + coef_xt x_t, the mean of q(x_s | x_t, x_0) for the chain's step t -> s (Ho et al.
+    eq. 7 with the chain's beta'); `timesteps` long, on the sample's device."""
+    return (
+        chain.gather("coef_x0", timesteps, sample) * original_samples
+        + chain.gather("coef_xt", timesteps, sample) * sample
+    )
+
+
+def p_mean_variance(
+    scheduler: SchedulerMixin,
+    chain: DDPMChain,
+    model_output: torch.Tensor,
+    sample: torch.Tensor,
+    timesteps: torch.Tensor,
+    clip_sample: bool | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean and log-variance of the model's p(x_s | x_t) on `chain`, and x0_hat: mu = mu_q(x_t, x0_hat) (Ho et al.
+    eq. 11 for Design II), x0_hat thresholded or clipped as `step` does (`clip_sample` overrides the config's;
+    False: neither), the variance the chain's `model_log_variance` or the network's learned one."""
+    t = torch.as_tensor(timesteps, device=sample.device).long()
+    prediction, variance_values = scheduler.split_model_output(model_output, sample)
+    pred_original_sample = scheduler.predict_original_sample(prediction, sample, t)
+    pred_original_sample = scheduler.clip_predicted_x0(pred_original_sample, clip_sample)
+    mean = q_posterior_mean(chain, pred_original_sample, sample, t)
+    if variance_values is None:
+        log_variance = chain.gather("model_log_variance", t, sample).expand_as(sample)
+    else:
+        min_log, max_log = chain.gather("min_log", t, sample), chain.gather("max_log", t, sample)
+        log_variance = scheduler.learned_log_variance(variance_values.to(sample.dtype), min_log, max_log)
+    return mean, log_variance, pred_original_sample
+
+
 def vb_terms_bpd(
     scheduler: SchedulerMixin,
     chain: DDPMChain,
@@ -89,17 +124,8 @@ def vb_terms_bpd(
     t = timesteps.to(sample.device).long()
     if len(chain.timesteps) < len(chain.tables["on_chain"]):
         chain.check_on_chain(t)
-    prediction, variance_values = scheduler.split_model_output(model_output, sample)
-    pred_original_sample = scheduler.predict_original_sample(prediction, sample, t)
-    pred_original_sample = scheduler.clip_predicted_x0(pred_original_sample, clip_sample)
-    coef_x0, coef_xt = chain.gather("coef_x0", t, sample), chain.gather("coef_xt", t, sample)
-    true_mean = coef_x0 * original_samples + coef_xt * sample
-    mean = coef_x0 * pred_original_sample + coef_xt * sample
-    if variance_values is None:
-        log_variance = chain.gather("model_log_variance", t, sample).expand_as(sample)
-    else:
-        min_log, max_log = chain.gather("min_log", t, sample), chain.gather("max_log", t, sample)
-        log_variance = scheduler.learned_log_variance(variance_values.to(sample.dtype), min_log, max_log)
+    true_mean = q_posterior_mean(chain, original_samples, sample, t)
+    mean, log_variance, _ = p_mean_variance(scheduler, chain, model_output, sample, t, clip_sample)
     true_log_variance = chain.gather("posterior_log_variance", t, sample)
     is_decoder = chain.gather("is_last", t, sample).flatten() == 1
     return term_bits(original_samples, true_mean, true_log_variance, mean, log_variance, is_decoder)
