@@ -7,7 +7,6 @@ after each run.
 import json
 import logging
 
-import arguments as arguments_module
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -16,6 +15,7 @@ from huggingface_hub import ModelCard
 
 from simple_ddpm import SimpleDDPMPipeline, hub
 from simple_ddpm.cli import main as simple_ddpm_main
+from training import arguments as arguments_module
 from training import train
 
 TINY_RUN = [
