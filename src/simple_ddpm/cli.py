@@ -328,7 +328,7 @@ def analytic(args: argparse.Namespace) -> None:
     folder = Path(args.model).expanduser()
     if not folder.is_dir():
         raise UsageError(
-            f"{args.model}: analytic writes the table back into the pipeline, so MODEL must be a local folder "
+            f"{args.model}: analytic stores the table in the pipeline folder, so MODEL must be a local folder "
             "(download a Hub repo with `huggingface-cli download` first)."
         )
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)

@@ -1,6 +1,7 @@
 """The `simple-ddpm` commands that edit images with a trained model: inpaint, img2img, interpolate.
 
     simple-ddpm inpaint MODEL IMAGE MASK [--num-inference-steps 250] [--jump-length 10] [--jump-n-sample 10]
+        (the default jump length shrinks to steps - 1 for a shorter chain)
     simple-ddpm img2img MODEL IMAGE --strength S [--num-inference-steps 1000] [--eta E]
     simple-ddpm interpolate MODEL A B --frames N [--num-inference-steps 50] [--interpolation slerp|linear]
 
