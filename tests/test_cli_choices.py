@@ -146,3 +146,12 @@ def test_no_verb_warns_about_how_it_loads_the_model(
     err = capfd.readouterr().err
     assert status == 0, err
     assert "should be kept in float32" not in err and "FutureWarning" not in err, err
+
+
+@pytest.mark.parametrize("verb", ["sample", "elbo", "fid", "analytic", "inpaint", "img2img", "interpolate"])
+def test_device_option_states_its_default_in_help(verb, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([verb, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps help lines
+    default = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "(default: cuda when torch sees a GPU, else cpu; here: " + default + ")" in text
