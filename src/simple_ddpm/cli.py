@@ -474,7 +474,8 @@ def fid(args: argparse.Namespace) -> None:
             num_inference_steps=steps,
             eta=eta,
         )
-        what = f"{generated.count} samples, {args.scheduler} at {steps} steps"
+        variance = f", {args.variance_type} variance" if args.variance_type else ""
+        what = f"{generated.count} samples, {args.scheduler} at {steps} steps{variance}"
     reference = reference_statistics(args, extractor, channels, size)
     distance = frechet_distance(generated, reference)
     print(f"Frechet distance: {distance:.4f} ({extractor.name}; {what}; {reference.count} reference images)")
