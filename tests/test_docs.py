@@ -262,3 +262,10 @@ def test_no_page_hard_codes_the_cpu_for_a_command():
     for page in PAGES:
         for block in code_blocks(page):
             assert "--device cpu" not in block.code, repr(block)
+
+
+def test_every_figure_of_the_recommendation_is_in_the_results_page():
+    """The recommendation cites measurements; docs/results.md holds each of them (a changed table shows here)."""
+    results = (ROOT / "docs" / "results.md").read_text()
+    figures = re.findall(r"\d+\.\d+", SAMPLING_RECOMMENDATION)
+    assert figures and [figure for figure in figures if figure not in results] == []
