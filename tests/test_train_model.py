@@ -96,8 +96,8 @@ def test_final_bound_is_exact_only_where_its_unet_work_is_a_small_share_of_the_r
     # exact: 180 images x 1000 terms <= 0.25 x 3 x 2000 steps x 128 images (the quickstart)
     assert 180 * 1000 <= share * 3 * 2000 * 128
     assert train.final_eval_timesteps(args, num_eval_images=180, images_seen=2000 * 128) is None
-    # estimated: 256 images x 1000 terms against 19,200 images seen
-    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=19_200) == train.ESTIMATE_TIMESTEPS
+    # estimated: 256 images x 1000 terms against 200,000 images seen
+    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=200_000) == train.ESTIMATE_TIMESTEPS
     # the boundary: exactly that share of the run's work is still exact, one image more is not
     images_seen = math.ceil(256 * 1000 / (share * 3))
     assert 256 * 1000 <= share * 3 * images_seen < 257 * 1000

@@ -273,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logging.add_argument("--num_samples", type=positive_int, default=64, help="Images in each sample grid.")
     logging.add_argument(
-        "--num_inference_steps", type=positive_int, help="Reverse steps for the final sample grid; default: T."
+        "--num_inference_steps",
+        type=positive_int,
+        help="Reverse steps for the final sample grid. Default: T when its --num_samples x T UNet calls cost at most "
+        "a quarter of the training's UNet work (as the exact final bound), else --periodic_inference_steps, or "
+        "fewer (at least 10) where those would cost more than that quarter.",
     )
     logging.add_argument(
         "--periodic_inference_steps",
@@ -308,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--final_eval_timesteps",
         type=positive_int,
         help="Timesteps for the final bits/dim (K >= T - 1: the exact bound). Default: exact when its T UNet calls "
-        "per held-out image cost at most a quarter of the training's UNet work, else the 100-term estimate.",
+        "per held-out image cost at most a quarter of the training's UNet work, else the 100-term estimate, or "
+        "fewer (at least 10) where 100 would cost more than that quarter.",
     )
     logging.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size of the ELBO.")
     logging.add_argument(

@@ -48,7 +48,7 @@ class FrechetEvaluation:
             args.seed,
         )
 
-    def __call__(self, pipe: SimpleDDPMPipeline) -> float:
+    def __call__(self, pipe: SimpleDDPMPipeline, progress: bool = False) -> float:
         samples = sample_statistics(
             pipe,
             self.extractor,
@@ -56,7 +56,7 @@ class FrechetEvaluation:
             batch_size=self.batch_size,
             seed=self.seed,
             num_inference_steps=self.num_inference_steps,
-            progress=False,
+            progress=progress,
         )
         return frechet_distance(samples, self.reference)
 

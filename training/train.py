@@ -71,6 +71,7 @@ from training.checkpoints import (
     resolve_resume,
     write_unet_config,
 )
+from training.final_stages import affordable_steps, final_grid_steps, final_stage
 from training.frechet_eval import FrechetEvaluation
 from training.image_data import PreparedImages, batches_per_epoch, prepare_images, training_batches
 from training.stop_signals import TrainingInterrupted, stop_signals
@@ -363,7 +364,8 @@ def sampled_timesteps(num_timesteps: int | None, num_train_timesteps: int) -> in
 
 # The exact bound costs T forward passes per held-out image; a training image costs about 3 (forward and
 # backward). Without --final_eval_timesteps the final bound is exact when that is at most this share of the
-# run's UNet work, else estimated from ESTIMATE_TIMESTEPS terms: a count, not a clock, so reruns agree.
+# run's UNet work, else estimated from ESTIMATE_TIMESTEPS terms (fewer in a short run: `affordable_steps`): a count,
+# not a clock, so reruns agree.
 EXACT_BOUND_MAX_SHARE = 0.25
 ESTIMATE_TIMESTEPS = 100
 
@@ -398,19 +400,15 @@ def fill_analytic_table(pipe: SimpleDDPMPipeline, data: PreparedImages, args, co
     )
     trained = pipe.scheduler.config.variance_type
     start = time.perf_counter()
-    table = pipe.estimate_analytic_variance(
-        pixels_to_model_input(pixels).to(pipe.device),
-        generator=torch.Generator().manual_seed(args.seed),
-        batch_size=args.eval_batch_size,
-    )
+    T = args.num_train_timesteps
+    with final_stage(pipe, f"analytic variance table from {len(pixels)} training images", len(pixels) * T):
+        table = pipe.estimate_analytic_variance(
+            pixels_to_model_input(pixels).to(pipe.device),
+            generator=torch.Generator().manual_seed(args.seed),
+            batch_size=args.eval_batch_size,
+        )
     pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=trained)
     seconds = time.perf_counter() - start
-    logger.info(
-        "Analytic variance table from %d training images (%d UNet calls, %.0f s)",
-        len(pixels),
-        len(pixels) * len(table),
-        seconds,
-    )
     return {
         "images": len(pixels),
         "network_calls": len(pixels) * len(table),
@@ -425,7 +423,8 @@ def final_eval_timesteps(args, num_eval_images: int, images_seen: int) -> int | 
         return sampled_timesteps(args.final_eval_timesteps, args.num_train_timesteps)
     exact_work = num_eval_images * args.num_train_timesteps
     cheap = exact_work <= EXACT_BOUND_MAX_SHARE * 3 * images_seen
-    return None if cheap else sampled_timesteps(ESTIMATE_TIMESTEPS, args.num_train_timesteps)
+    estimate = affordable_steps(ESTIMATE_TIMESTEPS, num_eval_images, images_seen)
+    return None if cheap else sampled_timesteps(estimate, args.num_train_timesteps)
 
 
 def held_out_bits_per_dim(
@@ -629,16 +628,22 @@ def finish(
     pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler, data.class_names)
     analytic = fill_analytic_table(pipe, data, args, analytic_image_count(args, progress.images_seen, args.streaming))
     save_pipeline_atomically(pipe, output_dir)
-    grid = write_samples(
-        pipe, args, output_dir / FINAL_GRID_NAME, args.num_inference_steps or args.num_train_timesteps
-    )
+    grid_steps = final_grid_steps(args, progress.images_seen, EXACT_BOUND_MAX_SHARE)
+    with final_stage(
+        pipe, f"sample grid of {args.num_samples} images, {grid_steps} steps", args.num_samples * grid_steps
+    ):
+        grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME, grid_steps)
     log_grid(accelerator, grid, progress.global_step)
     eval_timesteps = final_eval_timesteps(args, len(data.eval), progress.images_seen)
-    bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps, data.eval_labels)
+    terms = args.num_train_timesteps if eval_timesteps is None else eval_timesteps + 1
+    bound = "exact" if eval_timesteps is None else f"{eval_timesteps}-term estimate"
+    bounds = 1 if data.class_names is None else 2  # a class-conditional model: given the label, and without
+    with final_stage(pipe, f"held-out bound ({bound}) of {len(data.eval)} images", bounds * len(data.eval) * terms):
+        bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps, data.eval_labels)
+        unconditional_bits = None if bounds == 1 else held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
     accelerator.log({"eval/bits_per_dim": bits}, step=progress.global_step)
     conditioning = {}
     if data.class_names is not None:
-        unconditional_bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
         conditioning = {"held_out_bits_per_dim_unconditional": unconditional_bits, "class_names": data.class_names}
     metrics = {
         "held_out_bits_per_dim": bits,
@@ -649,7 +654,7 @@ def finish(
         "wall_time_s": progress.wall_time_s(),
         "sample_grid": FINAL_GRID_NAME,
         "num_samples": args.num_samples,
-        "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
+        "num_inference_steps": grid_steps,
         "skipped_images": data.num_skipped,
         **conditioning,
         **({"analytic_variance": analytic} if analytic else {}),
@@ -657,7 +662,9 @@ def finish(
         | {"importance_sampling_warmed_up": model.timestep_sampler.warmed_up()},
     }
     if fid is not None:
-        distance = fid(pipe)
+        samples = f"Frechet distance of {fid.num_samples} samples, {fid.num_inference_steps} steps"
+        with final_stage(None, samples, fid.num_samples * fid.num_inference_steps):
+            distance = fid(pipe, progress=sys.stderr.isatty())
         accelerator.log({"eval/frechet_distance": distance}, step=progress.global_step)
         metrics["frechet_distance"] = fid.describe(distance)
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))

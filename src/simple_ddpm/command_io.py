@@ -28,7 +28,7 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
         raise UsageError(f"{model} is neither an existing folder nor a Hub repo id (USER/NAME).")
     try:
         pipe = SimpleDDPMPipeline.from_pretrained(
-            str(path) if path.exists() else model, revision=revision, torch_dtype=DTYPES[dtype]
+            str(path) if path.exists() else model, revision=revision, dtype=DTYPES[dtype]
         )
     except (OSError, ValueError, TypeError) as error:
         raise UsageError(f"Cannot load {model}: {first_line(error)}") from None

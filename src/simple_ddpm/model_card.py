@@ -12,6 +12,8 @@ from pathlib import Path
 from diffusers import DiffusionPipeline
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .recommendation import SAMPLING_RECOMMENDATION
+
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 METRICS_NAME = "metrics.json"
 CARD_TAGS = ["simple-ddpm", "diffusers:SimpleDDPMPipeline", "diffusers", "ddpm", "unconditional-image-generation"]
@@ -145,6 +147,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         images_seen=metrics["images_seen"],
         wall_time_minutes=metrics["wall_time_s"] / 60,
         objective_text=objective_description(setup),
+        sampling_recommendation=SAMPLING_RECOMMENDATION,
         variance_text=VARIANCE_DESCRIPTIONS[setup.get("variance_type", "fixed_small")],
         ema_text=f"max decay {setup['ema_max_decay']}, warmup power {setup['ema_power']}"
         if setup["use_ema"]
@@ -172,6 +175,7 @@ def pipeline_model_card(pipe: DiffusionPipeline, repo_id: str, template_path: Pa
             f"the sampler's own: this pipeline samples with {type(pipe.scheduler).__name__}",
         ),
         class_names=pipe.config.get("class_names"),
+        sampling_recommendation=SAMPLING_RECOMMENDATION,
     )
 
 
