@@ -40,12 +40,12 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.analytic_dpm import analytic_variance
 from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.feature_networks import ClassifierFeatures
 from simple_ddpm.frechet import frechet_distance
 from simple_ddpm.sample_quality import pixel_statistics
 from simple_ddpm.sampling import generate_images
-from simple_ddpm.scheduling_simple_ddpm import analytic_variance
 
 WORK = bench_quality.BENCHMARKS / "_work" / "analytic"
 # name -> (variance_type, eta)

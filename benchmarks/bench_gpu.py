@@ -33,17 +33,17 @@ import torch.nn.functional as F
 
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
-sys.path.insert(0, str(BENCHMARKS.parent / "training"))
-import train  # noqa: E402
-from arguments import parse_args as parse_train_args  # noqa: E402
+sys.path.insert(0, str(BENCHMARKS.parent))  # the `training` package
 from bench_quality import grouped_bound  # noqa: E402
 from fashion_mnist import read_idx  # noqa: E402
-from image_data import PreparedImages, training_batches  # noqa: E402
 from interleaved_timer import InterleavedTimer, synchronizer  # noqa: E402
-from unet_presets import build_unet  # noqa: E402
 
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 from simple_ddpm.timestep_samplers import create_timestep_sampler  # noqa: E402
+from training import train  # noqa: E402
+from training.arguments import parse_args as parse_train_args  # noqa: E402
+from training.image_data import PreparedImages, training_batches  # noqa: E402
+from training.unet_presets import build_unet  # noqa: E402
 
 IDX_DIRS = (BENCHMARKS / "_work" / "fashion-mnist-idx", Path("/usr/share/datasets/fashion-mnist"))
 PAD = 2  # 28 + 2 * 2 = 32

@@ -24,7 +24,7 @@ import json, os, statistics, sys, time
 import torch
 sys.path.insert(0, sys.argv[1])
 from types import SimpleNamespace
-from unet_presets import build_unet
+from training.unet_presets import build_unet
 from simple_ddpm.hardware import native_bf16
 preset, batch_size, resolution, steps = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 torch.manual_seed(0)
@@ -71,7 +71,7 @@ def parse_args() -> argparse.Namespace:
 
 def run_worker(args: argparse.Namespace, env: dict[str, str]) -> dict:
     clean = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
-    training = str(Path(__file__).resolve().parents[1] / "training")
+    training = str(Path(__file__).resolve().parents[1])  # holds the `training` package
     command = [sys.executable, "-c", WORKER, training, args.preset, str(args.batch_size), str(args.resolution)]
     result = subprocess.run([*command, str(args.steps)], env={**clean, **env}, capture_output=True, text=True)
     if result.returncode:

@@ -46,17 +46,17 @@ from diffusers.training_utils import EMAModel
 
 BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
-sys.path.insert(0, str(BENCHMARKS.parent / "training"))
-import train  # noqa: E402
-from arguments import parse_args as parse_train_args  # noqa: E402
-from image_data import prepare_images, training_batches  # noqa: E402
+sys.path.insert(0, str(BENCHMARKS.parent))  # the `training` package
 from interleaved_timer import InterleavedTimer  # noqa: E402
-from unet_presets import build_unet  # noqa: E402
 
 from simple_ddpm.cpu_threads import configure_cpu_threads  # noqa: E402
 from simple_ddpm.float32_attention import use_float32_attention  # noqa: E402
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 from simple_ddpm.timestep_samplers import create_timestep_sampler  # noqa: E402
+from training import train  # noqa: E402
+from training.arguments import parse_args as parse_train_args  # noqa: E402
+from training.image_data import prepare_images, training_batches  # noqa: E402
+from training.unet_presets import build_unet  # noqa: E402
 
 DATASET = BENCHMARKS / "_work" / "fashion_mnist"
 TARGET_RATIO, TARGET_UNET_SHARE = 1.3, 0.90

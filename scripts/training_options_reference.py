@@ -10,9 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = ROOT / "docs" / "training-options.md"
-sys.path.insert(0, str(ROOT / "training"))
+sys.path.insert(0, str(ROOT))  # the `training` package
 
-from arguments import build_parser  # noqa: E402
+from training.arguments import build_parser  # noqa: E402
 
 HEADER = """# Training options
 

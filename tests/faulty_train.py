@@ -77,6 +77,5 @@ if "CRASH_WHILE_WRITING" in os.environ:
     patch_writers()
 if "NAN_WEIGHTS_AFTER_STEP" in os.environ:
     patch_optimizer(int(os.environ["NAN_WEIGHTS_AFTER_STEP"]))
-sys.path.insert(0, str(TRAIN.parent))
 sys.argv = [str(TRAIN), *sys.argv[1:]]
 runpy.run_path(str(TRAIN), run_name="__main__")

@@ -13,7 +13,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from tiny_pipeline import tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
-from simple_ddpm.scheduling_simple_ddpm import classifier_free_guidance
+from simple_ddpm.guidance import classifier_free_guidance
 
 MEANS = (-0.2, 0.2)  # class y: every pixel of x_0 ~ N(MEANS[y], STD^2), independently
 STD = 0.2

@@ -122,7 +122,7 @@ def test_interpolate_writes_a_strip_and_a_gif(pipe_folder, files, tmp_path):
             "--guidance-scale needs --class",
         ),
         (["interpolate", "{model}", "{a}", "{small}"], "The second image is 4x4"),
-        (["interpolate", "{model}", "{a}", "{b}", "--frames", "1"], "num_frames must be an integer >= 2"),
+        (["interpolate", "{model}", "{a}", "{b}", "--frames", "1"], "--frames must be at least 2"),
     ],
 )
 def test_bad_editing_input_is_a_one_line_error(pipe_folder, files, tmp_path, capsys, argv, message):

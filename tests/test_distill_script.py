@@ -15,12 +15,10 @@ from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_s
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline
+from training import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTILL = ROOT / "training" / "distill.py"
-sys.path.insert(0, str(ROOT / "training"))
-
-import distill  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -43,6 +43,8 @@ from PIL import Image
 from tiny_pipeline import save_trained_folder, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler, cli
+from simple_ddpm.model_card import pipeline_model_card
+from simple_ddpm.recommendation import SAMPLING_RECOMMENDATION, quoted_recommendations
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -64,7 +66,6 @@ SHRUNK_DISTILLATION = [
 ]  # fmt: skip
 TRAIN_WRAPPER = """import runpy, sys
 sys.argv = [{script!r}, *sys.argv[1:], *{extra!r}]
-sys.path.insert(0, {training!r})
 runpy.run_path({script!r}, run_name="__main__")
 """
 
@@ -127,9 +128,7 @@ def prepare_directory(directory: Path) -> dict[str, str]:
         (training / source.name).symlink_to(source)
     for script, extra in (("train.py", SHRUNK_TRAINING), ("distill.py", SHRUNK_DISTILLATION)):
         (training / script).unlink()
-        (training / script).write_text(
-            TRAIN_WRAPPER.format(script=str(ROOT / "training" / script), extra=extra, training=str(ROOT / "training"))
-        )
+        (training / script).write_text(TRAIN_WRAPPER.format(script=str(ROOT / "training" / script), extra=extra))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
@@ -236,3 +235,39 @@ def test_a_block_skipped_as_the_same_command_as_elsewhere_is_that_command():
             if match:
                 other = ROOT / match[1]
                 assert any(b.code == block.code and not b.skip_reason for b in code_blocks(other)), repr(block)
+
+
+# The pages that quote the sampling recommendation; docs/sampling.md states it (simple_ddpm/recommendation.py).
+RECOMMENDATION_PAGES = ["README.md", "docs/sampling.md", "docs/fast-sampling.md"]
+
+
+def test_the_sampling_recommendation_is_quoted_word_for_word_wherever_it_is_quoted():
+    for name in RECOMMENDATION_PAGES:
+        assert quoted_recommendations((ROOT / name).read_text()) == [SAMPLING_RECOMMENDATION], name
+    for page in PAGES:  # no other page holds a stale copy
+        assert all(quote == SAMPLING_RECOMMENDATION for quote in quoted_recommendations(page.read_text())), page
+
+
+def test_the_model_card_and_sample_help_quote_the_sampling_recommendation(tmp_path, capsys):
+    trained = tmp_path / "trained"
+    save_trained_folder(docs_pipeline(), trained)
+    assert quoted_recommendations((trained / "README.md").read_text()) == [SAMPLING_RECOMMENDATION]
+    card = str(pipeline_model_card(docs_pipeline(), "user/model"))  # a pipeline pushed without measurements
+    assert quoted_recommendations(card) == [SAMPLING_RECOMMENDATION]
+    with pytest.raises(SystemExit):
+        cli.main(["sample", "--help"])
+    assert SAMPLING_RECOMMENDATION in capsys.readouterr().out
+
+
+def test_no_page_hard_codes_the_cpu_for_a_command():
+    """Commands run on the GPU when there is one; `--device cpu` only in a sentence that says why."""
+    for page in PAGES:
+        for block in code_blocks(page):
+            assert "--device cpu" not in block.code, repr(block)
+
+
+def test_every_figure_of_the_recommendation_is_in_the_results_page():
+    """The recommendation cites measurements; docs/results.md holds each of them (a changed table shows here)."""
+    results = (ROOT / "docs" / "results.md").read_text()
+    figures = re.findall(r"\d+\.\d+", SAMPLING_RECOMMENDATION)
+    assert figures and [figure for figure in figures if figure not in results] == []

@@ -257,10 +257,8 @@ def test_train_py_measures_auto_precision_once_then_reuses_the_cached_choice(tmp
 def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_was_trained_in(tmp_path, monkeypatch):
     """A measurement at resume could differ (another machine, a deleted cache, a changed load); the resumed run is
     the uninterrupted one only in the same precision, so "auto" takes the checkpoint's and measures nothing."""
-    sys.path.insert(0, str(ROOT / "training"))
-    import run_setup
-    import train
-    from checkpoints import PROGRESS_NAME, TrainingProgress, checkpoint_precision
+    from training import run_setup, train
+    from training.checkpoints import PROGRESS_NAME, TrainingProgress, checkpoint_precision
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(run_setup, "unet_seconds", lambda *args, **kwargs: pytest.fail("measured on resume"))

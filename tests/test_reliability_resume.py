@@ -4,16 +4,13 @@ resumed with --resume_from_checkpoint latest, ends bitwise where an uninterrupte
 import random
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from reliability_runs import FAULTY_TRAIN, Run, assert_same_training_state, partial_saves, run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from checkpoints import list_checkpoints, resolve_resume  # noqa: E402
+from training.checkpoints import list_checkpoints, resolve_resume
 
 pytestmark = pytest.mark.slow
 

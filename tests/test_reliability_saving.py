@@ -4,7 +4,6 @@ and non-finite weights ending the run in one line with the last checkpoint intac
 import errno
 import os
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,8 @@ from safetensors.torch import load_file
 from tiny_pipeline import tiny_pipeline
 
 from simple_ddpm import SimpleDDPMPipeline
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically  # noqa: E402
-from checkpoints import list_checkpoints  # noqa: E402
+from training.atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically
+from training.checkpoints import list_checkpoints
 
 WEIGHTS = "unet/diffusion_pytorch_model.safetensors"
 

@@ -6,7 +6,6 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -15,10 +14,7 @@ import torch
 from reliability_runs import TWO_PROCESSES, Run, assert_same_training_state, load_any, partial_saves, run
 
 from simple_ddpm import SimpleDDPMPipeline
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from checkpoints import list_checkpoints  # noqa: E402
+from training.checkpoints import list_checkpoints
 
 pytestmark = pytest.mark.slow
 

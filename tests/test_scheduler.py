@@ -11,7 +11,7 @@ from ideal_denoiser import ideal_denoiser
 from torch.distributions import Normal, kl_divergence
 
 from simple_ddpm import SimpleDDPMScheduler
-from simple_ddpm.scheduling_simple_ddpm import discretized_gaussian_log_likelihood
+from simple_ddpm.variational_bound import discretized_gaussian_log_likelihood
 
 T = 1000
 

@@ -9,16 +9,14 @@ import pytest
 import torch
 from tiny_pipeline import tiny_pipeline
 
+from simple_ddpm import SimpleDDPMPipeline
+from simple_ddpm.image_processing import pixels_to_model_input
+from simple_ddpm.model_card import ANALYTIC_ADVICE
+from training.arguments import parse_args
+from training.image_data import PreparedImages
+from training.train import analytic_image_count, fill_analytic_table
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
-
-from arguments import parse_args  # noqa: E402
-from image_data import PreparedImages  # noqa: E402
-from train import analytic_image_count, fill_analytic_table  # noqa: E402
-
-from simple_ddpm import SimpleDDPMPipeline  # noqa: E402
-from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
-from simple_ddpm.model_card import ANALYTIC_ADVICE  # noqa: E402
 
 
 def options(tmp_path: Path, *extra: str):

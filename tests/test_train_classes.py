@@ -11,18 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from simple_ddpm import SimpleDDPMPipeline
+from simple_ddpm.image_processing import pixels_to_model_input
+from training.arguments import InvalidTrainingInput, parse_args
+from training.checkpoints import check_compatible, write_unet_config
+from training.image_data import prepare_images, training_batches
+from training.train import drop_class_labels, grid_class_labels
+from training.unet_presets import build_unet
+
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "training" / "train.py"
-sys.path.insert(0, str(ROOT / "training"))
-
-from arguments import InvalidTrainingInput, parse_args  # noqa: E402
-from checkpoints import check_compatible, write_unet_config  # noqa: E402
-from image_data import prepare_images, training_batches  # noqa: E402
-from train import drop_class_labels, grid_class_labels  # noqa: E402
-from unet_presets import build_unet  # noqa: E402
-
-from simple_ddpm import SimpleDDPMPipeline  # noqa: E402
-from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 
 
 def options(tmp_path: Path, *extra: str):
@@ -154,7 +152,7 @@ def test_bad_class_options_fail_at_parse_time(tmp_path, capsys, extra, message):
     assert exit_info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()[-1]) > 0
     with pytest.raises(InvalidTrainingInput, match=message):
-        from arguments import build_parser, validate_args
+        from training.arguments import build_parser, validate_args
 
         validate_args(build_parser().parse_args(["--output_dir", str(tmp_path / "out"), *extra]))
 

@@ -1,6 +1,5 @@
 """The training data path: the embedded digits, PIL modes to channels, decode-once caching, batches and grids."""
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,20 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-import image_data  # noqa: E402
-from arguments import parse_args  # noqa: E402
-from image_data import (  # noqa: E402
+from simple_ddpm import image_processing
+from simple_ddpm.image_processing import convert_to_channels, image_grid, to_pixels
+from training import image_data
+from training.arguments import parse_args
+from training.image_data import (
     batches_per_epoch,
     crop_and_flip,
     digits_dataset,
     epoch_batches,
     prepare_images,
 )
-
-from simple_ddpm import image_processing  # noqa: E402
-from simple_ddpm.image_processing import convert_to_channels, image_grid, to_pixels  # noqa: E402
 
 
 def make_image_folder(folder: Path, images: list[Image.Image]) -> Path:

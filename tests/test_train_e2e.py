@@ -15,12 +15,10 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from simple_ddpm import SimpleDDPMPipeline
+from training.image_data import digits_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "training" / "train.py"
-sys.path.insert(0, str(ROOT / "training"))
-
-from image_data import digits_dataset  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

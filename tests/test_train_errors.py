@@ -13,15 +13,13 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from simple_ddpm.image_datasets import DatasetInputError
+from training.arguments import InvalidTrainingInput, parse_args
+from training.checkpoints import UNET_CONFIG_NAME, check_compatible, check_training_state, write_unet_config
+from training.image_data import prepare_images
+from training.unet_presets import build_unet
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
-
-from arguments import InvalidTrainingInput, parse_args  # noqa: E402
-from checkpoints import UNET_CONFIG_NAME, check_compatible, check_training_state, write_unet_config  # noqa: E402
-from image_data import prepare_images  # noqa: E402
-from unet_presets import build_unet  # noqa: E402
-
-from simple_ddpm.image_datasets import DatasetInputError  # noqa: E402
 
 
 def options(tmp_path: Path, *extra: str):
@@ -228,7 +226,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
-    from checkpoints import list_checkpoints, prune_checkpoints, resolve_resume
+    from training.checkpoints import list_checkpoints, prune_checkpoints, resolve_resume
 
     for step in (9, 10, 100, 11, 2):
         (tmp_path / f"checkpoint-{step}").mkdir()

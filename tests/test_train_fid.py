@@ -16,11 +16,9 @@ from simple_ddpm import SimpleDDPMPipeline, write_model_card
 from simple_ddpm.feature_networks import FeatureClassifier, load_feature_extractor, save_feature_classifier
 from simple_ddpm.frechet import frechet_distance
 from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
+from training.image_data import digits_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "training"))
-
-from image_data import digits_dataset  # noqa: E402
 
 SMALL_RUN = [
     "--report_to", "none", "--max_train_samples", "96", "--train_batch_size", "16", "--num_train_timesteps", "50",

@@ -6,8 +6,6 @@ after each run.
 
 import json
 import logging
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,11 +15,8 @@ from huggingface_hub import ModelCard
 
 from simple_ddpm import SimpleDDPMPipeline, hub
 from simple_ddpm.cli import main as simple_ddpm_main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-import arguments as arguments_module  # noqa: E402
-import train  # noqa: E402
+from training import arguments as arguments_module
+from training import train
 
 TINY_RUN = [
     "--max_train_samples", "32", "--train_batch_size", "16", "--num_train_timesteps", "10", "--lr_warmup_steps", "1",

@@ -2,19 +2,15 @@
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from diffusers import UNet2DModel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from arguments import parse_args  # noqa: E402
-from unet_presets import UNET_PRESETS, build_unet, pretrained_unet_config  # noqa: E402
-
-from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from training.arguments import parse_args
+from training.unet_presets import UNET_PRESETS, build_unet, pretrained_unet_config
 
 
 def options(tmp_path: Path, *extra: str):
@@ -71,13 +67,13 @@ class Constant(torch.nn.Module):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
 @pytest.mark.parametrize("weighting", ["simple", "elbo", "min_snr"])
 def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(prediction_type, weighting):
-    from train import diffusion_loss
+    from simple_ddpm.training_losses import diffusion_loss
 
     scheduler = SimpleDDPMScheduler(num_train_timesteps=100, prediction_type=prediction_type)
     x0 = torch.linspace(-1, 1, 4 * 2 * 3 * 3).view(4, 2, 3, 3)
     prediction = torch.full((1, 2, 3, 3), 0.25)
     torch.manual_seed(0)
-    loss = diffusion_loss(Constant(prediction), scheduler, x0, weighting, snr_gamma=5.0)
+    loss = diffusion_loss(Constant(prediction), scheduler, x0, loss_weighting=weighting, snr_gamma=5.0)
 
     torch.manual_seed(0)  # the same draws, in the order Algorithm 1 takes them: noise, then t
     noise, t = torch.randn_like(x0), torch.randint(0, 100, (4,))
@@ -93,15 +89,15 @@ def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(predi
 
 
 def test_final_bound_is_exact_only_where_its_unet_work_is_a_small_share_of_the_run(tmp_path):
-    import train
+    from training import train
 
     args = options(tmp_path)  # T = 1000
     share = train.EXACT_BOUND_MAX_SHARE
     # exact: 180 images x 1000 terms <= 0.25 x 3 x 2000 steps x 128 images (the quickstart)
     assert 180 * 1000 <= share * 3 * 2000 * 128
     assert train.final_eval_timesteps(args, num_eval_images=180, images_seen=2000 * 128) is None
-    # estimated: 256 images x 1000 terms against 19,200 images seen
-    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=19_200) == train.ESTIMATE_TIMESTEPS
+    # estimated: 256 images x 1000 terms against 200,000 images seen
+    assert train.final_eval_timesteps(args, num_eval_images=256, images_seen=200_000) == train.ESTIMATE_TIMESTEPS
     # the boundary: exactly that share of the run's work is still exact, one image more is not
     images_seen = math.ceil(256 * 1000 / (share * 3))
     assert 256 * 1000 <= share * 3 * images_seen < 257 * 1000

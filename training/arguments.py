@@ -27,8 +27,8 @@ from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
 MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
 # With no data option, the run trains on scikit-learn's digits for this many steps (the README's quickstart).
 QUICKSTART_TRAIN_STEPS = 2000
-# Peak AdamW learning rate by --model_preset: the tiny UNet on the digits ended at 4.49 exact bits/dim after
-# 2,700 steps at 3e-3, 4.54 at 2e-3, and 4.57 after 4,000 steps at 1e-3 (benchmarks/RESULTS.md).
+# Peak AdamW learning rate by --model_preset: the tiny UNet's rate is the one of least held-out bits/dim on the
+# digits among those tried (benchmarks/RESULTS.md, how the steps and learning rate were chosen).
 DEFAULT_LEARNING_RATES = {"tiny": 3e-3}
 DEFAULT_LEARNING_RATE = 1e-3
 
@@ -295,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logging.add_argument("--num_samples", type=positive_int, default=64, help="Images in each sample grid.")
     logging.add_argument(
-        "--num_inference_steps", type=positive_int, help="Reverse steps for the final sample grid; default: T."
+        "--num_inference_steps",
+        type=positive_int,
+        help="Reverse steps for the final sample grid. Default: T when its --num_samples x T UNet calls cost at most "
+        "a quarter of the training's UNet work (as the exact final bound), else --periodic_inference_steps, or "
+        "fewer (at least 10) where those would cost more than that quarter.",
     )
     logging.add_argument(
         "--periodic_inference_steps",
@@ -330,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--final_eval_timesteps",
         type=positive_int,
         help="Timesteps for the final bits/dim (K >= T - 1: the exact bound). Default: exact when its T UNet calls "
-        "per held-out image cost at most a quarter of the training's UNet work, else the 100-term estimate.",
+        "per held-out image cost at most a quarter of the training's UNet work, else the 100-term estimate, or "
+        "fewer (at least 10) where 100 would cost more than that quarter.",
     )
     logging.add_argument("--eval_batch_size", type=positive_int, default=256, help="Batch size of the ELBO.")
     logging.add_argument(

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from checkpoints import list_checkpoints
+
+from training.checkpoints import list_checkpoints
 
 PARTIAL_PREFIX = ".partial-"  # not matched by list_checkpoints; removed by remove_partial_saves at start
 

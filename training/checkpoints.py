@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 import torch
-from arguments import InvalidTrainingInput
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from unet_presets import describe_classes
 
 from simple_ddpm.image_datasets import first_line
+from training.arguments import InvalidTrainingInput
+from training.unet_presets import describe_classes
 
 CHECKPOINT_PREFIX = "checkpoint-"
 UNET_CONFIG_NAME = "unet_config.json"
@@ -30,8 +30,8 @@ PROGRESS_NAME = "training_progress.json"
 EMA_WEIGHTS_NAME = "ema.safetensors"  # the EMA's shadow weights, under the UNet's parameter names
 EMA_STATE_NAME = "ema.json"  # the EMA's decay schedule and step count
 TIMESTEP_SAMPLER_NAME = "timestep_sampler.safetensors"  # --timestep_sampling importance: the loss history
-# What earlier checkpoints held instead: accelerate's pickles of registered objects. They are still resumed,
-# through torch's restricted unpickler, under these names in a view of the folder (see load_checkpoint).
+# Checkpoints in accelerate's pickles of registered objects (CHANGELOG.md) resume through torch's restricted
+# unpickler, under these names in a view of the folder (see load_checkpoint).
 LEGACY_NAMES = {"custom_checkpoint_0.pkl": "legacy_progress.pkl", "custom_checkpoint_1.pkl": "legacy_ema.pkl"}
 LEGACY_PROGRESS_NAME, LEGACY_EMA_NAME = LEGACY_NAMES.values()
 

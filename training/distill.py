@@ -19,10 +19,24 @@ import sys
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script (python training/distill.py, accelerate launch): the package's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from arguments import (
+from diffusers import UNet2DModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.cpu_threads import configure_cpu_threads
+from simple_ddpm.distillation import distillation_chains, distillation_loss, teacher_x0
+from simple_ddpm.float32_attention import use_float32_attention
+from simple_ddpm.image_processing import image_grid, pixels_to_model_input
+from simple_ddpm.model_card import METRICS_NAME, write_model_card
+from simple_ddpm.scheduling_simple_ddpm import LEARNED_VARIANCE_TYPES
+from training.arguments import (
     InvalidTrainingInput,
     add_checkpoint_arguments,
     add_data_arguments,
@@ -32,8 +46,8 @@ from arguments import (
     non_negative_int,
     positive_int,
 )
-from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
-from checkpoints import (
+from training.atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
+from training.checkpoints import (
     TrainingProgress,
     check_compatible,
     checkpoint_dir,
@@ -44,20 +58,9 @@ from checkpoints import (
     resolve_resume,
     write_unet_config,
 )
-from diffusers import UNet2DModel
-from image_data import DIGITS_DATASET_ID, drop_class_labels, prepare_images, training_batches
-from run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
-from safetensors.torch import load_file, save_file
-from stop_signals import TrainingInterrupted, stop_signals
-from tqdm.auto import tqdm
-
-from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
-from simple_ddpm.cpu_threads import configure_cpu_threads
-from simple_ddpm.distillation import distillation_chains, distillation_loss, teacher_x0
-from simple_ddpm.float32_attention import use_float32_attention
-from simple_ddpm.image_processing import image_grid, pixels_to_model_input
-from simple_ddpm.model_card import METRICS_NAME, write_model_card
-from simple_ddpm.scheduling_simple_ddpm import LEARNED_VARIANCE_TYPES
+from training.image_data import DIGITS_DATASET_ID, drop_class_labels, prepare_images, training_batches
+from training.run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
+from training.stop_signals import TrainingInterrupted, stop_signals
 
 logger = logging.getLogger("distill")
 

@@ -9,12 +9,12 @@ training (default min(100, T)), at the end too, so that the last value compares 
 from dataclasses import dataclass
 
 import torch
-from arguments import InvalidTrainingInput
 
 from simple_ddpm import SimpleDDPMPipeline
 from simple_ddpm.feature_networks import FeatureNetworkError, load_feature_extractor
 from simple_ddpm.frechet import FeatureStatistics, frechet_distance
 from simple_ddpm.sample_quality import check_image_format, pixel_statistics, sample_statistics
+from training.arguments import InvalidTrainingInput
 
 
 @dataclass
@@ -48,7 +48,7 @@ class FrechetEvaluation:
             args.seed,
         )
 
-    def __call__(self, pipe: SimpleDDPMPipeline) -> float:
+    def __call__(self, pipe: SimpleDDPMPipeline, progress: bool = False) -> float:
         samples = sample_statistics(
             pipe,
             self.extractor,
@@ -56,7 +56,7 @@ class FrechetEvaluation:
             batch_size=self.batch_size,
             seed=self.seed,
             num_inference_steps=self.num_inference_steps,
-            progress=False,
+            progress=progress,
         )
         return frechet_distance(samples, self.reference)
 

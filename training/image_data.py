@@ -15,7 +15,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
-from arguments import InvalidTrainingInput
 from datasets.distributed import split_dataset_by_node
 
 from simple_ddpm.image_datasets import (
@@ -28,6 +27,7 @@ from simple_ddpm.image_datasets import (
     undecoded,
 )
 from simple_ddpm.image_processing import is_grayscale, to_pixels
+from training.arguments import InvalidTrainingInput
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ import datasets
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list
-from arguments import InvalidTrainingInput
 from diffusers import UNet2DModel
 
 from simple_ddpm.cpu_threads import ThreadChoice
@@ -24,6 +23,7 @@ from simple_ddpm.hardware import (
 )
 from simple_ddpm.hub import HubAccessError
 from simple_ddpm.image_datasets import DatasetInputError
+from training.arguments import InvalidTrainingInput
 
 logger = logging.getLogger("train")
 

@@ -16,34 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script (python training/train.py, accelerate launch): the package's root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import numpy as np
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import set_seed
-from arguments import InvalidTrainingInput, check_mixed_precision, parse_args
-from atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
-from checkpoints import (
-    TrainingProgress,
-    check_compatible,
-    check_training_state,
-    checkpoint_dir,
-    checkpoint_precision,
-    checkpoint_training_state,
-    list_checkpoints,
-    load_checkpoint,
-    prune_checkpoints,
-    resolve_resume,
-    write_unet_config,
-)
 from diffusers import UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
-from frechet_eval import FrechetEvaluation
-from image_data import PreparedImages, batches_per_epoch, drop_class_labels, prepare_images, training_batches
-from run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
-from stop_signals import TrainingInterrupted, stop_signals
 from tqdm.auto import tqdm
-from unet_presets import build_unet, pretrained_unet_config
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.cpu_threads import configure_cpu_threads
@@ -61,8 +44,35 @@ from simple_ddpm.hub import (
 )
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
-from simple_ddpm.timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
-from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, training_losses
+from simple_ddpm.timestep_samplers import UniformSampler, create_timestep_sampler
+from simple_ddpm.training_losses import diffusion_loss
+from training.arguments import InvalidTrainingInput, check_mixed_precision, parse_args
+from training.atomic_save import SaveRefused, remove_partial_saves, save_pipeline_atomically, save_state_atomically
+from training.checkpoints import (
+    TrainingProgress,
+    check_compatible,
+    check_training_state,
+    checkpoint_dir,
+    checkpoint_precision,
+    checkpoint_training_state,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    resolve_resume,
+    write_unet_config,
+)
+from training.final_stages import affordable_steps, final_grid_steps, final_stage
+from training.frechet_eval import FrechetEvaluation
+from training.image_data import (
+    PreparedImages,
+    batches_per_epoch,
+    drop_class_labels,
+    prepare_images,
+    training_batches,
+)
+from training.run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
+from training.stop_signals import TrainingInterrupted, stop_signals
+from training.unet_presets import build_unet, pretrained_unet_config
 
 logger = logging.getLogger("train")
 
@@ -209,37 +219,6 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
     return folder
 
 
-def diffusion_loss(
-    unet: torch.nn.Module,
-    scheduler: SimpleDDPMScheduler,
-    x0: torch.Tensor,
-    loss_weighting: str,
-    snr_gamma: float,
-    loss_type: str = "mse",
-    vlb_weight: float = DEFAULT_VLB_WEIGHT,
-    timestep_sampler: UniformSampler | None = None,
-    gather=lambda tensor: tensor,
-    class_labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Ho et al. Algorithm 1 with Nichol & Dhariwal's objective: eps ~ N(0, I), t from the timestep sampler
-    (uniform by default), each image's loss (`simple_ddpm.training_losses`: the MSE weighted by w(t), + lambda L_vlb
-    for a learned variance) weighted by 1 / (T p_t). An importance sampler learns from every process's losses. A
-    class-conditional UNet sees `class_labels` (after label dropout)."""
-    sampler = timestep_sampler or UniformSampler(scheduler.config.num_train_timesteps)
-    noise = torch.randn_like(x0)
-    timesteps, weights = sampler.sample(x0.shape[0], x0.device)
-    noisy = scheduler.add_noise(x0, noise, timesteps)
-    conditioning = {} if class_labels is None else {"class_labels": class_labels}
-    model_output = unet(noisy, timesteps, **conditioning).sample
-    losses = training_losses(
-        scheduler, model_output, x0, noisy, noise, timesteps,
-        loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, vlb_weight=vlb_weight,
-    )  # fmt: skip
-    if isinstance(sampler, LossSecondMomentSampler):
-        sampler.update_with_losses(gather(timesteps), gather(losses.loss.detach()))
-    return (weights * losses.loss).mean()
-
-
 def sampling_pipeline(
     accelerator: Accelerator, unet, ema: EMAModel | None, scheduler, class_names: list[str] | None = None
 ) -> SimpleDDPMPipeline:
@@ -288,7 +267,8 @@ def sampled_timesteps(num_timesteps: int | None, num_train_timesteps: int) -> in
 
 # The exact bound costs T forward passes per held-out image; a training image costs about 3 (forward and
 # backward). Without --final_eval_timesteps the final bound is exact when that is at most this share of the
-# run's UNet work, else estimated from ESTIMATE_TIMESTEPS terms: a count, not a clock, so reruns agree.
+# run's UNet work, else estimated from ESTIMATE_TIMESTEPS terms (fewer in a short run: `affordable_steps`): a count,
+# not a clock, so reruns agree.
 EXACT_BOUND_MAX_SHARE = 0.25
 ESTIMATE_TIMESTEPS = 100
 
@@ -323,19 +303,15 @@ def fill_analytic_table(pipe: SimpleDDPMPipeline, data: PreparedImages, args, co
     )
     trained = pipe.scheduler.config.variance_type
     start = time.perf_counter()
-    table = pipe.estimate_analytic_variance(
-        pixels_to_model_input(pixels).to(pipe.device),
-        generator=torch.Generator().manual_seed(args.seed),
-        batch_size=args.eval_batch_size,
-    )
+    T = args.num_train_timesteps
+    with final_stage(pipe, f"analytic variance table from {len(pixels)} training images", len(pixels) * T):
+        table = pipe.estimate_analytic_variance(
+            pixels_to_model_input(pixels).to(pipe.device),
+            generator=torch.Generator().manual_seed(args.seed),
+            batch_size=args.eval_batch_size,
+        )
     pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=trained)
     seconds = time.perf_counter() - start
-    logger.info(
-        "Analytic variance table from %d training images (%d UNet calls, %.0f s)",
-        len(pixels),
-        len(pixels) * len(table),
-        seconds,
-    )
     return {
         "images": len(pixels),
         "network_calls": len(pixels) * len(table),
@@ -350,7 +326,8 @@ def final_eval_timesteps(args, num_eval_images: int, images_seen: int) -> int | 
         return sampled_timesteps(args.final_eval_timesteps, args.num_train_timesteps)
     exact_work = num_eval_images * args.num_train_timesteps
     cheap = exact_work <= EXACT_BOUND_MAX_SHARE * 3 * images_seen
-    return None if cheap else sampled_timesteps(ESTIMATE_TIMESTEPS, args.num_train_timesteps)
+    estimate = affordable_steps(ESTIMATE_TIMESTEPS, num_eval_images, images_seen)
+    return None if cheap else sampled_timesteps(estimate, args.num_train_timesteps)
 
 
 def held_out_bits_per_dim(
@@ -419,9 +396,17 @@ def optimizer_step(args, accelerator: Accelerator, model: Trainee, batches: Iter
             labels = drop_class_labels(labels.to(accelerator.device), args.class_dropout, null_label)
         with accelerator.accumulate(model.unet):
             loss = diffusion_loss(
-                model.unet, model.scheduler, x0, args.loss_weighting, args.snr_gamma,
-                args.loss_type, args.vlb_weight, model.timestep_sampler, accelerator.gather, labels,
-            )  # fmt: skip
+                model.unet,
+                model.scheduler,
+                x0,
+                loss_weighting=args.loss_weighting,
+                snr_gamma=args.snr_gamma,
+                loss_type=args.loss_type,
+                vlb_weight=args.vlb_weight,
+                timestep_sampler=model.timestep_sampler,
+                gather=accelerator.gather,
+                class_labels=labels,
+            )
             losses.append(accelerator.reduce(loss.detach(), reduction="mean"))
             if not torch.isfinite(losses[-1]):
                 last_checkpoint = (list_checkpoints(Path(args.output_dir)) or ["none"])[-1]
@@ -546,16 +531,22 @@ def finish(
     pipe = sampling_pipeline(accelerator, model.unet, model.ema, model.scheduler, data.class_names)
     analytic = fill_analytic_table(pipe, data, args, analytic_image_count(args, progress.images_seen, args.streaming))
     save_pipeline_atomically(pipe, output_dir)
-    grid = write_samples(
-        pipe, args, output_dir / FINAL_GRID_NAME, args.num_inference_steps or args.num_train_timesteps
-    )
+    grid_steps = final_grid_steps(args, progress.images_seen, EXACT_BOUND_MAX_SHARE)
+    with final_stage(
+        pipe, f"sample grid of {args.num_samples} images, {grid_steps} steps", args.num_samples * grid_steps
+    ):
+        grid = write_samples(pipe, args, output_dir / FINAL_GRID_NAME, grid_steps)
     log_grid(accelerator, grid, progress.global_step)
     eval_timesteps = final_eval_timesteps(args, len(data.eval), progress.images_seen)
-    bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps, data.eval_labels)
+    terms = args.num_train_timesteps if eval_timesteps is None else eval_timesteps + 1
+    bound = "exact" if eval_timesteps is None else f"{eval_timesteps}-term estimate"
+    bounds = 1 if data.class_names is None else 2  # a class-conditional model: given the label, and without
+    with final_stage(pipe, f"held-out bound ({bound}) of {len(data.eval)} images", bounds * len(data.eval) * terms):
+        bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps, data.eval_labels)
+        unconditional_bits = None if bounds == 1 else held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
     accelerator.log({"eval/bits_per_dim": bits}, step=progress.global_step)
     conditioning = {}
     if data.class_names is not None:
-        unconditional_bits = held_out_bits_per_dim(pipe, data.eval, args, eval_timesteps)
         conditioning = {"held_out_bits_per_dim_unconditional": unconditional_bits, "class_names": data.class_names}
     metrics = {
         "held_out_bits_per_dim": bits,
@@ -566,7 +557,7 @@ def finish(
         "wall_time_s": progress.wall_time_s(),
         "sample_grid": FINAL_GRID_NAME,
         "num_samples": args.num_samples,
-        "num_inference_steps": args.num_inference_steps or args.num_train_timesteps,
+        "num_inference_steps": grid_steps,
         "skipped_images": data.num_skipped,
         **conditioning,
         **({"analytic_variance": analytic} if analytic else {}),
@@ -574,7 +565,9 @@ def finish(
         | {"importance_sampling_warmed_up": model.timestep_sampler.warmed_up()},
     }
     if fid is not None:
-        distance = fid(pipe)
+        samples = f"Frechet distance of {fid.num_samples} samples, {fid.num_inference_steps} steps"
+        with final_stage(None, samples, fid.num_samples * fid.num_inference_steps):
+            distance = fid(pipe, progress=sys.stderr.isatty())
         accelerator.log({"eval/frechet_distance": distance}, step=progress.global_step)
         metrics["frechet_distance"] = fid.describe(distance)
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))

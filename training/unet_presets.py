@@ -3,10 +3,10 @@
 import json
 from pathlib import Path
 
-from arguments import InvalidTrainingInput
 from diffusers import UNet2DModel
 
-from simple_ddpm.scheduling_simple_ddpm import LEARNED_VARIANCE_TYPES
+from simple_ddpm.ddpm_chain import LEARNED_VARIANCE_TYPES
+from training.arguments import InvalidTrainingInput
 
 # Keyword arguments of UNet2DModel for each --model_preset; sample_size and channels come from the data.
 UNET_PRESETS = {

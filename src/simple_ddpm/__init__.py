@@ -1,7 +1,9 @@
 """simple_ddpm: DDPM (Ho et al. 2020) as a diffusers scheduler and pipeline, with the exact ELBO in bits/dim."""
 
+from .ddpm_chain import DDPMChain
 from .feature_networks import FeatureClassifier, load_feature_classifier, save_feature_classifier
 from .frechet import FeatureStatistics, frechet_distance
+from .guidance import classifier_free_guidance
 from .hub import (
     BackgroundUploader,
     HubAccessError,
@@ -12,22 +14,25 @@ from .hub import (
 )
 from .model_card import write_model_card
 from .pipeline_simple_ddpm import ELBOOutput, SimpleDDPMPipeline
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
 from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
 from .pipeline_simple_ddpm_inversion import SimpleDDPMInversionPipeline
-from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput, classifier_free_guidance
+from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
-from .training_losses import TrainingLosses, training_losses
+from .training_losses import TrainingLosses, diffusion_loss, training_losses
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackgroundUploader",
+    "DDPMChain",
     "ELBOOutput",
     "FeatureClassifier",
     "FeatureStatistics",
     "HubAccessError",
     "LossSecondMomentSampler",
+    "SimpleDDPMEditingPipeline",
     "SimpleDDPMImg2ImgPipeline",
     "SimpleDDPMInpaintPipeline",
     "SimpleDDPMInversionPipeline",
@@ -38,6 +43,7 @@ __all__ = [
     "UniformSampler",
     "classifier_free_guidance",
     "create_timestep_sampler",
+    "diffusion_loss",
     "frechet_distance",
     "load_feature_classifier",
     "make_hub_layout",

@@ -3,9 +3,10 @@ to the Hub.
 
     simple-ddpm sample MODEL [--output grid.png | --output folder/] [--num-images 16] [--num-inference-steps 1000]
         [--seed 0] [--scheduler ddpm|ddim|dpm++] [--eta E] [--timestep-spacing optimal] [--trajectory trajectory.png]
+        [--variance-type fixed_small|fixed_large|analytic]
     simple-ddpm elbo MODEL DATA [--num-images 256] [--estimator-timesteps K | --num-inference-steps K]
         [--variance-type fixed_small|fixed_large|analytic] [--timestep-spacing linspace|optimal|...] [--batch-size 256]
-    simple-ddpm analytic MODEL DATA [--num-images 100]     # the analytic variance table, written into MODEL
+    simple-ddpm analytic MODEL DATA [--num-images 100]     # the analytic variance table, stored in MODEL
     simple-ddpm fid MODEL_OR_FOLDER REFERENCE [--features inception|CLASSIFIER.safetensors] [--num-images 1000]
         [--num-inference-steps N]
     simple-ddpm push FOLDER USER/NAME [--private] [--token TOKEN] [--keep-card]
@@ -33,7 +34,9 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .command_io import DTYPES, UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
 from .cpu_threads import configure_cpu_threads
+from .editing_commands import add_editing_commands
 from .feature_networks import INCEPTION, FeatureNetworkError, load_feature_extractor
 from .frechet import FeatureStatistics, StatisticsError, frechet_distance
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
@@ -47,20 +50,24 @@ from .image_datasets import (
     open_image,
     undecoded,
 )
-from .image_processing import image_grid, pixels_to_model_input, to_pixels
+from .image_processing import pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, is_training_metrics, write_model_card
 from .pipeline_simple_ddpm import SAMPLING_PRECISIONS, SimpleDDPMPipeline
+from .recommendation import SAMPLING_RECOMMENDATION
 from .sample_quality import check_image_format, pixel_statistics, sample_statistics
-from .sampling import SAMPLERS, TrajectoryRecorder, evenly_spaced_steps, generate_images, use_sampler
+from .sampling import (
+    SAMPLERS,
+    SAMPLING_VARIANCE_TYPES,
+    TrajectoryRecorder,
+    check_sampler_choice,
+    evenly_spaced_steps,
+    generate_images,
+    use_sampler,
+)
 from .scheduling_simple_ddpm import FIXED_VARIANCE_TYPES, TIMESTEP_SPACINGS, SimpleDDPMScheduler
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 BOUND_VARIANCE_TYPES = (*FIXED_VARIANCE_TYPES, "analytic")  # a learned variance is the network's, not a choice
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class UsageError(Exception):
-    """Bad input to the command; reported as one line, without a traceback."""
 
 
 class DeprecatedSpelling(argparse.Action):
@@ -91,60 +98,34 @@ def add_option(parser: argparse.ArgumentParser, name: str, *, deprecated: str | 
         )
 
 
-def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
-    """A SimpleDDPMPipeline from a local folder or a Hub repo id, on `device`, progress bars off."""
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise UsageError(f"{model} is not a pipeline folder: it has no model_index.json.")
-    elif model.count("/") != 1 or model.startswith((".", "/", "~")):
-        raise UsageError(f"{model} is neither an existing folder nor a Hub repo id (USER/NAME).")
-    try:
-        pipe = SimpleDDPMPipeline.from_pretrained(
-            str(path) if path.exists() else model, revision=revision, torch_dtype=DTYPES[dtype]
-        )
-    except (OSError, ValueError, TypeError) as error:
-        raise UsageError(f"Cannot load {model}: {first_line(error)}") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
-
-
 def distilled_steps(pipe: SimpleDDPMPipeline) -> int | None:
     """The step count of a distilled student (training/distill.py), or None for any other model."""
     chain = getattr(pipe.scheduler.config, "distilled_timesteps", None)
     return None if chain is None else len(chain)
 
 
-def choose_sampler(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> float | None:
-    """Set the pipeline's scheduler from --scheduler; return the eta to sample with. A distilled student samples
-    its own chain, at eta 0 unless --eta says otherwise."""
-    if distilled_steps(pipe) is not None:
-        if args.scheduler == "dpm++" or args.timestep_spacing is not None:
+def choose_sampler(pipe: SimpleDDPMPipeline | None, args: argparse.Namespace) -> float | None:
+    """Set the pipeline's scheduler from --scheduler, --timestep-spacing and --variance-type (for this call only:
+    the folder is not changed); return the eta to sample with. With no pipeline, the checks that need no model.
+    A distilled student samples its own chain, at eta 0 unless --eta says otherwise."""
+    choice = (args.scheduler, args.eta, args.timestep_spacing, args.variance_type)
+    if pipe is not None and distilled_steps(pipe) is not None:
+        if args.scheduler == "dpm++" or args.timestep_spacing is not None or args.variance_type is not None:
             raise UsageError(
                 f"{args.model} is a {distilled_steps(pipe)}-step distilled model: it samples its own timesteps "
-                "with DDIM; leave --scheduler and --timestep-spacing unset."
+                "with DDIM; leave --scheduler, --timestep-spacing and --variance-type unset."
             )
         return args.eta
     try:
-        return use_sampler(pipe, args.scheduler, args.eta, args.timestep_spacing)
+        return check_sampler_choice(*choice) if pipe is None else use_sampler(pipe, *choice)
     except ValueError as error:
         raise UsageError(str(error)) from None
-
-
-def parse_class(pipe: SimpleDDPMPipeline, text: str) -> int | str:
-    """A --class value: a class name of the model, else an index."""
-    names = pipe.config.get("class_names") or []
-    if text in names or not text.lstrip("-").isdigit():
-        return text
-    return int(text)
 
 
 def sample_labels(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> tuple[list | None, int | None]:
     """The label of each image, --num-images per --class, and the grid's columns (one row per class when several
     are given), or (None, None) without --class."""
-    if args.classes is None:
-        if args.guidance_scale != 0:
-            raise UsageError("--guidance-scale needs --class: the class to guide the samples to.")
+    if args.classes is None:  # --guidance-scale without --class: refused before loading (`sample`)
         return None, None
     if pipe.num_classes is None:
         raise UsageError(f"--class needs a class-conditional model; {args.model} is unconditional.")
@@ -160,6 +141,9 @@ def sample_labels(pipe: SimpleDDPMPipeline, args: argparse.Namespace) -> tuple[l
 
 def sample(args: argparse.Namespace) -> None:
     """Image i starts from the generator seeded with seed + i, so it does not depend on the batch size."""
+    choose_sampler(None, args)
+    if args.classes is None and args.guidance_scale != 0:
+        raise UsageError("--guidance-scale needs --class: the class to guide the samples to.")
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
     eta = choose_sampler(pipe, args)
     labels, cols = sample_labels(pipe, args)
@@ -194,32 +178,6 @@ def sample(args: argparse.Namespace) -> None:
 
     rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
     write_images(images, args.output, "samples", cols=cols, detail=rows)
-
-
-def write_images(
-    images: torch.Tensor, output: str, what: str, cols: int | None = None, detail: str = ""
-) -> list[Image.Image]:
-    """Images (N, C, H, W) in [0, 1]: a grid (`cols` columns) when `output` ends in .png, else one PNG per image
-    in the folder `output`; says so, `what` naming the images and `detail` ending a grid's line. Returns them as
-    PIL images."""
-    pil_images = SimpleDDPMPipeline.numpy_to_pil(images.cpu().permute(0, 2, 3, 1).numpy())
-    path = Path(output)
-    if path.suffix.lower() == ".png":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image_grid(images, cols=cols).save(path)
-        print(f"Wrote a grid of {len(images)} {what} to {path}{detail}")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        width = len(str(len(images) - 1))
-        for i, image in enumerate(pil_images):
-            image.save(path / f"{i:0{width}d}.png")
-        print(f"Wrote {len(images)} {what} to {path}/")
-    return pil_images
-
-
-def read_image(path: Path) -> Image.Image:
-    with Image.open(path) as image:  # closes the file: a folder may hold more images than open files allowed
-        return image.copy()
 
 
 def load_images(data: str, split: str, image_column: str | None, count: int | None) -> list[Image.Image]:
@@ -331,11 +289,12 @@ def elbo(args: argparse.Namespace) -> None:
 
 def analytic(args: argparse.Namespace) -> None:
     """G_t from --num-images training images (`SimpleDDPMPipeline.estimate_analytic_variance`), written into the
-    folder's scheduler_config.json with variance_type 'analytic'; metrics.json and the card record M."""
+    folder's scheduler_config.json; its variance_type stays as it was (as train.py leaves it), so later commands
+    sample as before unless given --variance-type analytic. metrics.json and the card record M."""
     folder = Path(args.model).expanduser()
     if not folder.is_dir():
         raise UsageError(
-            f"{args.model}: analytic writes the table back into the pipeline, so MODEL must be a local folder "
+            f"{args.model}: analytic stores the table in the pipeline folder, so MODEL must be a local folder "
             "(download a Hub repo with `huggingface-cli download` first)."
         )
     pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
@@ -350,12 +309,14 @@ def analytic(args: argparse.Namespace) -> None:
     pixels = pixels_of(load_images(args.data, args.split, args.image_column, args.num_images), channels, size)
     images = pixels_to_model_input(pixels)
     T = len(pipe.scheduler)
+    variance_type = pipe.scheduler.config.variance_type
     pipe.set_progress_bar_config(disable=False)
     start = time.perf_counter()
     table = pipe.estimate_analytic_variance(
         images, generator=torch.Generator().manual_seed(args.seed), batch_size=args.batch_size
     )
     seconds = time.perf_counter() - start
+    pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=variance_type)
     write_config_atomically(pipe.scheduler, folder / "scheduler")
     metrics_path = folder / METRICS_NAME
     if metrics_path.is_file():
@@ -364,7 +325,7 @@ def analytic(args: argparse.Namespace) -> None:
             "images": len(images),
             "network_calls": len(images) * T,
             "seconds": seconds,
-            "variance_type": "analytic",
+            "variance_type": variance_type,
         }
         write_text_atomically(metrics_path, json.dumps(metrics, indent=2))
         if is_training_metrics(metrics):
@@ -372,7 +333,8 @@ def analytic(args: argparse.Namespace) -> None:
     print(
         f"Analytic variance from {len(images)} images ({len(images)} x {T} = {len(images) * T:,} network calls, "
         f"{seconds:.0f} s): G_t from {table[0]:.4f} (t = 1) to {table[-1]:.4f} (t = {T}); wrote "
-        f"{folder / 'scheduler' / 'scheduler_config.json'} with variance_type 'analytic'."
+        f"the table into {folder / 'scheduler' / 'scheduler_config.json'}; its variance_type stays "
+        f"{variance_type!r}: sample with `--variance-type analytic` to use the table."
     )
 
 
@@ -447,6 +409,7 @@ def fid(args: argparse.Namespace) -> None:
     """The Frechet distance between samples of a pipeline (or a folder of images) and a reference set."""
     if args.num_images < 2:
         raise UsageError("--num-images must be at least 2: a covariance needs two images.")
+    choose_sampler(None, args)
     extractor = load_feature_extractor(args.features, args.device)
     # Inception repeats a grayscale sample's channel; reference images are converted to its 3 channels alike
     channels = extractor.channels
@@ -477,8 +440,9 @@ def fid(args: argparse.Namespace) -> None:
             num_inference_steps=steps,
             eta=eta,
         )
+        variance = f", {args.variance_type} variance" if args.variance_type else ""
         sampler = "the distilled model's DDIM" if distilled_steps(pipe) else args.scheduler
-        what = f"{generated.count} samples, {sampler} at {steps} steps"
+        what = f"{generated.count} samples, {sampler} at {steps} steps{variance}"
     reference = reference_statistics(args, extractor, channels, size)
     distance = frechet_distance(generated, reference)
     print(f"Frechet distance: {distance:.4f} ({extractor.name}; {what}; {reference.count} reference images)")
@@ -514,13 +478,6 @@ def push(args: argparse.Namespace) -> None:
     print(f"Pushed {folder} to https://huggingface.co/{repo_id} ({url})")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="simple-ddpm",
@@ -531,7 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     model = argparse.ArgumentParser(add_help=False)
     model.add_argument("model", help="a local pipeline folder or a Hub repo id (USER/NAME)")
     model.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
-    model.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    model.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="where the network runs: cuda, cuda:1, cpu, ... (default: cuda when torch sees a GPU, else cpu; "
+        "here: %(default)s)",
+    )
     model.add_argument("--dtype", choices=list(DTYPES), default="float32", help="dtype of the UNet's weights")
     model.add_argument("--seed", type=int, default=0, help="image i uses the generator seeded with seed + i")
 
@@ -549,8 +511,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="ddpm and ddim: which of the T steps a shorter chain takes (default: the model's); 'optimal': those "
         "of least bound (needs `simple-ddpm analytic` once; on the benchmark it lowered bounds, not FD)",
     )
+    sampling.add_argument(
+        "--variance-type",
+        choices=SAMPLING_VARIANCE_TYPES,
+        help="ddpm and ddim: the reverse variance of this call (default: the model's own; the folder is not "
+        "changed); 'analytic' needs `simple-ddpm analytic` once",
+    )
 
-    sampler = commands.add_parser("sample", parents=[model, sampling], help="generate images")
+    sampler = commands.add_parser(
+        "sample",
+        parents=[model, sampling],
+        help="generate images",
+        description="Generate images with a pipeline's sampler.",
+        epilog=SAMPLING_RECOMMENDATION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sampler.add_argument("--output", default="samples.png", help="a .png file for a grid, else a folder of PNGs")
     sampler.add_argument("--num-images", type=positive_int, default=16, help="images (per --class when given)")
     sampler.add_argument(
@@ -573,9 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--num-inference-steps",
         deprecated="--steps",
         type=positive_int,
-        help="reverse steps (default: 1000, or a distilled model's own count; fewer respaces the chain exactly and "
-        "costs quality: on the benchmark, FD +13%% at 50 DDPM steps, and at 25 or fewer --scheduler ddim did "
-        "better; docs/fast-sampling.md)",
+        help="reverse steps (default: 1000, all of T, or a distilled model's own count); fewer respaces the chain "
+        "exactly, at a cost in quality: which sampler and how many steps, below",
     )
     sampler.add_argument(
         "--trajectory", help="also write a PNG of x_t and x0_hat of the first 4 samples along the chain"
@@ -652,8 +626,9 @@ def build_parser() -> argparse.ArgumentParser:
     estimate = commands.add_parser(
         "analytic",
         parents=[model],
-        help="estimate the analytic reverse variance (Bao et al. 2022) from training images and write it into the "
-        "pipeline folder: a far better bound of 10-100-step chains (docs/fast-sampling.md)",
+        help="estimate the analytic reverse variance (Bao et al. 2022) from training images and store its table in "
+        "the pipeline folder, whose variance_type stays as it is: `--variance-type analytic` of sample, fid and "
+        "elbo then uses it (a far better bound of 10-100-step chains; docs/fast-sampling.md)",
     )
     estimate.add_argument("data", help="training images: a folder, a datasets save_to_disk folder, or a datasets id")
     estimate.add_argument("--split", default="train", help="split of a dataset (default: train)")
@@ -680,8 +655,6 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"glob patterns not to upload (default: {' '.join(DEFAULT_IGNORE_PATTERNS)}; none: upload everything)",
     )
     share.set_defaults(run=push)
-
-    from .editing_commands import add_editing_commands  # here: it imports this module's helpers
 
     add_editing_commands(commands, model)
     return parser

@@ -1,11 +1,10 @@
 """How many CPU threads torch uses: every core by default, also under `accelerate launch`.
 
 `accelerate launch` exports OMP_NUM_THREADS=1 to a single CPU process unless `--num_cpu_threads_per_process` is
-given (it only splits the physical cores when `--cpu` or a config asks for the CPU), so a plain
-`accelerate launch training/train.py` trained on one core of two. Here that default is told apart from a
-choice: a count the user exported before the launcher, or passed as `--num_cpu_threads_per_process`, is kept;
-the launcher's own default is replaced by the cores torch would use without it, split between the processes
-of this machine.
+given (it only splits the physical cores when `--cpu` or a config asks for the CPU), which would leave a plain
+`accelerate launch training/train.py` on one core. Here that default is told apart from a choice: a count the
+user exported before the launcher, or passed as `--num_cpu_threads_per_process`, is kept; the launcher's own
+default is replaced by the cores torch would use without it, split between the processes of this machine.
 """
 
 import os

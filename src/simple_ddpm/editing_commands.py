@@ -1,6 +1,7 @@
 """The `simple-ddpm` commands that edit images with a trained model: inpaint, img2img, interpolate.
 
     simple-ddpm inpaint MODEL IMAGE MASK [--num-inference-steps 250] [--jump-length 10] [--jump-n-sample 10]
+        (the default jump length shrinks to steps - 1 for a shorter chain)
     simple-ddpm img2img MODEL IMAGE --strength S [--num-inference-steps 1000] [--eta E]
     simple-ddpm interpolate MODEL A B --frames N [--num-inference-steps 50] [--interpolation slerp|linear]
 
@@ -16,9 +17,14 @@ from pathlib import Path
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .cli import UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
-from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
-from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
+from .command_io import UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
+from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline, steps_run
+from .pipeline_simple_ddpm_inpaint import (
+    DEFAULT_JUMP_LENGTH,
+    SimpleDDPMInpaintPipeline,
+    check_jump_length,
+    fitted_jump_length,
+)
 from .pipeline_simple_ddpm_inversion import INTERPOLATIONS, SimpleDDPMInversionPipeline
 
 
@@ -32,15 +38,23 @@ def open_input(path: str, what: str) -> Image.Image:
 
 
 def editing_pipeline(args: argparse.Namespace, pipeline_class):
-    pipe = load_pipeline(args.model, args.revision, args.device, args.dtype)
-    return pipeline_class.from_pipe(pipe)
+    """The editing pipeline on the loaded components; built directly, not by `from_pipe`, which casts every model
+    to a dtype again (and so logs diffusers' "should be kept in float32" warning)."""
+    loaded = load_pipeline(args.model, args.revision, args.device, args.dtype)
+    pipe = pipeline_class(**loaded.components, class_names=loaded.config.get("class_names"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def check_class_options(args: argparse.Namespace) -> None:
+    """What --class and --guidance-scale need that no model decides, checked before loading one."""
+    if args.class_label is None and args.guidance_scale != 0:
+        raise UsageError("--guidance-scale needs --class: the class to guide the result to.")
 
 
 def conditioning(pipe, args: argparse.Namespace) -> dict:
     """class_labels and guidance_scale from --class and --guidance-scale."""
-    if args.class_label is None:
-        if args.guidance_scale != 0:
-            raise UsageError("--guidance-scale needs --class: the class to guide the result to.")
+    if args.class_label is None:  # --guidance-scale without --class: refused before loading
         return {}
     if pipe.num_classes is None:
         raise UsageError(f"--class needs a class-conditional model; {args.model} is unconditional.")
@@ -59,7 +73,29 @@ def generators(args: argparse.Namespace, count: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(args.seed + i) for i in range(count)]
 
 
+def inpaint_jump_length(args: argparse.Namespace) -> int:
+    """--jump-length, checked against --num-inference-steps before the model loads; left out, the default shrunk
+    to fit (said in one line)."""
+    n = args.num_inference_steps
+    if args.jump_length is None:
+        jump_length = fitted_jump_length(n)
+        if jump_length != DEFAULT_JUMP_LENGTH and args.jump_n_sample > 1:
+            print(f"--jump-length {jump_length}: the default {DEFAULT_JUMP_LENGTH} shrunk to fit {n} steps")
+        return jump_length
+    if args.jump_n_sample > 1:
+        try:
+            check_jump_length(n, args.jump_length)
+        except ValueError:
+            raise UsageError(
+                f"--jump-length {args.jump_length} does not fit {n} steps: pass --jump-length {max(n - 1, 1)} or "
+                f"less, or --num-inference-steps {args.jump_length + 1} or more."
+            ) from None
+    return args.jump_length
+
+
 def inpaint(args: argparse.Namespace) -> None:
+    check_class_options(args)
+    jump_length = inpaint_jump_length(args)
     image, mask = open_input(args.image, "IMAGE"), open_input(args.mask, "MASK")
     pipe = editing_pipeline(args, SimpleDDPMInpaintPipeline)
     images = run_pipeline(
@@ -67,7 +103,7 @@ def inpaint(args: argparse.Namespace) -> None:
         image,
         mask,
         num_inference_steps=args.num_inference_steps,
-        jump_length=args.jump_length,
+        jump_length=jump_length,
         jump_n_sample=args.jump_n_sample,
         batch_size=args.num_images,
         generator=generators(args, args.num_images),
@@ -78,6 +114,16 @@ def inpaint(args: argparse.Namespace) -> None:
 
 
 def img2img(args: argparse.Namespace) -> None:
+    check_class_options(args)
+    if not 0 < args.strength <= 1:
+        raise UsageError(f"--strength must lie in (0, 1] (1: an ordinary sample), got {args.strength}.")
+    if steps_run(args.strength, args.num_inference_steps) < 1:
+        raise UsageError(
+            f"--strength {args.strength} of {args.num_inference_steps} steps runs no step: raise --strength or "
+            "--num-inference-steps."
+        )
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        raise UsageError(f"--eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {args.eta}.")
     image = open_input(args.image, "IMAGE")
     pipe = editing_pipeline(args, SimpleDDPMImg2ImgPipeline)
     images = run_pipeline(
@@ -95,6 +141,9 @@ def img2img(args: argparse.Namespace) -> None:
 
 
 def interpolate(args: argparse.Namespace) -> None:
+    check_class_options(args)
+    if args.frames < 2:
+        raise UsageError(f"--frames must be at least 2 (both ends), got {args.frames}.")
     first, second = open_input(args.a, "A"), open_input(args.b, "B")
     pipe = editing_pipeline(args, SimpleDDPMInversionPipeline)
     frames = run_pipeline(
@@ -141,7 +190,12 @@ def add_editing_commands(commands: argparse._SubParsersAction, model: argparse.A
     filling.add_argument("image", help="the image, the model's size")
     filling.add_argument("mask", help="a grayscale image the image's size: white = fill, black = keep")
     filling.add_argument("--num-inference-steps", type=positive_int, default=250, help="reverse steps (respaced)")
-    filling.add_argument("--jump-length", type=positive_int, default=10, help="steps of each jump back (RePaint)")
+    filling.add_argument(
+        "--jump-length",
+        type=positive_int,
+        help=f"steps of each jump back (RePaint); default {DEFAULT_JUMP_LENGTH}, shrunk to fit a shorter chain "
+        "(steps - 1)",
+    )
     filling.add_argument(
         "--jump-n-sample", type=positive_int, default=10, help="walks of each stretch; 1: no resampling"
     )

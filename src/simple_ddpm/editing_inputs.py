@@ -147,11 +147,3 @@ def default_batch_size(batch_size: int | None, class_labels, *counts: int) -> in
     if batch_size is not None or several:
         return batch_size
     return max(counts)
-
-
-def save_as_simple_ddpm_pipeline(pipe, save_directory, **kwargs) -> None:
-    """`save_pretrained` of the editing pipelines: the folder of the `SimpleDDPMPipeline` whose components they share,
-    which loads as any of them (and is the layout the Hub repos have)."""
-    from .pipeline_simple_ddpm import SimpleDDPMPipeline  # that module is the editing pipelines' base, loaded by now
-
-    SimpleDDPMPipeline.from_pipe(pipe).save_pretrained(save_directory, **kwargs)

@@ -225,9 +225,9 @@ def resolve_mixed_precision(
         native = native_bf16(device_type)
         return PrecisionChoice("bf16" if native else "no", f"{'' if native else 'no '}native bf16 on this GPU")
     if not native_bf16(device_type):
-        # Emulated bf16 (oneDNN converts to float32 on plain AVX-512) measured 1.5-2x slower than float32 for every
-        # UNet tried: not worth the start-up passes, and a tie in a noisy measurement of a small UNet must not
-        # make a run's numbers depend on the machine's load.
+        # Emulated bf16 (oneDNN converts to float32 on plain AVX-512) is slower than float32 (benchmarks/RESULTS.md):
+        # not worth the start-up passes, and a tie in a noisy measurement of a small UNet must not make a run's
+        # numbers depend on the machine's load.
         return PrecisionChoice("no", f"bf16 is not native on this {device_type.upper()}")
     if measure is None:
         return PrecisionChoice("no", "not measured")

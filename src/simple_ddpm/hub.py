@@ -1,35 +1,11 @@
 """Sharing a trained SimpleDDPMPipeline on the Hugging Face Hub: token, repo check, background uploads, final push.
 
-Layout of a pushed repo (written by `make_hub_layout`, which `SimpleDDPMPipeline.save_pretrained` runs after
-diffusers' own saving, and again before every upload: the local folder is, file for file, what the repo holds and
-what a user downloads):
-
-- ``model_index.json`` names the scheduler ``["diffusers", "DDPMScheduler"]``, as google/ddpm-cifar10-32 does.
-  diffusers' ``DiffusionPipeline.save_pretrained`` writes ``["simple_ddpm.scheduling_simple_ddpm",
-  "SimpleDDPMScheduler"]``, which loads from a local folder but not from a repo id: ``DiffusionPipeline.download``
-  rejects a component library that is neither diffusers/transformers nor a ``.py`` file in the component's folder
-  ("scheduler/....py as defined in `model_index.json` does not exist"). ``scheduler/scheduler_config.json`` is
-  unchanged; our configuration uses diffusers' key names (the scheduler stores "cosine" as "squaredcos_cap_v2"),
-  ``DDPMScheduler`` reads it, and ``SimpleDDPMPipeline.__init__`` converts the ``DDPMScheduler`` back from its config,
-  losslessly. A user with only diffusers can also load the repo as a stock ``DDPMPipeline``. A pipeline saved with
-  another diffusers scheduler in its place (``pipe.scheduler = DDIMScheduler.from_config(...)``) keeps that entry,
-  ``["diffusers", "DDIMScheduler"]``, which loads by repo id as it is.
-- With ``include_code=True`` (always in ``save_pretrained``), ``pipeline.py`` (our pipeline module) and the modules it
-  imports relatively (``scheduling_simple_ddpm.py``) at the repo root, so a user with only diffusers runs our pipeline
-  with ``DiffusionPipeline.from_pretrained(repo_id, custom_pipeline=repo_id, trust_remote_code=True)``. ``_class_name``
-  stays the string "SimpleDDPMPipeline": the list form ``["pipeline", "SimpleDDPMPipeline"]`` would let diffusers find
-  the code without ``custom_pipeline``, but diffusers then loads the repo's copy of the class even for
-  ``SimpleDDPMPipeline.from_pretrained`` and refuses without ``trust_remote_code``. Scheduler code in
-  ``scheduler/scheduling_simple_ddpm.py`` is rejected for the same reason: a ``.py`` file in a component folder always
-  takes precedence over the installed package, and its class fails the pipeline's ``isinstance`` check. So package
-  users never execute code from the repo, and the copied files are never downloaded for them except ``pipeline.py``,
-  which diffusers always fetches and does not run unless asked.
-
-The token is only ever handed to ``HfApi``; it is never logged, and a folder that contains it is not uploaded.
+`make_hub_layout` writes the layout of a pushed repo; why it is this layout (diffusers' loader, `DDPMScheduler` in
+model_index.json, the code files for `trust_remote_code`) is in docs/architecture.md ("The Hub layout"). The token
+is only ever handed to `HfApi`; it is never logged, and a folder that contains it is not uploaded.
 """
 
 import filecmp
-import inspect
 import json
 import os
 import shutil
@@ -40,12 +16,11 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import diffusers
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, DiffusionPipeline
 from diffusers.utils.dynamic_modules_utils import get_relative_import_files
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.errors import HfHubHTTPError
 
-from . import pipeline_simple_ddpm
 from .model_card import METRICS_NAME, has_card_metrics, pipeline_model_card, write_model_card
 
 PIPELINE_CODE_FILE = "pipeline.py"  # the file diffusers fetches for custom_pipeline=<repo id>
@@ -145,7 +120,11 @@ def _pipeline_code_files() -> dict[str, Path]:
     The relative imports are found with the function diffusers itself uses when it loads the code, so the repo
     holds exactly the files the loader will ask for.
     """
-    pipeline_file = Path(inspect.getsourcefile(pipeline_simple_ddpm))
+    # Copied flat beside pipeline.py, as diffusers resolves `from .x import` among siblings: the pipeline's relative
+    # imports, today scheduling_simple_ddpm, ddpm_chain, analytic_dpm, variational_bound, model_output, elbo,
+    # training_losses, timestep_samplers, guidance, float32_attention and hardware; pipeline_simple_ddpm.py imports
+    # each of them itself, as diffusers copies only pipeline.py's own imports from a local folder.
+    pipeline_file = Path(__file__).with_name("pipeline_simple_ddpm.py")  # a sibling, read but not imported
     files = {PIPELINE_CODE_FILE: pipeline_file}
     for dependency in get_relative_import_files(str(pipeline_file)):
         files[Path(dependency).name] = Path(dependency)
@@ -301,7 +280,7 @@ def _measured_metrics(source: Path, staged: Path) -> dict | None:
 
 
 def push_pipeline(
-    pipe: "pipeline_simple_ddpm.SimpleDDPMPipeline",
+    pipe: DiffusionPipeline,
     repo_id: str,
     commit_message: str = "Upload SimpleDDPMPipeline",
     private: bool | None = None,

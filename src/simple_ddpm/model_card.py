@@ -10,10 +10,11 @@ import json
 import math
 from pathlib import Path
 
+from diffusers import DiffusionPipeline
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from safetensors import safe_open
 
-from .pipeline_simple_ddpm import SimpleDDPMPipeline
+from .recommendation import SAMPLING_RECOMMENDATION
 
 TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 METRICS_NAME = "metrics.json"
@@ -153,6 +154,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         images_seen=metrics["images_seen"],
         wall_time_minutes=metrics["wall_time_s"] / 60,
         objective_text=objective_description(setup),
+        sampling_recommendation=SAMPLING_RECOMMENDATION,
         variance_text=VARIANCE_DESCRIPTIONS[setup.get("variance_type", "fixed_small")],
         ema_text=f"max decay {setup['ema_max_decay']}, warmup power {setup['ema_power']}"
         if setup["use_ema"]
@@ -161,7 +163,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
     )
 
 
-def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
+def pipeline_model_card(pipe: DiffusionPipeline, repo_id: str, template_path: Path = TEMPLATE_PATH) -> ModelCard:
     """The card of a pipeline that comes without measurements: its configuration, and no number it cannot back."""
     size = pipe.unet.config.sample_size
     return ModelCard.from_template(
@@ -180,6 +182,7 @@ def pipeline_model_card(pipe: SimpleDDPMPipeline, repo_id: str, template_path: P
             f"the sampler's own: this pipeline samples with {type(pipe.scheduler).__name__}",
         ),
         class_names=pipe.config.get("class_names"),
+        sampling_recommendation=SAMPLING_RECOMMENDATION,
     )
 
 

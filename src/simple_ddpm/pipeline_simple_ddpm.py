@@ -1,7 +1,6 @@
 """DDPM sampling, unconditional or class-conditional with classifier-free guidance, and the exact variational bound,
 as a diffusers pipeline."""
 
-import copy
 import importlib
 import inspect
 import logging as logging_std
@@ -10,21 +9,30 @@ import numbers
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, ModelMixin, UNet2DModel
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from diffusers.utils import BaseOutput, logging
+from diffusers.utils import logging
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+# For remote code from a local folder, diffusers copies only this file's own relative imports, not theirs: so the
+# modules the scheduler imports are imported here too (the `noqa: F401` lines; see hub.py).
+from .analytic_dpm import analytic_variance  # noqa: F401
+from .ddpm_chain import table_dtype
 from .distillation import distilled_sampling
+from .elbo import ELBOOutput, geometric_strata, negative_elbo  # noqa: F401  (ELBOOutput, geometric_strata: public here)
 from .float32_attention import use_float32_attention
+from .guidance import classifier_free_guidance
 from .hardware import measured_precision, measurement_key, native_bf16, unet_seconds
-from .scheduling_simple_ddpm import SimpleDDPMScheduler, classifier_free_guidance
+from .model_output import learned_log_variance  # noqa: F401
+from .scheduling_simple_ddpm import SimpleDDPMScheduler
+from .timestep_samplers import UniformSampler  # noqa: F401
+from .training_losses import training_losses  # noqa: F401
+from .variational_bound import term_bits  # noqa: F401
 
 logger = logging.get_logger(__name__)
 
@@ -53,44 +61,10 @@ ANALYTIC_ESTIMATORS = ("prediction_error", "mean_squared_eps")
 ClassLabels = int | str | list[int | str] | torch.Tensor
 
 
-@dataclass
-class ELBOOutput(BaseOutput):
-    """The negative variational bound of each image, in bits per dimension (Ho et al. 2020 eq. 5).
-
-    Args:
-        bits_per_dim (`torch.Tensor` of shape `(batch,)`): prior + denoising.sum(-1) + reconstruction.
-        prior (`torch.Tensor` of shape `(batch,)`): L_T = KL(q(x_T | x_0) || N(0, I)).
-        denoising (`torch.Tensor` of shape `(batch, T - 1)`): column t-2 holds
-            L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p(x_{t-1} | x_t)) for t = 2..T. With `num_timesteps=K`, the
-            K sampled columns hold their term times the size of its stratum, and the others 0. With
-            `num_inference_steps=K`, shape `(batch, K - 1)`: the K-step chain's KL terms, t increasing.
-        reconstruction (`torch.Tensor` of shape `(batch,)`): L_0 = -log p(x_0 | x_1).
-    """
-
-    bits_per_dim: torch.Tensor
-    prior: torch.Tensor
-    denoising: torch.Tensor
-    reconstruction: torch.Tensor
-
-
-def geometric_strata(num_terms: int, num_strata: int) -> list[tuple[int, int]]:
-    """`num_strata` contiguous ranges [start, stop) that cover 0..num_terms-1, their sizes growing geometrically.
-
-    Edge i is about num_terms^(i / num_strata) - 1, but every stratum holds at least one term, so the first
-    strata hold one term each: e.g. 999 terms in 100 strata give 59 single terms, then strata of 2 up to 68.
-    """
-    edges = [0]
-    for i in range(1, num_strata):
-        target = round(num_terms ** (i / num_strata)) - 1
-        edges.append(min(max(edges[-1] + 1, target), num_terms - (num_strata - i)))
-    edges.append(num_terms)
-    return list(zip(edges[:-1], edges[1:], strict=True))
-
-
 def _hub_module() -> ModuleType | None:
-    """`simple_ddpm.hub`, imported on first use (it imports this module); None in the copy of this file that a Hub
-    repo carries for diffusers-only users. Not `from .hub import ...`: diffusers ships a pipeline file's relative
-    imports with it, and its search for them never ends on an import cycle."""
+    """`simple_ddpm.hub`, imported on first use; None in the copy of this file that a Hub repo carries for
+    diffusers-only users. Not `from .hub import ...`: diffusers ships a pipeline file's relative imports with it,
+    and the Hub code needs neither hub.py nor model_card.py."""
     try:
         return importlib.import_module("simple_ddpm.hub")
     except ModuleNotFoundError as error:
@@ -123,6 +97,21 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         class_names (`list[str]`, *optional*): the names of the K classes of a class-conditional UNet, in label
             order; saved in model_index.json (a diffusers-only user may ignore them). Without them, classes are
             chosen by index.
+
+    Example:
+
+    ```py
+    import torch
+    from simple_ddpm import SimpleDDPMPipeline
+
+    pipe = SimpleDDPMPipeline.from_pretrained("outputs/simple-ddpm")  # a folder train.py wrote, or a Hub repo id
+    images = pipe(batch_size=4, num_inference_steps=25, generator=torch.Generator().manual_seed(0)).images
+    images[0].save("sample.png")
+
+    channels, size = pipe.unet.config.in_channels, pipe.unet.config.sample_size
+    x0 = torch.randint(0, 256, (2, channels, size, size)) / 127.5 - 1  # two 8-bit images in [-1, 1]
+    print(pipe.elbo(x0, num_inference_steps=25).bits_per_dim)  # the bound of the 25-step sampler, bits/dim
+    ```
     """
 
     model_cpu_offload_seq = "unet"
@@ -501,11 +490,12 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         """The negative ELBO of each image in bits/dim, term by term (Ho et al. eq. 5).
 
         Every term is evaluated at one draw x_t ~ q(x_t | x_0) per image and timestep, in float64 from the
-        network's output. Conventions follow improved-diffusion's `calc_bpd_loop` (Nichol & Dhariwal 2021):
-        x0_hat is clipped when the scheduler's `clip_sample` is set; at t = 1 the model's variance is
-        sigma^2(2) (the clipped log-variance); the decoder is the discretized Gaussian on the 8-bit grid,
-        bin width 2/255, the edge bins open to infinity, with the exact normal CDF (improved-diffusion uses a
-        tanh approximation). With a learned variance, every term uses the variance the network outputs.
+        network's output (float32 on a device without float64, Apple MPS). Conventions follow improved-diffusion's
+        `calc_bpd_loop` (Nichol & Dhariwal 2021): x0_hat is clipped when the scheduler's `clip_sample` is set; at
+        t = 1 the model's variance is sigma^2(2) (the clipped log-variance); the decoder is the discretized
+        Gaussian on the 8-bit grid, bin width 2/255, the edge bins open to infinity, with the exact normal CDF
+        (improved-diffusion uses a tanh approximation). With a learned variance, every term uses the variance the
+        network outputs.
 
         Args:
             images (`torch.Tensor` of shape `(B, C, H, W)`): x_0, floats in [-1, 1] on the 8-bit grid
@@ -527,103 +517,15 @@ class SimpleDDPMPipeline(DiffusionPipeline):
                 (`SimpleDDPMScheduler.chain_vb_terms_bpd`) and its decoder; K network calls per image. `denoising`
                 then has K - 1 columns, the chain's terms from its last step back to its first (t increasing).
         """
-        scheduler = self.scheduler
-        if not isinstance(scheduler, SimpleDDPMScheduler):
-            raise TypeError(
-                f"elbo needs the DDPM posterior tables of a SimpleDDPMScheduler, and this pipeline samples with "
-                f"{type(scheduler).__name__}; measure the pipeline as trained (SimpleDDPMPipeline.from_pretrained) "
-                "or set pipe.scheduler back to its SimpleDDPMScheduler."
-            )
-        T = len(scheduler)
-        if images.ndim != 4:
-            raise ValueError(f"images must be a (B, C, H, W) tensor, got shape {tuple(images.shape)}.")
-        labels = self.class_label_tensor(class_labels, len(images))
-        if not images.is_floating_point():
-            raise ValueError(f"images must be float in [-1, 1], got dtype {images.dtype}.")
-        low, high = images.min().item(), images.max().item()
-        if low < -1 - 1e-6 or high > 1 + 1e-6:
-            raise ValueError(
-                "images must lie in [-1, 1] (x / 127.5 - 1 for 8-bit pixels x), "
-                f"got values in [{low:.3g}, {high:.3g}]."
-            )
-        levels = (images.double() + 1) * 127.5
-        if (levels - levels.round()).abs().max().item() > 1e-3:
-            raise ValueError(
-                "images must lie on the 8-bit grid (k / 127.5 - 1 for integers k); the discretized decoder "
-                "would give a wrong likelihood. Quantize with ((x + 1) * 127.5).round() / 127.5 - 1."
-            )
-        if isinstance(generator, list) and len(generator) != len(images):
-            raise ValueError(f"Got {len(generator)} generators for {len(images)} images; pass one per image.")
-        if num_timesteps is not None and not 1 <= num_timesteps <= T - 1:
-            raise ValueError(f"num_timesteps must be in [1, {T - 1}], got {num_timesteps}.")
-        if num_timesteps is not None and num_inference_steps is not None:
-            raise ValueError(
-                "Pass num_timesteps (an estimate of the T-step bound) or num_inference_steps (the exact bound of the "
-                "K-step chain), not both."
-            )
-        if num_inference_steps is not None:
-            scheduler = copy.deepcopy(scheduler)  # set_timesteps on a copy: the pipeline's schedule is left as it was
-            scheduler.set_timesteps(num_inference_steps)
-        self._check_channels()
-        batch_size = batch_size or len(images)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}.")
-
-        device = self._execution_device
-        x0 = levels.round().div(127.5).sub(1).to(device)  # exactly on the grid, float64
-        B = len(x0)
-        reconstruction = torch.zeros(B, dtype=torch.float64, device=device)
-        scale = dict.fromkeys(range(T), 1.0)  # timestep -> weight of its term in the sum
-        column = {step: step - 1 for step in range(1, T)}  # timestep -> its column of `denoising`; 0 is the decoder
-        vb_terms_bpd, first_step = scheduler.vb_terms_bpd, T - 1
-        if num_inference_steps is not None:
-            chain = scheduler.timesteps.tolist()  # decreasing; the last step is the decoder
-            scale = dict.fromkeys(chain, 1.0)
-            column = {step: len(chain) - 2 - i for i, step in enumerate(chain[:-1])}
-            vb_terms_bpd, first_step = scheduler.chain_vb_terms_bpd, chain[0]
-        elif num_timesteps is not None and num_timesteps < T - 1:
-            # The draw uses `generator` (the first, when a list) so the estimate is reproducible.
-            first = generator[0] if isinstance(generator, list) else generator
-            strata = geometric_strata(T - 1, num_timesteps)
-            sizes = torch.tensor([stop - start for start, stop in strata], dtype=torch.float64)
-            offsets = (torch.rand(len(strata), generator=first, dtype=torch.float64) * sizes).long()
-            # denoising term i (0-based) is timestep i + 1
-            scale = {0: 1.0} | {
-                start + int(offset) + 1: float(size)
-                for (start, _), offset, size in zip(strata, offsets, sizes, strict=True)
-            }
-        terms = sorted(scale, reverse=True)
-        denoising = torch.zeros(B, len(column), dtype=torch.float64, device=device)
-
-        images_per_call = min(B, batch_size)
-        steps_per_call = max(1, batch_size // images_per_call)
-        for start in range(0, B, images_per_call):
-            rows = slice(start, start + images_per_call)
-            gens = generator[rows] if isinstance(generator, list) else generator
-            x0_rows = x0[rows]
-            labels_rows = None if labels is None else labels[rows].to(device)
-            for k in self.progress_bar(range(0, len(terms), steps_per_call)):
-                ts = terms[k : k + steps_per_call]
-                noise = torch.cat(
-                    [randn_tensor(x0_rows.shape, generator=gens, device=device, dtype=torch.float32) for _ in ts]
-                ).double()
-                t = torch.tensor(ts, device=device).repeat_interleave(len(x0_rows))
-                x0_rep = x0_rows.repeat(len(ts), 1, 1, 1)
-                x_t = scheduler.add_noise(x0_rep, noise, t)
-                labels_rep = None if labels_rows is None else labels_rows.repeat(len(ts))
-                model_output = self._predict(x_t.float(), t, labels_rep).double()
-                bits = vb_terms_bpd(model_output, x0_rep, x_t, t).view(len(ts), -1)
-                for j, step in enumerate(ts):
-                    if step in column:
-                        denoising[rows, column[step]] = bits[j] * scale[step]
-                    else:
-                        reconstruction[rows] = bits[j]
-
-        prior = scheduler.prior_bpd(x0, first_step)
-        bits_per_dim = prior + denoising.sum(-1) + reconstruction
-        if not torch.isfinite(bits_per_dim).all():
-            raise FloatingPointError("The bound is not finite: the model's output contains NaN or inf.")
-        return ELBOOutput(bits_per_dim=bits_per_dim, prior=prior, denoising=denoising, reconstruction=reconstruction)
+        return negative_elbo(
+            self,
+            images,
+            generator=generator,
+            batch_size=batch_size,
+            num_timesteps=num_timesteps,
+            class_labels=class_labels,
+            num_inference_steps=num_inference_steps,
+        )
 
     @torch.no_grad()
     def estimate_analytic_variance(
@@ -677,7 +579,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         batches = [images] if isinstance(images, torch.Tensor) else images
         T = len(scheduler)
         device = self._execution_device
-        sum_squares = torch.zeros(T, dtype=torch.float64, device=device)  # of eps_hat, or of eps - eps_hat
+        sum_squares = torch.zeros(T, dtype=table_dtype(device), device=device)  # of eps_hat, or of eps - eps_hat
         count = 0
         # M x T network evaluations; M is unknown in advance for an iterator of batches
         total = T * sum(len(batch) for batch in batches) if isinstance(batches, list | tuple) else None
@@ -705,7 +607,7 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         progress.close()
         if count == 0:
             raise ValueError("estimate_analytic_variance got no images.")
-        mean_squared_eps = (sum_squares / count).cpu()
+        mean_squared_eps = (sum_squares / count).cpu().double()
         if estimator == "prediction_error":
             mean_squared_eps = 1 - mean_squared_eps  # below 0 where the network's error exceeds the noise
         self.scheduler = SimpleDDPMScheduler.from_config(
@@ -728,8 +630,9 @@ class SimpleDDPMPipeline(DiffusionPipeline):
         noise = randn_tensor(x0_rep.shape, generator=generator, device=x0.device, dtype=torch.float32)
         x_t = self.scheduler.add_noise(x0_rep, noise, t)
         labels_rep = None if labels is None else labels.repeat(len(timesteps))
-        output = self._predict(x_t, t, labels_rep).double()
-        eps = self.scheduler.predicted_noise(output, x_t.double(), t)
+        dtype = table_dtype(x0.device)
+        output = self._predict(x_t, t, labels_rep).to(dtype)
+        eps = self.scheduler.predicted_noise(output, x_t.to(dtype), t)
         if estimator == "prediction_error":
-            eps = eps - noise.double()
+            eps = eps - noise.to(dtype)
         return eps.square().flatten(1).mean(1).view(len(timesteps), -1).sum(1)

@@ -10,10 +10,10 @@ from .editing_inputs import (
     default_batch_size,
     image_format,
     image_to_model_input,
-    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
-from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
+from .pipeline_simple_ddpm import ClassLabels
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 
 
 def steps_run(strength: float, num_inference_steps: int) -> int:
@@ -21,7 +21,7 @@ def steps_run(strength: float, num_inference_steps: int) -> int:
     return int(round(strength * num_inference_steps, 9))
 
 
-class SimpleDDPMImg2ImgPipeline(SimpleDDPMPipeline):
+class SimpleDDPMImg2ImgPipeline(SimpleDDPMEditingPipeline):
     """Edit an image by noising it part of the way up the chain and sampling back down (SDEdit, Meng et al. 2022):
     x_t ~ q(x_t | x_0) at the step that `strength` picks, then the reverse chain from t. Strength 1 is an ordinary
     sample (x_T carries sqrt(alpha_bar_T) x_0 of the input, 0.006 x_0 for the linear schedule); a small strength
@@ -29,9 +29,18 @@ class SimpleDDPMImg2ImgPipeline(SimpleDDPMPipeline):
 
     Any `SimpleDDPMPipeline` folder loads as this class; `SimpleDDPMImg2ImgPipeline.from_pipe(pipe)` shares a
     loaded one's components.
-    """
 
-    save_pretrained = save_as_simple_ddpm_pipeline
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMImg2ImgPipeline
+
+    pipe = SimpleDDPMImg2ImgPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    pipe(photo, strength=0.3, num_inference_steps=50).images[0].save("touched_up.png")
+    ```
+    """
 
     @torch.no_grad()
     def __call__(

@@ -11,10 +11,10 @@ from .editing_inputs import (
     image_format,
     image_to_model_input,
     mask_to_tensor,
-    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
-from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
+from .pipeline_simple_ddpm import ClassLabels
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 
 
 def repaint_levels(num_inference_steps: int, jump_length: int, jump_n_sample: int) -> list[int]:
@@ -37,14 +37,40 @@ def repaint_levels(num_inference_steps: int, jump_length: int, jump_n_sample: in
     return levels
 
 
-class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
+# RePaint's jump length j (Lugmayr et al. 2022, sec. 4.2); a chain of n steps fits at most n - 1.
+DEFAULT_JUMP_LENGTH = 10
+
+
+def fitted_jump_length(num_inference_steps: int) -> int:
+    """The default jump length for n steps: `DEFAULT_JUMP_LENGTH`, shrunk to the n - 1 that a shorter chain fits."""
+    return max(1, min(DEFAULT_JUMP_LENGTH, num_inference_steps - 1))
+
+
+def check_jump_length(num_inference_steps: int, jump_length: int) -> None:
+    """A jump back of j levels needs j < n (any j when n is 1)."""
+    n = num_inference_steps
+    if not isinstance(jump_length, int) or not 1 <= jump_length < max(n, 2):
+        raise ValueError(f"jump_length must be an integer in [1, {max(n - 1, 1)}] for {n} steps, got {jump_length!r}.")
+
+
+class SimpleDDPMInpaintPipeline(SimpleDDPMEditingPipeline):
     """Fill the masked region of an image with a trained DDPM, by RePaint (Lugmayr et al. 2022): at every reverse
     step the known pixels are a fresh draw of q(x_{t-1} | x_0) from the image, the unknown ones the model's step,
     and jumps back up the chain (resampling) let the two agree. No training for the task: any `SimpleDDPMPipeline`
     folder loads as this class, or `SimpleDDPMInpaintPipeline.from_pipe(pipe)` shares a loaded one's components.
-    """
 
-    save_pretrained = save_as_simple_ddpm_pipeline
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMInpaintPipeline
+
+    pipe = SimpleDDPMInpaintPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    mask = Image.open("mask.png")  # grayscale, white where the model fills in
+    pipe(photo, mask, num_inference_steps=50, jump_n_sample=2).images[0].save("inpainted.png")
+    ```
+    """
 
     @torch.no_grad()
     def __call__(
@@ -52,7 +78,7 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
         image: ImageInput,
         mask_image: MaskInput,
         num_inference_steps: int = 250,
-        jump_length: int = 10,
+        jump_length: int | None = None,
         jump_n_sample: int = 10,
         batch_size: int | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -69,7 +95,8 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
             mask_image (grayscale PIL image, list of them, or `torch.Tensor` in [0, 1]): white (>= 0.5) = fill,
                 black = keep, as diffusers' inpainting pipelines read it. One mask is used for the whole batch.
             num_inference_steps (`int`, defaults to 250): n, reverse steps of the respaced chain (the paper: 250).
-            jump_length (`int`, defaults to 10): j, the levels of each jump back (`repaint_levels`).
+            jump_length (`int`, *optional*): j, the levels of each jump back (`repaint_levels`); default 10, or
+                n - 1 for a chain of n <= 10 steps (`fitted_jump_length`).
             jump_n_sample (`int`, defaults to 10): r, how often each stretch of j steps is walked; 1: no resampling
                 (each of the n steps once). The network is called about n r times.
             batch_size (`int`, *optional*): number of results; default: the number of images (or labels) given.
@@ -96,10 +123,10 @@ class SimpleDDPMInpaintPipeline(SimpleDDPMPipeline):
         scheduler.set_timesteps(n, device=device)  # checks n
         if not isinstance(jump_n_sample, int) or jump_n_sample < 1:
             raise ValueError(f"jump_n_sample must be an integer >= 1 (1: no resampling), got {jump_n_sample!r}.")
-        if jump_n_sample > 1 and (not isinstance(jump_length, int) or not 1 <= jump_length < max(n, 2)):
-            raise ValueError(
-                f"jump_length must be an integer in [1, {max(n - 1, 1)}] for {n} steps, got {jump_length!r}."
-            )
+        if jump_length is None:
+            jump_length = fitted_jump_length(n)
+        if jump_n_sample > 1:
+            check_jump_length(n, jump_length)
         self._check_channels()
         labels = labels.to(device) if labels is not None else None
         x0 = x0.to(device).expand(batch_size, -1, -1, -1)

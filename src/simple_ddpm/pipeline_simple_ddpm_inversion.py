@@ -8,10 +8,10 @@ from .editing_inputs import (
     ImageInput,
     image_format,
     image_to_model_input,
-    save_as_simple_ddpm_pipeline,
     simple_ddpm_scheduler,
 )
-from .pipeline_simple_ddpm import ClassLabels, SimpleDDPMPipeline
+from .pipeline_simple_ddpm import ClassLabels
+from .pipeline_simple_ddpm_editing import SimpleDDPMEditingPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler
 
 INTERPOLATIONS = ("slerp", "linear")
@@ -34,7 +34,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
     return mixed.view_as(a).to(a.dtype)
 
 
-class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
+class SimpleDDPMInversionPipeline(SimpleDDPMEditingPipeline):
     """The deterministic DDIM chain (eta = 0, Song et al. 2021) both ways: `invert` encodes an image to its x_T,
     `__call__` decodes an x_T back to an image, `interpolate` morphs between two images through their x_T.
 
@@ -42,9 +42,20 @@ class SimpleDDPMInversionPipeline(SimpleDDPMPipeline):
     inverse. The round trip is exact up to the discretisation of the probability-flow ODE: its error falls as
     `num_inference_steps` grows. Any `SimpleDDPMPipeline` folder loads as this class;
     `SimpleDDPMInversionPipeline.from_pipe(pipe)` shares a loaded one's components.
-    """
 
-    save_pretrained = save_as_simple_ddpm_pipeline
+    Example:
+
+    ```py
+    from PIL import Image
+    from simple_ddpm import SimpleDDPMInversionPipeline
+
+    pipe = SimpleDDPMInversionPipeline.from_pretrained("outputs/simple-ddpm")
+    photo = Image.open("photo.png")  # the model's size and channels
+    latents = pipe.invert(photo, num_inference_steps=50)  # x_T
+    pipe(latents, num_inference_steps=50).images[0].save("round_trip.png")
+    frames = pipe.interpolate(photo, photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), num_frames=4).images
+    ```
+    """
 
     def _unclipped_scheduler(self, num_inference_steps: int) -> SimpleDDPMScheduler:
         scheduler = simple_ddpm_scheduler(self, "DDIM inversion")

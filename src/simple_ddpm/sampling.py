@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .image_processing import image_grid
 from .pipeline_simple_ddpm import SimpleDDPMPipeline
-from .scheduling_simple_ddpm import SimpleDDPMScheduler
+from .scheduling_simple_ddpm import FIXED_VARIANCE_TYPES, LEARNED_VARIANCE_TYPES, SimpleDDPMScheduler
 
 # name -> (what it is, the default eta of SimpleDDPMScheduler's step; None: the scheduler takes no eta)
 SAMPLERS = {
@@ -21,35 +21,67 @@ SAMPLERS = {
     "dpm++": ("DPM-Solver++(2M), Lu et al. 2022, diffusers' DPMSolverMultistepScheduler", None),
 }
 
+# The reverse variances a fixed-variance model can sample with; a learned variance is the network's, not a choice.
+SAMPLING_VARIANCE_TYPES = (*FIXED_VARIANCE_TYPES, "analytic")
 
-def use_sampler(
-    pipe: SimpleDDPMPipeline, sampler: str, eta: float | None = None, timestep_spacing: str | None = None
+
+def check_sampler_choice(
+    sampler: str, eta: float | None = None, timestep_spacing: str | None = None, variance_type: str | None = None
 ) -> float | None:
-    """Set `pipe.scheduler` for `sampler` (a key of `SAMPLERS`) from the pipeline's DDPM configuration, and return
-    the eta to pass to the pipeline. "ddpm" and "ddim" are SimpleDDPMScheduler's step with eta 1 and 0 (or
-    `eta`): both step to the next timestep of the respaced chain, whatever the spacing. `timestep_spacing`
-    replaces the configuration's (ddpm and ddim; "optimal" needs the model's analytic table)."""
+    """The checks of `use_sampler` that need no model, so that a command can make them before it loads one; returns
+    the eta to sample with (None for a scheduler that takes none)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"Unknown sampler {sampler!r}; valid values are: {', '.join(SAMPLERS)}.")
     default_eta = SAMPLERS[sampler][1]
     if default_eta is None:
-        if eta is not None:
-            raise ValueError(f"--eta applies to the ddpm and ddim samplers, not to {sampler}.")
-        if timestep_spacing is not None:
-            raise ValueError(f"--timestep-spacing applies to the ddpm and ddim samplers, not to {sampler}.")
+        for option, value in (
+            ("--eta", eta),
+            ("--timestep-spacing", timestep_spacing),
+            ("--variance-type", variance_type),
+        ):
+            if value is not None:
+                raise ValueError(f"{option} applies to the ddpm and ddim samplers, not to {sampler}.")
+        return None
+    if variance_type is not None and variance_type not in SAMPLING_VARIANCE_TYPES:
+        raise ValueError(
+            f"Unknown variance_type {variance_type!r}; valid values are: {', '.join(SAMPLING_VARIANCE_TYPES)}."
+        )
+    eta = default_eta if eta is None else eta
+    if not 0 <= eta <= 1:
+        raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
+    return eta
+
+
+def use_sampler(
+    pipe: SimpleDDPMPipeline,
+    sampler: str,
+    eta: float | None = None,
+    timestep_spacing: str | None = None,
+    variance_type: str | None = None,
+) -> float | None:
+    """Set `pipe.scheduler` for `sampler` (a key of `SAMPLERS`) from the pipeline's DDPM configuration, and return
+    the eta to pass to the pipeline. "ddpm" and "ddim" are SimpleDDPMScheduler's step with eta 1 and 0 (or
+    `eta`): both step to the next timestep of the respaced chain, whatever the spacing. `timestep_spacing` and
+    `variance_type` (one of `SAMPLING_VARIANCE_TYPES`) replace the configuration's for this pipeline only (ddpm and
+    ddim; "optimal" and "analytic" need the model's analytic table)."""
+    eta = check_sampler_choice(sampler, eta, timestep_spacing, variance_type)
+    if eta is None:
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
         return None
-    if not isinstance(pipe.scheduler, SimpleDDPMScheduler) or timestep_spacing is not None:
-        spacing = {} if timestep_spacing is None else {"timestep_spacing": timestep_spacing}
-        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, **spacing)
+    if variance_type is not None and pipe.scheduler.config.get("variance_type") in LEARNED_VARIANCE_TYPES:
+        raise ValueError(
+            f"This model learns its reverse variance ({pipe.scheduler.config.variance_type!r}): its network gives it, "
+            "so --variance-type does not apply."
+        )
+    changes = {"timestep_spacing": timestep_spacing, "variance_type": variance_type}
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if not isinstance(pipe.scheduler, SimpleDDPMScheduler) or changes:
+        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, **changes)
     if timestep_spacing == "optimal" and pipe.scheduler.analytic_mean_squared_eps is None:
         raise ValueError(
             "--timestep-spacing optimal needs the model's analytic variance table: run `simple-ddpm analytic "
             "MODEL DATA` once."
         )
-    eta = default_eta if eta is None else eta
-    if not 0 <= eta <= 1:
-        raise ValueError(f"eta must lie in [0, 1] (0: DDIM, 1: DDPM), got {eta}.")
     variance_type = pipe.scheduler.config.variance_type
     if eta != 1 and variance_type not in ("fixed_small", "analytic"):
         raise ValueError(
