@@ -51,6 +51,8 @@ def line_plot(
         "log_y": log_y,
         "y_range": None if y_range is None else list(y_range),
     }
+    if not spec["series"]:
+        return
     path = Path(path)
     path.with_suffix(".json").write_text(json.dumps(spec, indent=1) + "\n")
     draw(spec, path)
