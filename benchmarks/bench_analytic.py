@@ -38,6 +38,7 @@ import bench_fid
 import bench_quality
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from plotting import line_plot
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.analytic_dpm import analytic_variance
@@ -399,15 +400,6 @@ def print_tables(args: argparse.Namespace) -> None:
         )
 
 
-PLOT_COLOURS = {
-    "DDPM, beta~": (31, 119, 180),
-    "DDPM, beta": (127, 127, 127),
-    "Analytic-DDPM": (255, 127, 14),
-    "Analytic-DDPM, optimal": (140, 86, 75),
-    "DDIM": (214, 39, 40),
-    "Analytic-DDIM": (148, 103, 189),
-    "learned variance": (44, 160, 44),
-}
 FD_SERIES = {  # plotted name -> (sampler, spacing) of the FD results
     "DDPM, beta~": ("ddpm-small", "linspace"),
     "DDPM, beta": ("ddpm-large", "linspace"),
@@ -442,13 +434,15 @@ def draw_plots(args: argparse.Namespace, results: dict, model: str) -> None:
     for label, (sampler, spacing) in FD_SERIES.items():
         points = [(v["steps"], v["fd"]) for v in fd_rows if (v["sampler"], v["spacing"]) == (sampler, spacing)]
         if points:
-            series[label] = (PLOT_COLOURS[label], points)
+            series[label] = points
     if series and reference:
-        bench_fid.draw_lines(
+        line_plot(
             args.pictures / "analytic_fd.png",
             series,
             title=f"Frechet distance of {args.num_samples} samples (classifier features), {model}",
-            floor=(1.1 * reference[0], "1,000-step DDPM + 10%"),
+            x_label="sampling steps K (network calls per image)",
+            y_label="Frechet distance",
+            reference=(1.1 * reference[0], "1,000-step DDPM + 10%"),
         )
     bound_rows = {
         n: v
@@ -466,13 +460,15 @@ def draw_plots(args: argparse.Namespace, results: dict, model: str) -> None:
             if v.get("spacing", "linspace") == spacing and variance in v["bits"]
         ]
         if points:
-            series[label] = (PLOT_COLOURS[label], points)
+            series[label] = points
     if series and reference_bound:
-        bench_fid.draw_lines(
+        line_plot(
             args.pictures / "analytic_bound.png",
             series,
-            title=f"K-step bound, bits/dim ({args.bound_images} test images), {model}",
-            floor=(reference_bound["bits"]["fixed_small"][0], "1,000-step bound, beta~"),
+            title=f"K-step bound ({args.bound_images} test images), {model}",
+            x_label="sampling steps K (network calls per image)",
+            y_label="bits/dim",
+            reference=(reference_bound["bits"]["fixed_small"][0], "1,000-step bound, beta~"),
             y_range=(3.5, 7.5),
         )
 

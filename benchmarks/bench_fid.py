@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import DDIMScheduler
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageFilter
 
 from simple_ddpm import SimpleDDPMPipeline
 from simple_ddpm.feature_networks import ClassifierFeatures, FeatureClassifier, save_feature_classifier
@@ -47,6 +47,7 @@ BENCHMARKS = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCHMARKS))
 
 import bench_quality  # noqa: E402
+from plotting import line_plot  # noqa: E402
 
 WORK = BENCHMARKS / "_work" / "fid"
 SAMPLERS = ("ddpm", "ddim", "diffusers-ddim", "dpm++", "diffusers-ddim-clipped")
@@ -85,9 +86,6 @@ class ClippedEpsDDIMScheduler(DDIMScheduler):
         return super().step(
             model_output, timestep, sample, eta, use_clipped_model_output, generator, variance_noise, return_dict
         )
-
-
-COLOURS = {"ddpm": (31, 119, 180), "ddim": (214, 39, 40), "diffusers-ddim": (148, 103, 189), "dpm++": (44, 160, 44)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -350,69 +348,14 @@ def draw_plot(args: argparse.Namespace) -> None:
         for sampler in PLOTTED
     }
     floor = next((r["fd"] for r in references if r["name"] == "train"), None)
-    draw_lines(
+    line_plot(
         args.plot,
-        {name: (COLOURS[name], points) for name, points in series.items() if points},
-        title="Frechet distance to the test set (classifier features)",
-        floor=None if floor is None else (floor, "train images"),
+        series,
+        title=f"Frechet distance to the test set, {args.num_samples} samples (classifier features)",
+        x_label="sampling steps (network calls per image)",
+        y_label="Frechet distance",
+        reference=None if floor is None else (floor, "1,000 training images"),
     )
-
-
-def draw_lines(
-    path: Path,
-    series: dict[str, tuple[tuple[int, int, int], list[tuple[float, float]]]],
-    *,
-    title: str,
-    floor: tuple[float, str] | None = None,
-    y_range: tuple[float, float] | None = None,
-    x_label: str = "sampling steps (network calls), log scale",
-) -> None:
-    """A PNG line plot (PIL only): x on a log axis, one line per series (name -> (RGB colour, [(x, y), ...])), a
-    dashed horizontal `floor` (value, label), y from 0 (or `y_range`) to 10% above the largest value; points
-    outside `y_range` are left out and their series is labelled "(partly off scale)"."""
-    width, height, left, right, top, bottom = 760, 440, 70, 230, 30, 60
-    image = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(image)
-    xs = [x for _, points in series.values() for x, _ in points]
-    ys = [y for _, points in series.values() for _, y in points] + ([floor[0]] if floor else [])
-    y_low, y_high = y_range or (0.0, max(ys) * 1.1)
-    x_low, x_high = np.log10(min(xs) / 1.3), np.log10(max(xs) * 1.3)
-
-    def xy(x: float, y: float) -> tuple[float, float]:
-        return (
-            left + (np.log10(x) - x_low) / (x_high - x_low) * (width - left - right),
-            top + (1 - (y - y_low) / (y_high - y_low)) * (height - top - bottom),
-        )
-
-    draw.rectangle([left, top, width - right, height - bottom], outline="black")
-    for step in (10, 25, 50, 100, 250, 1000):
-        if min(xs) / 1.3 <= step <= max(xs) * 1.3:
-            x, _ = xy(step, y_low)
-            draw.line([x, height - bottom, x, height - bottom + 5], fill="black")
-            draw.text((x - 8, height - bottom + 8), str(step), fill="black")
-    for i in range(6):
-        value = y_low + (y_high - y_low) * i / 5
-        _, y = xy(min(xs), value)
-        draw.line([left - 5, y, left, y], fill="black")
-        draw.text((8, y - 6), f"{value:.2f}", fill="black")
-    draw.text((left + 150, height - 25), x_label, fill="black")
-    draw.text((8, 8), title, fill="black")
-    if floor is not None:
-        _, y = xy(min(xs), floor[0])
-        for x in range(left, width - right, 12):
-            draw.line([x, y, x + 6, y], fill=(120, 120, 120))
-    for k, (name, (colour, points)) in enumerate(series.items()):
-        shown = [xy(x, y) for x, y in sorted(points) if y_low <= y <= y_high]
-        if len(shown) > 1:
-            draw.line(shown, fill=colour, width=2)
-        for x, y in shown:
-            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-        draw.line([width - right + 15, top + 20 * k + 6, width - right + 35, top + 20 * k + 6], fill=colour, width=2)
-        label = name if len(shown) == len(points) else f"{name} ({'partly ' if shown else ''}off scale)"
-        draw.text((width - right + 40, top + 20 * k), label, fill="black")
-    if floor is not None:
-        draw.text((width - right + 15, top + 20 * len(series)), f"- - {floor[1]}", fill=(120, 120, 120))
-    image.save(path, optimize=True)
 
 
 def main() -> None:

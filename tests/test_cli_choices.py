@@ -74,7 +74,9 @@ def test_arguments_are_checked_before_the_model_loads(pipe_folder, edit_files, m
     monkeypatch.setattr(cli, "load_feature_extractor", refuse_loading)
     names = {"model": str(pipe_folder), "a": str(edit_files[0]), "mask": str(edit_files[1])}
     assert cli.main([part.format(**names) for part in argv] + ["--device", "cpu"]) == 2
-    assert message in test_cli.one_line_error(capsys, argv[0])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err  # the error alone: no thread line before it
+    assert err.startswith(f"simple-ddpm {argv[0]}: error: ")
 
 
 def test_inpaint_default_jump_length_shrinks_to_fit_the_steps_and_says_so(pipe_folder, edit_files, tmp_path, capsys):

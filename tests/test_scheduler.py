@@ -196,6 +196,35 @@ def test_min_snr_weight_is_min_snr_gamma_on_x0_error_for_every_design(prediction
     torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize(("k", "gamma"), [(1.0, 1.0), (1.0, 0.5), (2.0, 1.5)])
+def test_p2_weight_is_one_over_k_plus_snr_to_the_gamma_on_the_noise_error_for_every_design(prediction_type, k, gamma):
+    """Choi et al. 2022 eq. 8: lambda_t / (k + SNR)^gamma with lambda_t = 1 on eps; the same loss for the x_0 or v a
+    network predicts when its prediction corresponds to the same eps_hat at x_t (float64 from alpha_bar)."""
+    scheduler = SimpleDDPMScheduler(prediction_type=prediction_type, clip_sample=False)
+    t = torch.arange(T)
+    x0, eps, x0_hat = float64_noise(T, 8), float64_noise(T, 8, seed=1), float64_noise(T, 8, seed=2)
+    x_t = scheduler.add_noise(x0, eps, t)
+    a, b = scheduler.alphas_cumprod.sqrt()[:, None], (1 - scheduler.alphas_cumprod).sqrt()[:, None]
+    eps_hat = (x_t - a * x0_hat) / b
+    prediction = {"epsilon": eps_hat, "sample": x0_hat, "v_prediction": a * eps_hat - b * x0_hat}[prediction_type]
+    target = scheduler.get_target(x0, eps, t)
+    weights = scheduler.loss_weights(t, "p2", p2_gamma=gamma, p2_k=k).double()
+    ours = weights * ((prediction - target) ** 2).mean(1)
+    alpha_bar = scheduler.alphas_cumprod
+    expected = ((eps_hat - eps) ** 2).mean(1) / (k + alpha_bar / (1 - alpha_bar)) ** gamma
+    torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-9)
+
+
+def test_p2_at_k_1_gamma_1_downweights_the_clean_end_as_choi_et_al_describe():
+    """1 / (1 + SNR): near 1 where the image is mostly noise, near SNR^-1 (tiny) at the first steps."""
+    scheduler = SimpleDDPMScheduler()
+    weights = scheduler.loss_weights(torch.tensor([0, T - 1]), "p2").double()
+    snr = scheduler.alphas_cumprod[[0, T - 1]] / (1 - scheduler.alphas_cumprod[[0, T - 1]])
+    torch.testing.assert_close(weights, 1 / (1 + snr), rtol=1e-6, atol=0)
+    assert weights[0] < 1e-3 and weights[1] > 0.99
+
+
 def test_simple_weight_is_one_and_unknown_weighting_is_refused():
     scheduler = SimpleDDPMScheduler()
     assert torch.equal(scheduler.loss_weights(torch.arange(5), "simple"), torch.ones(5))

@@ -245,6 +245,7 @@ def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
         (["--loss_type", "vlb", "--vlb_weight", "1"], "--vlb_weight weighs L_vlb in L_hybrid; --loss_type vlb"),
         (["--loss_type", "vlb", "--loss_weighting", "min_snr"], "--loss_weighting min_snr weighs the MSE"),
         (["--variance_type", "learned_range", "--vlb_weight", "-1"], "--vlb_weight must be >= 0, got -1.0"),
+        (["--loss_weighting", "p2", "--p2_k", "0"], "--p2_k must be positive"),
     ],
 )
 def test_objective_options_that_do_not_fit_together_are_one_line_exit_2(tmp_path, capsys, arguments, message):

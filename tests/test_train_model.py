@@ -65,7 +65,7 @@ class Constant(torch.nn.Module):
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
-@pytest.mark.parametrize("weighting", ["simple", "elbo", "min_snr"])
+@pytest.mark.parametrize("weighting", ["simple", "elbo", "min_snr", "p2"])
 def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(prediction_type, weighting):
     from simple_ddpm.training_losses import diffusion_loss
 
@@ -73,7 +73,9 @@ def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(predi
     x0 = torch.linspace(-1, 1, 4 * 2 * 3 * 3).view(4, 2, 3, 3)
     prediction = torch.full((1, 2, 3, 3), 0.25)
     torch.manual_seed(0)
-    loss = diffusion_loss(Constant(prediction), scheduler, x0, loss_weighting=weighting, snr_gamma=5.0)
+    loss = diffusion_loss(
+        Constant(prediction), scheduler, x0, loss_weighting=weighting, snr_gamma=5.0, p2_gamma=0.5, p2_k=2.0
+    )
 
     torch.manual_seed(0)  # the same draws, in the order Algorithm 1 takes them: noise, then t
     noise, t = torch.randn_like(x0), torch.randint(0, 100, (4,))
@@ -84,7 +86,8 @@ def test_loss_is_the_weighted_squared_error_of_the_prediction_types_target(predi
         "v_prediction": alpha_bar.sqrt() * noise - (1 - alpha_bar).sqrt() * x0,
     }[prediction_type]
     squared_error = (prediction.double() - target).pow(2).mean(dim=(1, 2, 3))
-    expected = (scheduler.loss_weights(t, weighting, 5.0).double() * squared_error).mean()
+    weights = scheduler.loss_weights(t, weighting, 5.0, p2_gamma=0.5, p2_k=2.0).double()
+    expected = (weights * squared_error).mean()
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -169,9 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--loss_weighting",
         choices=LOSS_WEIGHTINGS,
         default="simple",
-        help="Per-timestep loss weight: simple (Ho et al.'s L_simple), elbo (the true bound), min_snr.",
+        help="Per-timestep loss weight: simple (Ho et al.'s L_simple), elbo (the true bound), min_snr (Hang et al. "
+        "2023: min(SNR, gamma) on the x_0 error), p2 (Choi et al. 2022: 1 / (k + SNR)^gamma on the noise error).",
     )
     model.add_argument("--snr_gamma", type=float, default=5.0, help="Gamma of --loss_weighting min_snr.")
+    model.add_argument("--p2_gamma", type=float, default=1.0, help="Gamma of --loss_weighting p2.")
+    model.add_argument("--p2_k", type=float, default=1.0, help="k of --loss_weighting p2 (positive).")
     model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear", help="Noise schedule.")
     model.add_argument("--num_train_timesteps", type=positive_int, default=1000, help="T, the diffusion length.")
     model.add_argument(
@@ -456,6 +459,8 @@ def check_data_options(args: argparse.Namespace) -> None:
 def check_objective(args: argparse.Namespace) -> None:
     """The loss options that fit together; sets the default --vlb_weight."""
     learned = args.variance_type in LEARNED_VARIANCE_TYPES
+    if not args.p2_k > 0:
+        raise InvalidTrainingInput(f"--p2_k must be positive (1 / (k + SNR)^gamma at SNR = 0), got {args.p2_k}.")
     if args.loss_type == "vlb" and args.loss_weighting != "simple":
         raise InvalidTrainingInput(
             f"--loss_weighting {args.loss_weighting} weighs the MSE; --loss_type vlb trains the bound's terms alone."

@@ -34,7 +34,18 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .command_io import DTYPES, UsageError, load_pipeline, parse_class, positive_int, read_image, write_images
+from .command_io import (
+    DTYPES,
+    UsageError,
+    forget_notes_before_work,
+    load_pipeline,
+    note_before_work,
+    parse_class,
+    positive_int,
+    read_image,
+    start_work,
+    write_images,
+)
 from .cpu_threads import configure_cpu_threads
 from .editing_commands import add_editing_commands
 from .feature_networks import INCEPTION, FeatureNetworkError, load_feature_extractor
@@ -418,6 +429,7 @@ def fid(args: argparse.Namespace) -> None:
         files = image_folder_files(source)
         if not files:
             raise UsageError(f"{args.model} is neither a pipeline folder (no model_index.json) nor an image folder.")
+        start_work()
         images = [read_image(p) for p in files[: args.num_images]]
         size = extractor.image_size or min(images[0].size)
         generated = pixel_statistics(extractor, pixels_of(images, channels, size), batch_size=args.batch_size)
@@ -664,12 +676,14 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `simple-ddpm`; returns the exit status."""
     args = build_parser().parse_args(argv)
     if getattr(args, "device", None) == "cpu":
-        print(f"simple-ddpm {args.command}: {configure_cpu_threads().describe()}", file=sys.stderr)
+        note_before_work(f"simple-ddpm {args.command}: {configure_cpu_threads().describe()}")
     try:
         args.run(args)
     except (UsageError, DatasetInputError, HubAccessError, FeatureNetworkError, StatisticsError) as error:
         print(f"simple-ddpm {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        forget_notes_before_work()
     return 0
 
 

@@ -2,6 +2,7 @@
 pipeline loaded from a folder or Hub repo id, and images read and written."""
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -18,8 +19,29 @@ class UsageError(Exception):
     """Bad input to the command; reported as one line, without a traceback."""
 
 
+# Lines for stderr that wait until the command starts its work, so that bad arguments fail first, alone.
+_notes_before_work: list[str] = []
+
+
+def note_before_work(line: str) -> None:
+    """Print `line` to stderr when the command starts its work (`start_work`), not before its checks."""
+    _notes_before_work.append(line)
+
+
+def forget_notes_before_work() -> None:
+    """The command ended (a usage error before its work, say): its waiting lines are not printed."""
+    _notes_before_work.clear()
+
+
+def start_work() -> None:
+    """The command's arguments are checked: print the lines that waited for this."""
+    while _notes_before_work:
+        print(_notes_before_work.pop(0), file=sys.stderr)
+
+
 def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
     """A SimpleDDPMPipeline from a local folder or a Hub repo id, on `device`, progress bars off."""
+    start_work()
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():

@@ -24,9 +24,7 @@ SAMPLING_RECOMMENDATION_BULLETS = (
     "- 25 steps: DDPM or DDIM (`eta=0`, `--scheduler ddim`), a tie within the noise: FD 122.5 and 125.5 on 1,000\n"
     "  samples (137.4 and 130.2 on 200), 17-20% above 100 steps.",
     "- 10 steps: DDIM (`eta=0`). FD 142.5 on 1,000 samples; DDPM 166.9 against DDIM's 145.2 on 200.",
-    "- 1 to 8 steps: a student distilled from the model (`training/distill.py`, docs/distillation.md), which costs a\n"
-    "  training run. On the quickstart's digits (not this model) its 4 steps gave FD 5.89 where the teacher's 4\n"
-    "  DDIM steps gave 39.96 and its 1,000 DDPM steps 1.72, after rounds costing 0.66x the teacher's training.",
+    "- 1 to 8 steps: a student distilled from the model, at the cost of a training run: docs/distillation.md.",
     "- Not for samples: diffusers' `DDIMScheduler` swapped in (FD 187.9 at 25 steps) and optimal timesteps (they\n"
     "  lower the bound of a short chain, and made samples worse).",
 )

@@ -449,11 +449,18 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         """SNR(t) = alpha_bar_t / (1 - alpha_bar_t) on the timesteps' device (`training_losses`)."""
         return signal_to_noise_ratio(self, timesteps)
 
-    def loss_weights(self, timesteps: torch.Tensor, weighting: str = "simple", snr_gamma: float = 5.0) -> torch.Tensor:
+    def loss_weights(
+        self,
+        timesteps: torch.Tensor,
+        weighting: str = "simple",
+        snr_gamma: float = 5.0,
+        p2_gamma: float = 1.0,
+        p2_k: float = 1.0,
+    ) -> torch.Tensor:
         """Per-sample weights w(t) for the loss w(t) * mean((model_output - get_target(...))^2): "simple", "elbo"
-        (the bound's KL term, Ho et al. eq. 5, 8-12) or "min_snr" (Hang et al. 2023); see
-        `training_losses.loss_weights`. Float32 on the timesteps' device."""
-        return loss_weights(self, timesteps, weighting, snr_gamma)
+        (the bound's KL term, Ho et al. eq. 5, 8-12), "min_snr" (Hang et al. 2023) or "p2" (Choi et al. 2022);
+        the formulas: `training_losses.loss_weights`. Float32 on the timesteps' device."""
+        return loss_weights(self, timesteps, weighting, snr_gamma, p2_gamma, p2_k)
 
     # ----------------------------------------------------------------------------------------------------------
     # The variational bound, term by term, in bits per dimension (Ho et al. eq. 5).

@@ -19,7 +19,7 @@ from .ddpm_chain import choose, table_dtype
 from .timestep_samplers import LossSecondMomentSampler, UniformSampler
 
 LOSS_TYPES = ("mse", "vlb")
-LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr")
+LOSS_WEIGHTINGS = ("simple", "elbo", "min_snr", "p2")
 DEFAULT_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal's L_hybrid
 
 
@@ -63,7 +63,12 @@ def _scalar_like(timesteps: torch.Tensor) -> torch.Tensor:
 
 
 def loss_weights(
-    scheduler: SchedulerMixin, timesteps: torch.Tensor, weighting: str = "simple", snr_gamma: float = 5.0
+    scheduler: SchedulerMixin,
+    timesteps: torch.Tensor,
+    weighting: str = "simple",
+    snr_gamma: float = 5.0,
+    p2_gamma: float = 1.0,
+    p2_k: float = 1.0,
 ) -> torch.Tensor:
     """Per-sample weights w(t) of w(t) * mean((model_output - target)^2), float32 on the timesteps' device.
 
@@ -71,7 +76,8 @@ def loss_weights(
     nats (Ho et al. eq. 5, 8-12): beta_t^2 alpha_bar_{t-1} / (2 s^2 (1 - alpha_bar_t)^2) for x_0, beta_t^2 /
     (2 s^2 (1 - alpha_bar_t) alpha_t) for eps, the x_0 weight times (1 - alpha_bar_t) for v; s^2 the model's
     variance (a learned one: that of "fixed_small"). "min_snr": min(SNR, gamma) on x_0 (Hang et al. 2023), i.e.
-    min(SNR, gamma) / SNR for eps (1 where SNR = 0) and min(SNR, gamma) / (SNR + 1) for v.
+    min(SNR, gamma) / SNR for eps (1 where SNR = 0) and min(SNR, gamma) / (SNR + 1) for v. "p2": 1 / (k + SNR)^gamma
+    on eps (Choi et al. 2022 eq. 8, `p2_k`, `p2_gamma`), i.e. SNR / (k + SNR)^gamma on x_0 and that / (SNR + 1) on v.
     """
     choose("loss weighting", weighting, LOSS_WEIGHTINGS)
     prediction_type = scheduler.config.prediction_type
@@ -83,6 +89,11 @@ def loss_weights(
         clipped = snr.clamp(max=snr_gamma)
         epsilon = torch.where(snr > 0, clipped / snr, torch.ones_like(snr))
         weights = {"epsilon": epsilon, "sample": clipped, "v_prediction": clipped / (snr + 1)}
+        return weights[prediction_type].float()
+    if weighting == "p2":
+        snr = signal_to_noise_ratio(scheduler, t)
+        epsilon = (p2_k + snr) ** -p2_gamma
+        weights = {"epsilon": epsilon, "sample": epsilon * snr, "v_prediction": epsilon * snr / (snr + 1)}
         return weights[prediction_type].float()
     scheduler.check_bound_is_defined()
     like = _scalar_like(t)
@@ -112,6 +123,8 @@ def training_losses(
     loss_type: str = "mse",
     loss_weighting: str = "simple",
     snr_gamma: float = 5.0,
+    p2_gamma: float = 1.0,
+    p2_k: float = 1.0,
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
 ) -> TrainingLosses:
     """The loss of each image at its (x_0, eps, t), x_t = `noisy_samples` = scheduler.add_noise(x_0, eps, t).
@@ -125,7 +138,8 @@ def training_losses(
             `loss_weights`), plus, with a learned variance, `vlb_weight` * L_vlb with the mean's output detached,
             so that L_vlb trains the variance only (L_hybrid). "vlb": L_vlb alone, through mean and variance (with a
             fixed variance it trains the mean by the true bound, decoder term included).
-        loss_weighting (`str`, defaults to "simple"), snr_gamma (`float`, defaults to 5.0): the MSE's weights.
+        loss_weighting (`str`, defaults to "simple"), snr_gamma (`float`, defaults to 5.0), p2_gamma and p2_k
+            (`float`, default to 1.0): the MSE's weights (`loss_weights`).
         vlb_weight (`float`, defaults to 0.001): lambda of L_hybrid.
     """
     choose("loss_type", loss_type, LOSS_TYPES)
@@ -148,7 +162,7 @@ def training_losses(
 
     target = training_target(scheduler, original_samples, noise, timesteps).float()
     mse = (prediction - target).pow(2).flatten(1).mean(1)
-    mse = loss_weights(scheduler, timesteps, loss_weighting, snr_gamma) * mse
+    mse = loss_weights(scheduler, timesteps, loss_weighting, snr_gamma, p2_gamma, p2_k) * mse
     if variance_values is None:
         return TrainingLosses(loss=mse, mse=mse, vlb=None)
     vlb_loss = vlb(torch.cat([prediction.detach(), variance_values], 1))
@@ -162,6 +176,8 @@ def diffusion_loss(
     *,
     loss_weighting: str = "simple",
     snr_gamma: float = 5.0,
+    p2_gamma: float = 1.0,
+    p2_k: float = 1.0,
     loss_type: str = "mse",
     vlb_weight: float = DEFAULT_VLB_WEIGHT,
     timestep_sampler: UniformSampler | None = None,
@@ -182,7 +198,8 @@ def diffusion_loss(
     model_output = unet(noisy, timesteps, **conditioning).sample
     losses = training_losses(
         scheduler, model_output, x0, noisy, noise, timesteps,
-        loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, vlb_weight=vlb_weight,
+        loss_type=loss_type, loss_weighting=loss_weighting, snr_gamma=snr_gamma, p2_gamma=p2_gamma, p2_k=p2_k,
+        vlb_weight=vlb_weight,
     )  # fmt: skip
     if isinstance(sampler, LossSecondMomentSampler):
         sampler.update_with_losses(gather(timesteps), gather(losses.loss.detach()))
