@@ -26,25 +26,29 @@ import math
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
 from .command_io import (
     DTYPES,
     UsageError,
+    add_option,
     forget_notes_before_work,
+    image_folder_files,
+    load_images,
     load_pipeline,
     note_before_work,
     parse_class,
+    pixels_of,
     positive_int,
     read_image,
     start_work,
+    write_config_atomically,
     write_images,
+    write_text_atomically,
 )
 from .cpu_threads import configure_cpu_threads
 from .editing_commands import add_editing_commands
@@ -52,14 +56,7 @@ from .feature_networks import INCEPTION, FeatureNetworkError, load_feature_extra
 from .frechet import FeatureStatistics, StatisticsError, frechet_distance
 from .hub import DEFAULT_IGNORE_PATTERNS, HubAccessError, prepare_pipeline_folder, prepare_repo, push_pipeline_folder
 from .image_datasets import (
-    UNREADABLE_IMAGE_ERRORS,
     DatasetInputError,
-    describe,
-    find_image_column,
-    first_line,
-    is_saved_dataset,
-    open_image,
-    undecoded,
 )
 from .image_processing import pixels_to_model_input, to_pixels
 from .model_card import METRICS_NAME, is_training_metrics, write_model_card
@@ -78,35 +75,6 @@ from .sampling import (
 from .scheduling_simple_ddpm import FIXED_VARIANCE_TYPES, TIMESTEP_SPACINGS, SimpleDDPMScheduler
 
 BOUND_VARIANCE_TYPES = (*FIXED_VARIANCE_TYPES, "analytic")  # a learned variance is the network's, not a choice
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-class DeprecatedSpelling(argparse.Action):
-    """An option's former name: stores into the new name's destination after a `FutureWarning` naming it."""
-
-    def __init__(self, option_strings: list[str], dest: str, new_name: str, **kwargs) -> None:
-        super().__init__(option_strings, dest, **kwargs)
-        self.new_name = new_name
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        warnings.warn(
-            f"{option_string} is deprecated and will be removed; use {self.new_name}.", FutureWarning, stacklevel=2
-        )
-        setattr(namespace, self.dest, values)
-
-
-def add_option(parser: argparse.ArgumentParser, name: str, *, deprecated: str | None = None, **kwargs) -> None:
-    """`name` with its help; `deprecated`, a former spelling, is accepted, hidden from --help, and warns."""
-    action = parser.add_argument(name, **kwargs)
-    if deprecated is not None:
-        parser.add_argument(
-            deprecated,
-            dest=action.dest,
-            type=kwargs.get("type"),
-            action=DeprecatedSpelling,
-            new_name=name,
-            help=argparse.SUPPRESS,
-        )
 
 
 def distilled_steps(pipe: SimpleDDPMPipeline) -> int | None:
@@ -189,46 +157,6 @@ def sample(args: argparse.Namespace) -> None:
 
     rows = f", one row per class ({', '.join(args.classes)})" if cols is not None else ""
     write_images(images, args.output, "samples", cols=cols, detail=rows)
-
-
-def load_images(data: str, split: str, image_column: str | None, count: int | None) -> list[Image.Image]:
-    """The first `count` (default: all) images of a folder of image files, a `save_to_disk` folder, or a
-    `datasets` dataset id.
-
-    A dataset is read as train.py reads it (`simple_ddpm.image_datasets`): the same image-column rule, and a
-    column of file paths works too."""
-    path = Path(data).expanduser()
-    if path.is_dir() and not is_saved_dataset(path):
-        files = image_folder_files(path)
-        if not files:
-            raise UsageError(f"{data} holds no image files ({', '.join(IMAGE_SUFFIXES)}) and no saved dataset.")
-        return [read_image(p) for p in files[:count]]
-
-    try:
-        import datasets
-    except ImportError:
-        raise UsageError(
-            f"Reading {data} needs the `datasets` package: pip install -e '.[train]' in simple_ddpm's checkout."
-        ) from None
-    if not path.is_dir() and (path.exists() or data.startswith((".", "/", "~"))):
-        raise UsageError(f"{data} is neither an image folder, a saved dataset, nor a dataset id.")
-    try:
-        dataset = datasets.load_from_disk(str(path)) if path.is_dir() else datasets.load_dataset(data, split=split)
-    except (OSError, ValueError) as error:
-        raise UsageError(f"Cannot load the dataset {data}: {first_line(error)}") from None
-    if isinstance(dataset, datasets.DatasetDict):
-        if split not in dataset:
-            raise UsageError(f"{data} has no split {split!r}; its splits are: {', '.join(dataset)}.")
-        dataset = dataset[split]
-    column = find_image_column(dataset.features, image_column, option="--image-column")
-    cells = undecoded(dataset.select(range(min(count or len(dataset), len(dataset)))), column)[column]
-    images = []
-    for index, encoded in enumerate(cells):
-        try:
-            images.append(open_image(encoded))
-        except UNREADABLE_IMAGE_ERRORS as error:
-            raise UsageError(f"Cannot read image {describe(encoded, index)} of {data}: {first_line(error)}") from None
-    return images
 
 
 def elbo(args: argparse.Namespace) -> None:
@@ -347,31 +275,6 @@ def analytic(args: argparse.Namespace) -> None:
         f"the table into {folder / 'scheduler' / 'scheduler_config.json'}; its variance_type stays "
         f"{variance_type!r}: sample with `--variance-type analytic` to use the table."
     )
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    """Replace `path` by `text` in one rename: a reader sees the old file or the new one, never a part."""
-    partial = path.with_name(f".partial-{path.name}")
-    with open(partial, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(partial, path)
-
-
-def write_config_atomically(scheduler: SimpleDDPMScheduler, folder: Path) -> None:
-    """`scheduler.save_config(folder)`, as one rename of its scheduler_config.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(folder / scheduler.config_name, scheduler.to_json_string())
-
-
-def image_folder_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def pixels_of(images: list[Image.Image], channels: int, size: int) -> torch.Tensor:
-    """uint8 pixels (N, C, size, size), converted and resized as training does (`to_pixels`)."""
-    return torch.from_numpy(np.stack([to_pixels(image, channels, size) for image in images]))
 
 
 def default_cache_dir() -> Path:

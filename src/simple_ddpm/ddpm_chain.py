@@ -127,17 +127,39 @@ def spaced_timesteps(num_train_timesteps: int, num_steps: int, spacing: str, ste
     return steps
 
 
-def check_timesteps(timesteps: list[int], num_train_timesteps: int) -> np.ndarray:
-    """Explicit timesteps of a chain as an int64 array, validated: non-empty, strictly decreasing, in [0, T-1]."""
+def check_timesteps(timesteps: list[int], num_train_timesteps: int, name: str = "`timesteps`") -> np.ndarray:
+    """Explicit timesteps of a chain as an int64 array, validated: non-empty integers, strictly decreasing, in
+    [0, T-1]. `name` is the option's name in the error."""
     T = num_train_timesteps
-    steps = np.asarray(list(timesteps), dtype=np.int64)
-    if steps.ndim != 1 or len(steps) == 0:
-        raise ValueError("`timesteps` must be a non-empty list of integers.")
+    raw = np.asarray(list(timesteps))
+    if raw.ndim != 1 or len(raw) == 0 or raw.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be a non-empty list of integers, got {raw.tolist()}.")
+    steps = raw.astype(np.int64)
     if np.any(np.diff(steps) >= 0):
-        raise ValueError(f"`timesteps` must be strictly decreasing, got {steps.tolist()}.")
+        raise ValueError(f"{name} must be strictly decreasing, got {steps.tolist()}.")
     if steps[0] >= T or steps[-1] < 0:
-        raise ValueError(f"`timesteps` must lie in [0, {T - 1}], got {steps[0]} .. {steps[-1]}.")
+        raise ValueError(f"{name} must lie in [0, {T - 1}], got {steps[0]} .. {steps[-1]}.")
     return steps
+
+
+def check_scheduler_options(config: dict) -> None:
+    """The options of `SimpleDDPMScheduler` that the schedule's own checks (`schedule_betas`) do not cover, each
+    with its valid values in the error."""
+    choose("beta_schedule", config["beta_schedule"], BETA_SCHEDULES)
+    choose("prediction_type", config["prediction_type"], PREDICTION_TYPES)
+    choose("variance_type", config["variance_type"], VARIANCE_TYPES)
+    choose("timestep_spacing", config["timestep_spacing"], TIMESTEP_SPACINGS)
+    if config["thresholding"] and not 0 <= config["dynamic_thresholding_ratio"] <= 1:
+        raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1], got {config['dynamic_thresholding_ratio']}.")
+    if config["thresholding"] and not config["sample_max_value"] > 0:
+        raise ValueError(f"sample_max_value must be positive, got {config['sample_max_value']}.")
+    if config["clip_sample_range"] <= 0:
+        raise ValueError(f"clip_sample_range must be positive, got {config['clip_sample_range']}.")
+    if config["distilled_timesteps"] is not None:
+        check_timesteps(config["distilled_timesteps"], config["num_train_timesteps"], name="distilled_timesteps")
+    pixels = config["analytic_clip_pixels"]
+    if pixels is not None and not pixels > 0:
+        raise ValueError(f"analytic_clip_pixels must be positive (or None: no bound), got {pixels}.")
 
 
 def prediction_coefficients(prediction_type: str, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,7 @@ from .ddpm_chain import (  # noqa: F401
     TIMESTEP_SPACINGS,
     VARIANCE_TYPES,
     DDPMChain,
+    check_scheduler_options,
     check_timesteps,
     choose,
     make_betas,
@@ -167,32 +168,15 @@ class SimpleDDPMScheduler(SchedulerMixin, ConfigMixin):
         analytic_clip_pixels: float | None = 2.0,
         distilled_timesteps: list[int] | None = None,
     ):
-        choose("beta_schedule", beta_schedule, BETA_SCHEDULES)
-        choose("prediction_type", prediction_type, PREDICTION_TYPES)
-        choose("variance_type", variance_type, VARIANCE_TYPES)
-        choose("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        check_scheduler_options(dict(self.config) | {"beta_schedule": beta_schedule})
         if beta_schedule == "cosine":  # store diffusers' name so DDPMScheduler can read our config
             beta_schedule = "squaredcos_cap_v2"
             self.register_to_config(beta_schedule=beta_schedule)
-        if thresholding and not 0 <= dynamic_thresholding_ratio <= 1:
-            raise ValueError(f"dynamic_thresholding_ratio must lie in [0, 1], got {dynamic_thresholding_ratio}.")
-        if thresholding and not sample_max_value > 0:
-            raise ValueError(f"sample_max_value must be positive, got {sample_max_value}.")
-        if clip_sample_range <= 0:
-            raise ValueError(f"clip_sample_range must be positive, got {clip_sample_range}.")
 
         betas = schedule_betas(
             num_train_timesteps, beta_schedule, beta_start, beta_end, trained_betas, rescale_betas_zero_snr
         )
         mean_squared_eps = check_mean_squared_eps(analytic_mean_squared_eps, num_train_timesteps, variance_type)
-        if distilled_timesteps is not None:
-            chain = np.asarray(distilled_timesteps)
-            if chain.ndim != 1 or len(chain) == 0 or chain.dtype.kind not in "iu" or np.any(np.diff(chain) >= 0):
-                raise ValueError(f"distilled_timesteps must be a strictly decreasing list of integers, got {chain}.")
-            if chain[0] >= num_train_timesteps or chain[-1] < 0:
-                raise ValueError(f"distilled_timesteps must lie in [0, {num_train_timesteps - 1}], got {chain}.")
-        if analytic_clip_pixels is not None and not analytic_clip_pixels > 0:
-            raise ValueError(f"analytic_clip_pixels must be positive (or None: no bound), got {analytic_clip_pixels}.")
 
         # Float64 tables over t = 1..T (index t-1). Names as in diffusers and improved-diffusion.
         self.betas = torch.from_numpy(betas)  # beta_t
