@@ -6,13 +6,14 @@ import warnings
 import numpy as np
 import pytest
 import test_cli
+import test_cli_fid
 import torch
 from PIL import Image
 
 from simple_ddpm import SimpleDDPMInpaintPipeline, SimpleDDPMPipeline, SimpleDDPMScheduler, cli, editing_commands
-from simple_ddpm.feature_networks import FeatureClassifier, save_feature_classifier
 
 pipe_folder, image_folder = test_cli.pipe_folder, test_cli.image_folder  # the same fixtures
+classifier = test_cli_fid.classifier
 
 
 @pytest.fixture
@@ -96,14 +97,6 @@ def test_inpaint_default_jump_length_shrinks_to_fit_the_steps_and_says_so(pipe_f
     assert np.array_equal(explicit.images, default.images)  # the pipeline's own default adapts the same way
     saved = np.asarray(Image.open(out / "0.png"), dtype=np.float64) / 255
     assert np.abs(saved - explicit.images[0]).max() <= 1 / 255 + 1e-6
-
-
-@pytest.fixture
-def classifier(tmp_path):
-    torch.manual_seed(0)
-    model = FeatureClassifier(in_channels=3, image_size=8, num_classes=3, widths=[4, 8], feature_dim=5)
-    save_feature_classifier(model, tmp_path / "classifier.safetensors")
-    return tmp_path / "classifier.safetensors"
 
 
 @pytest.mark.parametrize(

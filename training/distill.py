@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.command_io import UsageError, open_pipeline
 from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.distillation import distillation_chains, distillation_loss, teacher_x0
 from simple_ddpm.float32_attention import use_float32_attention
@@ -59,7 +60,13 @@ from training.checkpoints import (
     write_unet_config,
 )
 from training.image_data import DIGITS_DATASET_ID, drop_class_labels, prepare_images, training_batches
-from training.run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
+from training.run_setup import (
+    build_accelerator,
+    choose_precision,
+    reported_as_one_line,
+    sampling_pipeline,
+    start_processes,
+)
 from training.stop_signals import TrainingInterrupted, stop_signals
 
 logger = logging.getLogger("distill")
@@ -138,15 +145,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_teacher(args) -> tuple[SimpleDDPMPipeline, dict]:
     """The teacher pipeline and its metrics.json (empty without one); one line for what cannot be distilled."""
-    path = Path(args.teacher).expanduser()
-    if path.exists() and not (path / "model_index.json").is_file():
-        raise InvalidTrainingInput(f"--teacher {args.teacher} is not a pipeline folder: it has no model_index.json.")
     try:
-        teacher = SimpleDDPMPipeline.from_pretrained(
-            str(path) if path.exists() else args.teacher, revision=args.revision
-        )
-    except (OSError, ValueError, TypeError) as error:
-        raise InvalidTrainingInput(f"Cannot load the teacher {args.teacher}: {str(error).splitlines()[0]}") from None
+        teacher = open_pipeline(args.teacher, args.revision)
+    except UsageError as error:
+        raise InvalidTrainingInput(f"--teacher {error}") from None
     config = teacher.scheduler.config
     if not isinstance(teacher.scheduler, SimpleDDPMScheduler):
         raise InvalidTrainingInput(f"The teacher's scheduler is {type(teacher.scheduler).__name__}; it needs DDPM's.")
@@ -161,7 +163,7 @@ def load_teacher(args) -> tuple[SimpleDDPMPipeline, dict]:
             raise InvalidTrainingInput(
                 f"The teacher is a {len(chain)}-step distilled model; continue it with --teacher_steps {len(chain)}."
             )
-    metrics_path = path / METRICS_NAME
+    metrics_path = Path(args.teacher).expanduser() / METRICS_NAME
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
     return teacher, metrics
 
@@ -203,16 +205,6 @@ def student_scheduler(teacher: SimpleDDPMScheduler, prediction_type: str, chain:
         timestep_spacing="trailing",
         distilled_timesteps=chain,
     )
-
-
-def pipeline_of(accelerator: Accelerator, unet, scheduler: SimpleDDPMScheduler, class_names) -> SimpleDDPMPipeline:
-    raw = accelerator.unwrap_model(unet)
-    with torch.random.fork_rng(devices=[]):  # a fresh UNet's random init must not move the training noise
-        copy = UNet2DModel.from_config(raw.config)
-    copy.load_state_dict(raw.state_dict())
-    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler, class_names=class_names)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(accelerator.device)
 
 
 def save_checkpoint(
@@ -299,7 +291,7 @@ def finish_round(args, accelerator, student, scheduler, chains, round_index, wal
         chain_scheduler = SimpleDDPMScheduler.from_config(
             scheduler.config, distilled_timesteps=chains[round_index + 1]
         )
-        pipe = pipeline_of(accelerator, student, chain_scheduler, data.class_names)
+        pipe = sampling_pipeline(accelerator, student, None, chain_scheduler, data.class_names)
         pipe.save_pretrained(Path(args.output_dir) / f"steps-{steps}")
     logger.info("Round %d: %d -> %d steps in %.0f s", round_index + 1, len(chains[round_index]), steps, wall_s)
     return {
@@ -323,7 +315,7 @@ def finish(
     """Save the student pipeline, its sample grid (same seed as train.py's grids: image i of the teacher's grid
     starts from the same x_T), metrics.json and the model card."""
     output_dir = Path(args.output_dir)
-    pipe = pipeline_of(accelerator, student, scheduler, data.class_names)
+    pipe = sampling_pipeline(accelerator, student, None, scheduler, data.class_names)
     save_pipeline_atomically(pipe, output_dir)
     images = pipe(batch_size=args.num_samples, generator=torch.Generator().manual_seed(args.seed), output_type="pt")
     image_grid(images.images).save(output_dir / FINAL_GRID_NAME)

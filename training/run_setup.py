@@ -1,5 +1,6 @@
 """The process and accelerator setup that train.py and distill.py share: this process's place in the run and its
-logging, the autocast precision (measured where that pays), the Accelerator, and bad input reported in one line."""
+logging, the autocast precision (measured where that pays), the Accelerator, bad input reported in one line, and
+the pipeline that samples from the network being trained."""
 
 import logging
 import os
@@ -12,7 +13,9 @@ import torch
 from accelerate import Accelerator, PartialState
 from accelerate.utils import ProjectConfiguration, broadcast_object_list
 from diffusers import UNet2DModel
+from diffusers.training_utils import EMAModel
 
+from simple_ddpm import SimpleDDPMPipeline
 from simple_ddpm.cpu_threads import ThreadChoice
 from simple_ddpm.hardware import (
     PrecisionChoice,
@@ -112,3 +115,19 @@ def build_accelerator(
     )
     logger.info("Autocast: %s", precision.describe())
     return accelerator
+
+
+def sampling_pipeline(
+    accelerator: Accelerator, unet, ema: EMAModel | None, scheduler, class_names: list[str] | None = None
+) -> SimpleDDPMPipeline:
+    """A pipeline with a float32 copy of the EMA weights (or the raw weights without EMA), in eval mode."""
+    raw = accelerator.unwrap_model(unet)
+    with torch.random.fork_rng(devices=[]):  # a fresh UNet's random init must not move the training noise
+        copy = UNet2DModel.from_config(raw.config)
+    if ema is not None:
+        ema.copy_to(copy.parameters())
+    else:
+        copy.load_state_dict(raw.state_dict())
+    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler, class_names=class_names)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(accelerator.device)

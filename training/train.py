@@ -70,7 +70,13 @@ from training.image_data import (
     prepare_images,
     training_batches,
 )
-from training.run_setup import build_accelerator, choose_precision, reported_as_one_line, start_processes
+from training.run_setup import (
+    build_accelerator,
+    choose_precision,
+    reported_as_one_line,
+    sampling_pipeline,
+    start_processes,
+)
 from training.stop_signals import TrainingInterrupted, stop_signals
 from training.unet_presets import build_unet, pretrained_unet_config
 
@@ -217,22 +223,6 @@ def checkpoint_to_resume(args, unet: UNet2DModel) -> Path | None:
         check_compatible(folder, unet.config, unet.state_dict())
         check_training_state(folder, args.use_ema, args.timestep_sampling)
     return folder
-
-
-def sampling_pipeline(
-    accelerator: Accelerator, unet, ema: EMAModel | None, scheduler, class_names: list[str] | None = None
-) -> SimpleDDPMPipeline:
-    """A pipeline with a float32 copy of the EMA weights (or the raw weights without EMA), in eval mode."""
-    raw = accelerator.unwrap_model(unet)
-    with torch.random.fork_rng(devices=[]):  # a fresh UNet's random init must not move the training noise
-        copy = UNet2DModel.from_config(raw.config)
-    if ema is not None:
-        ema.copy_to(copy.parameters())
-    else:
-        copy.load_state_dict(raw.state_dict())
-    pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler, class_names=class_names)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(accelerator.device)
 
 
 def grid_class_labels(num_samples: int, num_classes: int) -> tuple[list[int], int]:

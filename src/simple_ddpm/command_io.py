@@ -56,6 +56,14 @@ def start_work() -> None:
 def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> SimpleDDPMPipeline:
     """A SimpleDDPMPipeline from a local folder or a Hub repo id, on `device`, progress bars off."""
     start_work()
+    pipe = open_pipeline(model, revision, DTYPES[dtype])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def open_pipeline(model: str, revision: str | None = None, dtype: torch.dtype | None = None) -> SimpleDDPMPipeline:
+    """A SimpleDDPMPipeline from a local folder or a Hub repo id (in `dtype`, default: as saved); a `UsageError` in
+    one line for what cannot be loaded."""
     path = Path(model).expanduser()
     if path.exists():
         if not (path / "model_index.json").is_file():
@@ -63,13 +71,10 @@ def load_pipeline(model: str, revision: str | None, device: str, dtype: str) -> 
     elif model.count("/") != 1 or model.startswith((".", "/", "~")):
         raise UsageError(f"{model} is neither an existing folder nor a Hub repo id (USER/NAME).")
     try:
-        pipe = SimpleDDPMPipeline.from_pretrained(
-            str(path) if path.exists() else model, revision=revision, dtype=DTYPES[dtype]
-        )
+        source = str(path) if path.exists() else model
+        return SimpleDDPMPipeline.from_pretrained(source, revision=revision, dtype=dtype)
     except (OSError, ValueError, TypeError) as error:
         raise UsageError(f"Cannot load {model}: {first_line(error)}") from None
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
 
 
 def parse_class(pipe: SimpleDDPMPipeline, text: str) -> int | str:
