@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_hub import WRITE_TOKEN, install_fake_hub
+from accelerate.state import AcceleratorState, GradientState
+from fake_hub import READ_TOKEN, WRITE_TOKEN, install_fake_hub
 from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_saves
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
@@ -80,6 +81,32 @@ def test_a_students_push_to_hub_uploads_its_distilled_card_and_metrics(student, 
     assert "into a deterministic 2-step sampler by progressive distillation" in card and "## Distillation" in card
     assert files["metrics.json"] == (student / "metrics.json").read_bytes()
     assert str(student.parent).encode() not in files["metrics.json"]  # no local path in a pushed repo
+
+
+def test_distill_push_to_hub_checks_access_first_and_pushes_the_student_with_its_card(teacher, tmp_path, monkeypatch):
+    hub = install_fake_hub(monkeypatch)
+    out = tmp_path / "student"
+    push = ["--push_to_hub", "--hub_model_id", "alice/student", "--checkpointing_steps", "0"]
+    try:
+        with pytest.raises(SystemExit) as exit_info:  # a read-only token: refused before any update
+            distill.main([*TINY_DISTILLATION, "--teacher", str(teacher), "--output_dir", str(out), *push,
+                          "--hub_token", READ_TOKEN])  # fmt: skip
+        assert exit_info.value.code == 2 and "alice/student" not in hub.repos
+        assert not (out / "model_index.json").exists() and not list(out.glob("checkpoint-*"))
+        distill.main([*TINY_DISTILLATION, "--teacher", str(teacher), "--output_dir", str(out), *push,
+                      "--hub_token", WRITE_TOKEN])  # fmt: skip
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    files = hub.files("alice/student")
+    assert files["metrics.json"] == (out / "metrics.json").read_bytes()
+    assert (
+        files["unet/diffusion_pytorch_model.safetensors"]
+        == (out / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    )
+    card = files["README.md"].decode()
+    assert 'SimpleDDPMPipeline.from_pretrained("alice/student")' in card and "## Distillation" in card
+    assert all(WRITE_TOKEN.encode() not in content for content in files.values())
 
 
 def test_a_class_conditional_teacher_distils_with_its_labels(tmp_path):
@@ -161,3 +188,10 @@ def test_a_distillation_killed_mid_round_resumes_to_the_uninterrupted_student(te
     assert_same_distillation_state(uninterrupted.finish().output_dir, output_dir)
     student = SimpleDDPMPipeline.from_pretrained(output_dir)
     assert torch.isfinite(next(student.unet.parameters())).all()
+
+
+def test_hub_options_without_push_to_hub_are_a_usage_error(teacher, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        distill.parse_args(["--teacher", str(teacher), "--output_dir", str(tmp_path), "--hub_model_id", "alice/s"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("error: --hub_model_id needs --push_to_hub.")

@@ -23,6 +23,7 @@ from simple_ddpm.scheduling_simple_ddpm import (
 )
 from simple_ddpm.timestep_samplers import TIMESTEP_SAMPLINGS
 from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
+from training.recipes import DEFAULT_RECIPE, RECIPES
 
 MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
 # With no data option, the run trains on scikit-learn's digits for this many steps (the README's quickstart).
@@ -142,6 +143,28 @@ def add_checkpoint_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_hub_arguments(parser: argparse.ArgumentParser, push_help: str) -> None:
+    """--push_to_hub and the repo it pushes to (train.py and distill.py)."""
+    hub = parser.add_argument_group("sharing on the Hugging Face Hub")
+    hub.add_argument("--push_to_hub", action="store_true", help=push_help)
+    hub.add_argument("--hub_model_id", help='The repo, "USER/NAME" or "ORG/NAME"; created if missing.')
+    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repo private.")
+    hub.add_argument(
+        "--hub_token",
+        help="Default: HF_TOKEN, then the stored login (`hf auth login`), which keep it out of the process list.",
+    )
+
+
+def check_hub_options(args: argparse.Namespace) -> None:
+    if args.push_to_hub and not args.hub_model_id:
+        raise InvalidTrainingInput("--push_to_hub needs --hub_model_id USER/NAME.")
+    hub_options = [name for name in ("hub_model_id", "hub_private_repo", "hub_token") if getattr(args, name)]
+    if hub_options and not args.push_to_hub:
+        raise InvalidTrainingInput(f"--{hub_options[0]} needs --push_to_hub.")
+    if args.hub_token and args.report_to == "wandb":  # wandb records the command line
+        raise InvalidTrainingInput("--hub_token would be recorded by wandb; set HF_TOKEN or run `hf auth login`.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Train a UNet2DModel with SimpleDDPMScheduler and save a SimpleDDPMPipeline. With no data "
@@ -151,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(parser)
 
     model = parser.add_argument_group("model and objective")
+    model.add_argument(
+        "--recipe",
+        choices=list(RECIPES),
+        default=DEFAULT_RECIPE,
+        help="Defaults of --prediction_type, --loss_weighting, --snr_gamma and --beta_schedule, each measured on "
+        "the package's benchmark (docs/training.md, choosing a recipe): "
+        + "; ".join(f"{name}: {recipe_text(name)}" for name in RECIPES)
+        + ". Options given explicitly override the recipe's.",
+    )
     model.add_argument(
         "--model_preset",
         choices=MODEL_PRESETS,
@@ -163,19 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
         "fine-tune. Overrides --model_preset.",
     )
     model.add_argument(
-        "--prediction_type", choices=PREDICTION_TYPES, default="epsilon", help="What the UNet predicts."
+        "--prediction_type", choices=PREDICTION_TYPES, help="What the UNet predicts. --recipe sets its default."
     )
     model.add_argument(
         "--loss_weighting",
         choices=LOSS_WEIGHTINGS,
-        default="simple",
         help="Per-timestep loss weight: simple (Ho et al.'s L_simple), elbo (the true bound), min_snr (Hang et al. "
-        "2023: min(SNR, gamma) on the x_0 error), p2 (Choi et al. 2022: 1 / (k + SNR)^gamma on the noise error).",
+        "2023: min(SNR, gamma) on the x_0 error), p2 (Choi et al. 2022: 1 / (k + SNR)^gamma on the noise error). "
+        "--recipe sets its default.",
     )
-    model.add_argument("--snr_gamma", type=float, default=5.0, help="Gamma of --loss_weighting min_snr.")
+    model.add_argument("--snr_gamma", type=float, help="Gamma of --loss_weighting min_snr. --recipe sets its default.")
     model.add_argument("--p2_gamma", type=float, default=1.0, help="Gamma of --loss_weighting p2.")
     model.add_argument("--p2_k", type=float, default=1.0, help="k of --loss_weighting p2 (positive).")
-    model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, default="linear", help="Noise schedule.")
+    model.add_argument("--beta_schedule", choices=BETA_SCHEDULES, help="Noise schedule. --recipe sets its default.")
     model.add_argument("--num_train_timesteps", type=positive_int, default=1000, help="T, the diffusion length.")
     model.add_argument(
         "--variance_type",
@@ -360,25 +392,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_checkpoint_arguments(parser)
 
-    hub = parser.add_argument_group("sharing on the Hugging Face Hub")
-    hub.add_argument(
-        "--push_to_hub",
-        action="store_true",
-        help="Push to --hub_model_id: write access is checked before training, checkpoints and sample grids are "
-        "uploaded in the background, the pipeline with its card and metrics at the end.",
+    add_hub_arguments(
+        parser,
+        "Push to --hub_model_id: write access is checked before training, checkpoints and sample grids are uploaded "
+        "in the background, the pipeline with its card and metrics at the end.",
     )
-    hub.add_argument("--hub_model_id", help='The repo, "USER/NAME" or "ORG/NAME"; created if missing.')
-    hub.add_argument("--hub_private_repo", action="store_true", help="Create the repo private.")
-    hub.add_argument(
-        "--hub_token",
-        help="Default: HF_TOKEN, then the stored login (`hf auth login`), which keep it out of the process list.",
-    )
+    parser.set_defaults(**RECIPES[DEFAULT_RECIPE])
     return parser
 
 
+def recipe_text(name: str) -> str:
+    """'epsilon, simple, linear' for the help of --recipe."""
+    recipe = RECIPES[name]
+    weighting = recipe["loss_weighting"]
+    if weighting == "min_snr":
+        weighting = f"min_snr (gamma {recipe['snr_gamma']:g})"
+    return f"{recipe['prediction_type']}, {weighting}, {recipe['beta_schedule']}"
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and validate the options; an invalid combination ends the program with a one-line message."""
+    """Parse and validate the options; an invalid combination ends the program with a one-line message. --recipe
+    is read first: its values become the defaults of the options it sets."""
     parser = build_parser()
+    recipe = parser.parse_known_args(argv)[0].recipe
+    parser.set_defaults(**RECIPES[recipe])
     args = parser.parse_args(argv)
     try:
         validate_args(args)
@@ -435,13 +472,7 @@ def validate_args(args: argparse.Namespace) -> None:
         )
     if args.fid_every and args.fid_num_samples < 2:
         raise InvalidTrainingInput(f"--fid_num_samples must be at least 2, got {args.fid_num_samples}.")
-    if args.push_to_hub and not args.hub_model_id:
-        raise InvalidTrainingInput("--push_to_hub needs --hub_model_id USER/NAME.")
-    hub_options = [name for name in ("hub_model_id", "hub_private_repo", "hub_token") if getattr(args, name)]
-    if hub_options and not args.push_to_hub:
-        raise InvalidTrainingInput(f"--{hub_options[0]} needs --push_to_hub.")
-    if args.hub_token and args.report_to == "wandb":  # wandb records the command line
-        raise InvalidTrainingInput("--hub_token would be recorded by wandb; set HF_TOKEN or run `hf auth login`.")
+    check_hub_options(args)
     resume = args.resume_from_checkpoint
     if resume not in (None, "latest") and not Path(resume).is_dir():
         raise InvalidTrainingInput(f"--resume_from_checkpoint {resume} does not exist (give a folder or 'latest').")

@@ -34,6 +34,7 @@ from simple_ddpm.command_io import UsageError, open_pipeline
 from simple_ddpm.cpu_threads import configure_cpu_threads
 from simple_ddpm.distillation import distillation_chains, distillation_loss, teacher_x0
 from simple_ddpm.float32_attention import use_float32_attention
+from simple_ddpm.hub import resolve_token
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
 from simple_ddpm.scheduling_simple_ddpm import LEARNED_VARIANCE_TYPES
@@ -41,7 +42,9 @@ from training.arguments import (
     InvalidTrainingInput,
     add_checkpoint_arguments,
     add_data_arguments,
+    add_hub_arguments,
     check_data_options,
+    check_hub_options,
     check_mixed_precision,
     check_output_dir_writable,
     non_negative_int,
@@ -63,6 +66,8 @@ from training.image_data import DIGITS_DATASET_ID, drop_class_labels, prepare_im
 from training.run_setup import (
     build_accelerator,
     choose_precision,
+    connect_hub,
+    push_final,
     reported_as_one_line,
     sampling_pipeline,
     start_processes,
@@ -130,11 +135,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_data_arguments(parser)
     add_checkpoint_arguments(parser)
+    add_hub_arguments(
+        parser,
+        "Push the student to --hub_model_id: write access is checked before distilling, the pipeline with its card "
+        "and metrics is pushed at the end.",
+    )
     args = parser.parse_args(argv)
     # What train.py's shared setup reads.
     args.gradient_accumulation_steps, args.channels_last = 1, False
     try:
         check_data_options(args)
+        check_hub_options(args)
         if not args.learning_rate > 0:
             raise InvalidTrainingInput(f"--learning_rate must be positive, got {args.learning_rate}.")
         check_output_dir_writable(Path(args.output_dir))
@@ -310,10 +321,11 @@ def teacher_name(teacher: str) -> str:
 
 
 def finish(
-    args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics, teacher_prediction_type
+    args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics, teacher_prediction_type, repo_id
 ) -> None:
     """Save the student pipeline, its sample grid (same seed as train.py's grids: image i of the teacher's grid
-    starts from the same x_T), metrics.json and the model card."""
+    starts from the same x_T), metrics.json and the model card, whose usage snippet loads `repo_id` (default: the
+    folder)."""
     output_dir = Path(args.output_dir)
     pipe = sampling_pipeline(accelerator, student, None, scheduler, data.class_names)
     save_pipeline_atomically(pipe, output_dir)
@@ -345,7 +357,7 @@ def finish(
         "num_samples": args.num_samples,
     }
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
-    write_model_card(output_dir)
+    write_model_card(output_dir, repo_id=repo_id)
     logger.info("Student of %d steps saved to %s", args.num_inference_steps, output_dir)
 
 
@@ -353,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = TrainingProgress()
     threads = configure_cpu_threads()
     args = parse_args(argv)
+    hub_token = resolve_token(vars(args).pop("hub_token"))  # off `args`: never in a tracker, log or saved file
     processes = start_processes(threads)
     if processes.is_main_process:
         remove_partial_saves(Path(args.output_dir))
@@ -374,6 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         resume_from = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
         if resume_from is not None:
             check_compatible(resume_from, student.config, student.state_dict())
+        uploader = connect_hub(args, processes, hub_token)
     batch_shape = (args.train_batch_size, data.channels, data.resolution, data.resolution)
     accelerator = build_accelerator(args, student.to(processes.device), batch_shape, checkpoint_precision(resume_from))
     progress.mixed_precision = accelerator.mixed_precision
@@ -401,21 +415,28 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("simple-ddpm-distill", config={k: str(v) for k, v in vars(args).items()})
 
+    pushed = True
     try:
         with reported_as_one_line(accelerator), stop_signals.handling():
             distil(args, accelerator, data, student, teacher_unet, optimizer, schedulers, chains, progress, rounds)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             teacher_prediction_type = teacher.scheduler.config.prediction_type
+            repo_id = uploader.repo_id if uploader else None
             finish(
-                args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics, teacher_prediction_type
-            )
+                args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics,
+                teacher_prediction_type, repo_id,
+            )  # fmt: skip
+            if uploader is not None:
+                pushed = push_final(Path(args.output_dir), uploader, hub_token, "distilled")
     except (SaveRefused, TrainingInterrupted) as error:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
         accelerator.end_training()
         sys.exit(error.exit_status)
     accelerator.end_training()
+    if not pushed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

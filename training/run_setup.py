@@ -24,7 +24,7 @@ from simple_ddpm.hardware import (
     resolve_mixed_precision,
     unet_seconds,
 )
-from simple_ddpm.hub import HubAccessError
+from simple_ddpm.hub import BackgroundUploader, HubAccessError, error_summary, prepare_repo, push_pipeline_folder
 from simple_ddpm.image_datasets import DatasetInputError
 from training.arguments import InvalidTrainingInput
 
@@ -131,3 +131,30 @@ def sampling_pipeline(
     pipe = SimpleDDPMPipeline(unet=copy.float().eval(), scheduler=scheduler, class_names=class_names)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(accelerator.device)
+
+
+def connect_hub(args, processes: PartialState, token: str | None) -> BackgroundUploader | None:
+    """With --push_to_hub, on the main process: create the repo and prove write access now, not after hours of
+    training (`HubAccessError` otherwise), and return the uploader of checkpoints and sample grids."""
+    if not (args.push_to_hub and processes.is_main_process):
+        return None
+    repo_id = prepare_repo(args.hub_model_id, token, private=args.hub_private_repo)
+    logger.info("Pushing to https://huggingface.co/%s", repo_id)
+    return BackgroundUploader(repo_id, token)
+
+
+def push_final(output_dir: Path, uploader: BackgroundUploader, token: str | None, what: str = "trained") -> bool:
+    """Wait for the background uploads, then push the trained folder in one commit (checkpoints left out). A failure
+    is one line with the command that retries; the `what` ("trained", "distilled") folder is complete either way."""
+    uploader.wait()
+    try:
+        url = push_pipeline_folder(output_dir, uploader.repo_id, token, commit_message=f"Upload {what} pipeline")
+    except Exception as error:
+        print(
+            f"error: pushing to {uploader.repo_id} failed ({error_summary(error)}). The {what} folder is complete; "
+            f"retry with: simple-ddpm push {output_dir} {uploader.repo_id}",
+            file=sys.stderr,
+        )
+        return False
+    logger.info("Pushed %s to https://huggingface.co/%s (%s)", output_dir, uploader.repo_id, url)
+    return True

@@ -35,13 +35,7 @@ from simple_ddpm.hardware import (
     compile_unavailable_reason,
     fused_adamw_available,
 )
-from simple_ddpm.hub import (
-    BackgroundUploader,
-    error_summary,
-    prepare_repo,
-    push_pipeline_folder,
-    resolve_token,
-)
+from simple_ddpm.hub import BackgroundUploader, resolve_token
 from simple_ddpm.image_processing import image_grid, pixels_to_model_input
 from simple_ddpm.model_card import METRICS_NAME, write_model_card
 from simple_ddpm.timestep_samplers import UniformSampler, create_timestep_sampler
@@ -70,9 +64,12 @@ from training.image_data import (
     prepare_images,
     training_batches,
 )
+from training.recipes import recipe_departures
 from training.run_setup import (
     build_accelerator,
     choose_precision,
+    connect_hub,
+    push_final,
     reported_as_one_line,
     sampling_pipeline,
     start_processes,
@@ -91,16 +88,6 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or inf; the run stops without writing another checkpoint."""
 
     exit_status = 1
-
-
-def connect_hub(args, processes: PartialState, token: str | None) -> BackgroundUploader | None:
-    """With --push_to_hub, on the main process: create the repo and prove write access now, not after hours of
-    training (`HubAccessError` otherwise), and return the uploader of checkpoints and sample grids."""
-    if not (args.push_to_hub and processes.is_main_process):
-        return None
-    repo_id = prepare_repo(args.hub_model_id, token, private=args.hub_private_repo)
-    logger.info("Pushing to https://huggingface.co/%s", repo_id)
-    return BackgroundUploader(repo_id, token)
 
 
 def prepare_data(args, processes: PartialState) -> PreparedImages:
@@ -573,23 +560,6 @@ def finish(
     )
 
 
-def push_final(output_dir: Path, uploader: BackgroundUploader, token: str | None) -> bool:
-    """Wait for the background uploads, then push the trained folder in one commit (checkpoints left out). A failure
-    is one line with the command that retries; the trained folder is complete either way."""
-    uploader.wait()
-    try:
-        url = push_pipeline_folder(output_dir, uploader.repo_id, token, commit_message="Upload trained pipeline")
-    except Exception as error:
-        print(
-            f"error: pushing to {uploader.repo_id} failed ({error_summary(error)}). The trained folder is complete; "
-            f"retry with: simple-ddpm push {output_dir} {uploader.repo_id}",
-            file=sys.stderr,
-        )
-        return False
-    logger.info("Pushed %s to https://huggingface.co/%s (%s)", output_dir, uploader.repo_id, url)
-    return True
-
-
 def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: UNet2DModel) -> dict:
     """What the model card reports about the run."""
     return {
@@ -603,6 +573,8 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
             else f"`{args.model_preset}` preset"
         ),
         "num_parameters": sum(p.numel() for p in unet.parameters()),
+        "recipe": args.recipe,
+        "recipe_departures": recipe_departures(args),
         "num_train_timesteps": args.num_train_timesteps,
         "beta_schedule": args.beta_schedule,
         "prediction_type": args.prediction_type,

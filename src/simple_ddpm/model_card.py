@@ -61,6 +61,17 @@ def objective_description(setup: dict) -> str:
     return text
 
 
+def recipe_description(setup: dict) -> str | None:
+    """train.py's --recipe and the options given against it; None for runs older than recipes."""
+    if "recipe" not in setup:
+        return None
+    text = f"`{setup['recipe']}` (train.py --recipe)"
+    departures = setup.get("recipe_departures") or {}
+    if departures:
+        text += ", with " + ", ".join(f"--{name} {value}" for name, value in departures.items()) + " given"
+    return text
+
+
 # What the package's benchmark (benchmarks/bench_analytic.py, docs/fast-sampling.md) found, for the card.
 ANALYTIC_ADVICE = (
     "On the package's Fashion-MNIST benchmark it lowered the bound of short chains (25 optimal steps below the "
@@ -154,6 +165,7 @@ def build_model_card(metrics: dict, repo_id: str, template_path: Path = TEMPLATE
         images_seen=metrics["images_seen"],
         wall_time_minutes=metrics["wall_time_s"] / 60,
         objective_text=objective_description(setup),
+        recipe_text=recipe_description(setup),
         sampling_recommendation=SAMPLING_RECOMMENDATION,
         variance_text=VARIANCE_DESCRIPTIONS[setup.get("variance_type", "fixed_small")],
         ema_text=f"max decay {setup['ema_max_decay']}, warmup power {setup['ema_power']}"

@@ -1,0 +1,21 @@
+"""--recipe: named sets of train.py's objective defaults, each measured in benchmarks/bench_recipe.py.
+
+A recipe only changes the defaults of the options it names: an option given on the command line wins. The run
+records the recipe, and the options in which it departs from it, in metrics.json and the model card.
+"""
+
+# The options a recipe may set, in the order the model card lists them.
+RECIPE_OPTIONS = ("prediction_type", "loss_weighting", "snr_gamma", "beta_schedule")
+
+RECIPES = {
+    # Ho et al. 2020: epsilon prediction, L_simple, linear betas; train.py's behaviour before recipes, bitwise.
+    "ddpm": {"prediction_type": "epsilon", "loss_weighting": "simple", "snr_gamma": 5.0, "beta_schedule": "linear"},
+}
+
+DEFAULT_RECIPE = "ddpm"
+
+
+def recipe_departures(args) -> dict:
+    """The options of `args` whose values differ from its recipe's: {option: value}."""
+    preset = RECIPES[args.recipe]
+    return {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) != preset[name]}
