@@ -41,7 +41,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import bench_fid  # noqa: E402
 import bench_quality  # noqa: E402
-from plotting import line_plot  # noqa: E402
+from plotting import line_plot, scatter_plot  # noqa: E402
 
 WORK = BENCHMARKS / "_work" / "recipe"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -307,6 +307,27 @@ def draw_curve(args: argparse.Namespace) -> None:
     )
 
 
+def draw_tradeoff(args: argparse.Namespace) -> None:
+    """Each cell's FD against its held-out bound (the analytic variance's where measured, the better of the two
+    for x- and v-prediction) at the stage's first budget, seed 0."""
+    steps, batch_size = BUDGETS[args.stage][0]
+    points = {}
+    for cell in args.cells:
+        result = load_run(args, run_name(cell, steps, batch_size, 0))
+        if result is not None and result["bounds"]:
+            points[cell] = (min(bits for bits, _ in result["bounds"].values()), result["fd"])
+    folder = args.work if args.budget else BENCHMARKS
+    scatter_plot(
+        folder / f"recipe_tradeoff_{args.stage}.png",
+        points,
+        title=f"Samples against likelihood, {steps} x {batch_size} images (seed 0)",
+        x_label="held-out bits/dim (the lower of trained and analytic variance; log scale)",
+        y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
+        highlight=[DEFAULT_CELL],
+        log_x=True,
+    )
+
+
 def main() -> None:
     args = parse_args()
     if args.job:
@@ -323,6 +344,7 @@ def main() -> None:
         run_jobs(args)
     print_tables(args)
     draw_curve(args)
+    draw_tradeoff(args)
 
 
 if __name__ == "__main__":

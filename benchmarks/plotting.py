@@ -58,14 +58,69 @@ def line_plot(
     draw(spec, path)
 
 
-def draw(spec: dict, path: Path) -> None:
-    """Draw the plot that `spec` (as `line_plot` writes it) describes into the PNG `path`."""
+def scatter_plot(
+    path: Path,
+    points: dict[str, tuple[float, float]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    highlight: list[str] = (),
+    log_x: bool = False,
+) -> None:
+    """Write `path` (PNG) and its data as JSON: one labelled point per name (name -> (x, y)); the `highlight`ed
+    names drawn larger, in colour."""
+    spec = {
+        "kind": "scatter",
+        "title": title,
+        "x_label": x_label,
+        "y_label": y_label,
+        "points": {name: list(point) for name, point in points.items()},
+        "highlight": list(highlight),
+        "log_x": log_x,
+    }
+    if not points:
+        return
+    path = Path(path)
+    path.with_suffix(".json").write_text(json.dumps(spec, indent=1) + "\n")
+    draw(spec, path)
+
+
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server or in CI
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def draw_scatter(spec: dict, path: Path) -> None:
+    plt = pyplot()
+    figure, axes = plt.subplots(figsize=(8.4, 5.6), dpi=100)
+    for name, (x, y) in spec["points"].items():
+        highlighted = name in spec["highlight"]
+        axes.scatter(x, y, s=48 if highlighted else 18, color="tab:red" if highlighted else "tab:blue", zorder=3)
+        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    if spec["log_x"]:
+        axes.set_xscale("log")
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel(spec["x_label"])
+    axes.set_ylabel(spec["y_label"])
+    axes.set_title(spec["title"], fontsize=10)
+    axes.grid(True, which="major", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def draw(spec: dict, path: Path) -> None:
+    """Draw the plot that `spec` (as `line_plot` or `scatter_plot` writes it) describes into the PNG `path`."""
+    if spec.get("kind") == "scatter":
+        return draw_scatter(spec, path)
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    plt = pyplot()
     figure, axes = plt.subplots(figsize=(7.6, 4.4), dpi=100)
     low, high = spec.get("y_range") or (-math.inf, math.inf)
     notes = []

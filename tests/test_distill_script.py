@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
@@ -15,8 +16,12 @@ from fake_hub import READ_TOKEN, WRITE_TOKEN, install_fake_hub
 from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_saves
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
-from simple_ddpm import SimpleDDPMPipeline
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
+from simple_ddpm.feature_networks import load_feature_extractor
+from simple_ddpm.frechet import frechet_distance
+from simple_ddpm.sample_quality import pixel_statistics, sample_statistics
 from training import distill
+from training.image_data import digits_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DISTILL = ROOT / "training" / "distill.py"
@@ -107,6 +112,38 @@ def test_distill_push_to_hub_checks_access_first_and_pushes_the_student_with_its
     card = files["README.md"].decode()
     assert 'SimpleDDPMPipeline.from_pretrained("alice/student")' in card and "## Distillation" in card
     assert all(WRITE_TOKEN.encode() not in content for content in files.values())
+
+
+def test_the_students_and_teachers_frechet_distances_are_measured_recomputed_and_on_the_card(teacher, tmp_path):
+    from test_train_fid import classifier_file
+
+    features = classifier_file(tmp_path / "classifier.safetensors", in_channels=3)
+    out = tmp_path / "student"
+    options = ["--fid_num_samples", "6", "--fid_features", str(features), "--checkpointing_steps", "0"]
+    distillation(out, teacher, *options).finish()
+
+    # recomputed from the saved folders and the 8 held-out digits (scikit-learn's, as RGB), not from distill.py
+    extractor = load_feature_extractor(str(features))
+    held_out = digits_dataset().train_test_split(test_size=0.1, seed=0)["test"]
+    pixels = np.stack([np.asarray(image.convert("RGB")) for image in held_out[:8]["image"]])
+    reference = pixel_statistics(extractor, torch.from_numpy(pixels).permute(0, 3, 1, 2), batch_size=8, progress=False)
+
+    def distance(pipe, steps, **kwargs):
+        samples = sample_statistics(
+            pipe, extractor, 6, batch_size=8, num_inference_steps=steps, progress=False, **kwargs
+        )
+        return frechet_distance(samples, reference)
+
+    measured = json.loads((out / "metrics.json").read_text())["frechet_distance"]
+    student = SimpleDDPMPipeline.from_pretrained(out)
+    trailing = SimpleDDPMPipeline.from_pretrained(teacher)
+    trailing.scheduler = SimpleDDPMScheduler.from_config(trailing.scheduler.config, timestep_spacing="trailing")
+    assert measured["student"] == pytest.approx(distance(student, 2), rel=1e-5)
+    assert measured["teacher_ddim"]["8"] == pytest.approx(distance(trailing, 8, eta=0.0), rel=1e-5)
+    assert measured["teacher_ddim"]["2"] == pytest.approx(distance(trailing, 2, eta=0.0), rel=1e-5)
+    assert (measured["num_samples"], measured["reference_images"]) == (6, 8)
+    card = (out / "README.md").read_text()
+    assert f"| Frechet distance | student **{measured['student']:.2f}** at its 2 steps; the teacher's DDIM " in card
 
 
 def test_a_class_conditional_teacher_distils_with_its_labels(tmp_path):

@@ -62,6 +62,7 @@ from training.checkpoints import (
     resolve_resume,
     write_unet_config,
 )
+from training.frechet_eval import FrechetEvaluation
 from training.image_data import DIGITS_DATASET_ID, drop_class_labels, prepare_images, training_batches
 from training.run_setup import (
     build_accelerator,
@@ -133,6 +134,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--num_eval_images", type=non_negative_int, default=256, help="Held out from the data, as in train.py."
     )
+    parser.add_argument(
+        "--fid_num_samples",
+        type=non_negative_int,
+        default=0,
+        help="At the end, the Frechet distance to the held-out images of this many samples of the student, and of "
+        "its teacher's DDIM at --teacher_steps and at the student's steps (the same seeds): metrics.json and the "
+        "card. 0: not measured.",
+    )
+    parser.add_argument(
+        "--fid_features",
+        default="inception",
+        help="'inception' (FID; needs simple-ddpm[fid]) or a feature classifier .safetensors file, as train.py's.",
+    )
+    parser.add_argument("--eval_batch_size", type=positive_int, default=250, help="Images per sampling batch.")
     add_data_arguments(parser)
     add_checkpoint_arguments(parser)
     add_hub_arguments(
@@ -146,6 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     try:
         check_data_options(args)
         check_hub_options(args)
+        if args.fid_num_samples == 1:
+            raise InvalidTrainingInput("--fid_num_samples must be 0 (none) or at least 2, got 1.")
         if not args.learning_rate > 0:
             raise InvalidTrainingInput(f"--learning_rate must be positive, got {args.learning_rate}.")
         check_output_dir_writable(Path(args.output_dir))
@@ -320,8 +337,36 @@ def teacher_name(teacher: str) -> str:
     return f"{Path(teacher).name} (a local folder)" if Path(teacher).expanduser().exists() else teacher
 
 
+def frechet_distances(args, fid: FrechetEvaluation, student_pipe: SimpleDDPMPipeline, device) -> dict:
+    """The student's Frechet distance and its teacher's, reloaded as it was before the rounds, with DDIM (eta 0,
+    trailing timesteps: the path the student learned) at --teacher_steps and at the student's steps (the
+    training-free sampler of equal cost); image i of every row starts from the same x_T."""
+    steps = args.num_inference_steps
+    result = fid.describe(fid(student_pipe, progress=True, num_inference_steps=steps), steps)
+    result = {"student": result.pop("value"), **result, "teacher_ddim": {}}
+    teacher = load_teacher(args)[0].to(device)
+    teacher.set_progress_bar_config(disable=True)
+    distilled = teacher.scheduler.config.get("distilled_timesteps") is not None
+    if not distilled:
+        teacher.scheduler = SimpleDDPMScheduler.from_config(teacher.scheduler.config, timestep_spacing="trailing")
+    for teacher_steps in [args.teacher_steps] + ([] if distilled else [steps]):
+        distance = fid(teacher, progress=True, num_inference_steps=teacher_steps, eta=0.0)
+        result["teacher_ddim"][str(teacher_steps)] = distance
+    return result
+
+
 def finish(
-    args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics, teacher_prediction_type, repo_id
+    args,
+    accelerator,
+    student,
+    scheduler,
+    data,
+    progress,
+    rounds,
+    teacher_metrics,
+    teacher_prediction_type,
+    repo_id,
+    fid: FrechetEvaluation | None,
 ) -> None:
     """Save the student pipeline, its sample grid (same seed as train.py's grids: image i of the teacher's grid
     starts from the same x_T), metrics.json and the model card, whose usage snippet loads `repo_id` (default: the
@@ -356,6 +401,8 @@ def finish(
         "sample_grid": FINAL_GRID_NAME,
         "num_samples": args.num_samples,
     }
+    if fid is not None:
+        metrics["frechet_distance"] = frechet_distances(args, fid, pipe, accelerator.device)
     (output_dir / METRICS_NAME).write_text(json.dumps(metrics, indent=2))
     write_model_card(output_dir, repo_id=repo_id)
     logger.info("Student of %d steps saved to %s", args.num_inference_steps, output_dir)
@@ -382,6 +429,17 @@ def main(argv: list[str] | None = None) -> None:
             data = prepare_images(args)
         if (teacher.num_classes is None) != (data.class_names is None):
             raise InvalidTrainingInput("The teacher's classes and the data's --class_column do not match.")
+        fid = None
+        if args.fid_num_samples:
+            fid = FrechetEvaluation.load(
+                args.fid_features,
+                data.eval,
+                processes.device,
+                num_samples=args.fid_num_samples,
+                num_inference_steps=args.num_inference_steps,
+                batch_size=args.eval_batch_size,
+                seed=args.seed,
+            )
         student = use_float32_attention(UNet2DModel.from_config(teacher.unet.config))
         student.load_state_dict(teacher.unet.state_dict())
         resume_from = resolve_resume(args.resume_from_checkpoint, Path(args.output_dir))
@@ -425,7 +483,7 @@ def main(argv: list[str] | None = None) -> None:
             repo_id = uploader.repo_id if uploader else None
             finish(
                 args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics,
-                teacher_prediction_type, repo_id,
+                teacher_prediction_type, repo_id, fid,
             )  # fmt: skip
             if uploader is not None:
                 pushed = push_final(Path(args.output_dir), uploader, hub_token, "distilled")

@@ -1,4 +1,5 @@
-"""--fid_every: the Frechet distance of the EMA model's samples to the held-out images during training.
+"""--fid_every: the Frechet distance of the EMA model's samples to the held-out images during training (and
+distill.py's --fid_num_samples: the student's and its teacher's at the end).
 
 The feature network is loaded and checked before the first training step, and the held-out images' statistics
 are computed once; every evaluation then samples --fid_num_samples images (the same seeds each time, so that
@@ -31,41 +32,58 @@ class FrechetEvaluation:
         """None without --fid_every; else the feature network and the held-out images' statistics."""
         if not args.fid_every:
             return None
+        return cls.load(
+            args.fid_features,
+            held_out,
+            device,
+            num_samples=args.fid_num_samples,
+            num_inference_steps=args.periodic_inference_steps,
+            batch_size=args.eval_batch_size,
+            seed=args.seed,
+        )
+
+    @classmethod
+    def load(
+        cls, features: str, held_out: torch.Tensor, device, *, num_samples, num_inference_steps, batch_size, seed
+    ) -> "FrechetEvaluation":
+        """The feature network `features` (checked against the images) and the statistics of `held_out`; a
+        problem with either is an `InvalidTrainingInput`."""
         try:
-            extractor = load_feature_extractor(args.fid_features, device)
+            extractor = load_feature_extractor(features, device)
             check_image_format(extractor, held_out.shape[1], held_out.shape[2], "the training data")
         except FeatureNetworkError as error:
             raise InvalidTrainingInput(f"--fid_features: {error}") from None
         if len(held_out) < 2:
-            raise InvalidTrainingInput("--fid_every needs at least 2 held-out images as the reference.")
-        reference = pixel_statistics(extractor, held_out, batch_size=args.eval_batch_size, progress=False)
-        return cls(
-            extractor,
-            reference,
-            args.fid_num_samples,
-            args.periodic_inference_steps,
-            args.eval_batch_size,
-            args.seed,
-        )
+            raise InvalidTrainingInput("The Frechet distance needs at least 2 held-out images as the reference.")
+        reference = pixel_statistics(extractor, held_out, batch_size=batch_size, progress=False)
+        return cls(extractor, reference, num_samples, num_inference_steps, batch_size, seed)
 
-    def __call__(self, pipe: SimpleDDPMPipeline, progress: bool = False) -> float:
+    def __call__(
+        self,
+        pipe: SimpleDDPMPipeline,
+        progress: bool = False,
+        num_inference_steps: int | None = None,
+        eta: float | None = None,
+    ) -> float:
+        """The distance of `pipe`'s samples, at `num_inference_steps` (default: this evaluation's)."""
         samples = sample_statistics(
             pipe,
             self.extractor,
             self.num_samples,
             batch_size=self.batch_size,
             seed=self.seed,
-            num_inference_steps=self.num_inference_steps,
+            num_inference_steps=num_inference_steps or self.num_inference_steps,
+            eta=eta,
             progress=progress,
         )
         return frechet_distance(samples, self.reference)
 
-    def describe(self, value: float) -> dict:
+    def describe(self, value: float, num_inference_steps: int | None = None) -> dict:
         """The entry of metrics.json."""
         return {
             "value": value,
             "features": self.extractor.name,
             "num_samples": self.num_samples,
-            "num_inference_steps": self.num_inference_steps,
+            "num_inference_steps": num_inference_steps or self.num_inference_steps,
             "reference_images": self.reference.count,
         }

@@ -213,6 +213,7 @@ def distilled_model_card(
         model_name=repo_id.rsplit("/", 1)[-1],
         repo_id=repo_id,
         distillation=distillation,
+        distillation_fd=metrics.get("frechet_distance"),
         teacher_wall_time_s=teacher.get("wall_time_s"),
         model_description=(teacher.get("training") or {}).get("model_description"),
         resolution=size if isinstance(size, int) else "x".join(map(str, size)),
