@@ -13,7 +13,7 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
 from fake_hub import READ_TOKEN, WRITE_TOKEN, install_fake_hub
-from reliability_runs import ONE_PROCESS, Run, assert_equal, load_any, partial_saves
+from reliability_runs import ONE_PROCESS, TWO_PROCESSES, Run, assert_equal, load_any, partial_saves
 from tiny_pipeline import save_trained_folder, tiny_pipeline, tiny_unet
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
@@ -225,6 +225,26 @@ def test_a_distillation_killed_mid_round_resumes_to_the_uninterrupted_student(te
     assert_same_distillation_state(uninterrupted.finish().output_dir, output_dir)
     student = SimpleDDPMPipeline.from_pretrained(output_dir)
     assert torch.isfinite(next(student.unet.parameters())).all()
+
+
+def test_two_processes_distil_and_a_killed_two_process_run_resumes_to_the_uninterrupted_student(teacher, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2` (gloo on the CPU): each process its share of the batch, the
+    launcher and both workers killed at once, resumed bitwise to the uninterrupted two-process student."""
+    uninterrupted = distillation(tmp_path / "uninterrupted", teacher, launcher=TWO_PROCESSES)
+    output_dir = tmp_path / "run"
+    killed = distillation(output_dir, teacher, launcher=TWO_PROCESSES)
+    killed.wait_for(output_dir / "checkpoint-2")
+    assert killed.process.poll() is None, "the run ended before it could be killed"
+    killed.kill_all(signal.SIGKILL)
+    killed.wait()
+    distillation(output_dir, teacher, "--resume_from_checkpoint", "latest", launcher=TWO_PROCESSES).finish()
+    assert partial_saves(output_dir) == []
+    assert_same_distillation_state(uninterrupted.finish().output_dir, output_dir)
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (output_dir / LAST).iterdir()}
+    metrics = json.loads((output_dir / "metrics.json").read_text())["distillation"]
+    assert metrics["num_processes"] == 2 and metrics["images_seen"] == 2 * UPDATES_PER_ROUND * 8 * 2
+    student = SimpleDDPMPipeline.from_pretrained(output_dir)
+    assert student.scheduler.config.distilled_timesteps == metrics["timesteps"] and len(metrics["timesteps"]) == 2
 
 
 def test_hub_options_without_push_to_hub_are_a_usage_error(teacher, tmp_path, capsys):

@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     if resume_from is not None:
         with reported_as_one_line(accelerator):
             load_checkpoint(accelerator, resume_from)
-        teacher_unet.load_state_dict(load_file(resume_from / TEACHER_WEIGHTS_NAME, device=str(accelerator.device)))
+        teacher_unet.load_state_dict(load_file(resume_from / TEACHER_WEIGHTS_NAME))  # copied onto its device
         rounds = json.loads((resume_from / ROUNDS_NAME).read_text())
         logger.info("Resumed from %s at update %d", resume_from, progress.global_step)
     if accelerator.is_main_process:
