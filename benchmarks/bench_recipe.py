@@ -79,6 +79,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="STEPSxBATCH",
         help="budgets instead of the stage's, e.g. 20x8 for a smoke test of the benchmark itself",
     )
+    parser.add_argument("--seeds", type=int, nargs="+", help="seeds instead of the stage's (screen: 0; finals: 0 1)")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.py --learning_rate (default 1e-3)")
     parser.add_argument("--warmup", type=int, default=50, help="lr warmup steps (default 50)")
     parser.add_argument(
@@ -108,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.cells = all_cells()
     for cell in args.cells:
         parse_cell(cell)
+    if args.seeds:
+        SEEDS[args.stage] = tuple(args.seeds)
     if args.budget:
         try:
             BUDGETS[args.stage] = [tuple(int(n) for n in budget.split("x")) for budget in args.budget]
@@ -296,6 +299,8 @@ def draw_curve(args: argparse.Namespace) -> None:
         return
     best = min(finished, key=lambda cell: finished[cell]["fd"])
     series = {cell: finished[cell]["curve"] for cell in dict.fromkeys([DEFAULT_CELL, best]) if cell in finished}
+    if all(len(curve) < 2 for curve in series.values()):
+        return  # --fid-points 1: one point per run, no curve
     folder = args.work if args.budget else BENCHMARKS  # a smoke test's plot stays out of the repository
     line_plot(
         folder / f"recipe_fd_{args.stage}.png",
@@ -321,7 +326,7 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
         folder / f"recipe_tradeoff_{args.stage}.png",
         points,
         title=f"Samples against likelihood, {steps} x {batch_size} images (seed 0)",
-        x_label="held-out bits/dim (the lower of trained and analytic variance; log scale)",
+        x_label="held-out bits/dim (the lower of trained and analytic variance)",
         y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
         highlight=[DEFAULT_CELL],
         log_x=True,

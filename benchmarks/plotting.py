@@ -102,8 +102,14 @@ def draw_scatter(spec: dict, path: Path) -> None:
         highlighted = name in spec["highlight"]
         axes.scatter(x, y, s=48 if highlighted else 18, color="tab:red" if highlighted else "tab:blue", zorder=3)
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    if spec["log_x"]:
+    xs = [x for x, _ in spec["points"].values()]
+    if spec["log_x"] and max(xs) > 5 * min(xs):  # a log axis only where the points span a factor of five
+        from matplotlib.ticker import FuncFormatter, NullFormatter
+
         axes.set_xscale("log")
+        axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.margins(x=0.2)
     axes.set_ylim(bottom=0)
     axes.set_xlabel(spec["x_label"])
     axes.set_ylabel(spec["y_label"])

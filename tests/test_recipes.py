@@ -89,3 +89,15 @@ def test_ho_et_al_is_one_flag_away_bitwise_from_any_recipe(tmp_path):
         assert setup["recipe"] == recipe and setup["recipe_departures"] == departures
     pipe = SimpleDDPMPipeline.from_pretrained(tmp_path / "ddpm")
     assert (pipe.scheduler.config.prediction_type, pipe.scheduler.config.beta_schedule) == ("epsilon", "linear")
+
+
+@pytest.mark.slow
+def test_the_saved_scheduler_follows_the_recipe_the_model_was_trained_with(tmp_path):
+    train(tmp_path / "samples", "--recipe", "samples")
+    config = SimpleDDPMPipeline.from_pretrained(tmp_path / "samples").scheduler.config
+    assert (config.prediction_type, config.beta_schedule) == (
+        RECIPES["samples"]["prediction_type"],
+        RECIPES["samples"]["beta_schedule"],
+    )
+    card = ModelCard.load(tmp_path / "samples" / "README.md").text
+    assert "| recipe | `samples` (train.py --recipe) |" in card
