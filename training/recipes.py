@@ -15,12 +15,13 @@ RECIPES = {
     "ddpm": {"prediction_type": "epsilon", "loss_weighting": "simple", "snr_gamma": 5.0, "beta_schedule": "linear"},
     # FD 34.9 against ddpm's 104.7, at 22.8 bits/dim (analytic variance) against 4.31.
     "samples": {"prediction_type": "sample", "loss_weighting": "simple", "snr_gamma": 5.0, "beta_schedule": "linear"},
-    # Ho et al.'s objective: the least bound measured, 4.013 bits/dim with the analytic variance (4.299 trained).
+    # The cosine schedule (Nichol & Dhariwal 2021): the least bound measured, 3.847 bits/dim with the analytic
+    # variance against ddpm's 4.013 (4.095 against 4.299 trained), at FD 114.1 against 104.7.
     "likelihood": {
         "prediction_type": "epsilon",
         "loss_weighting": "simple",
         "snr_gamma": 5.0,
-        "beta_schedule": "linear",
+        "beta_schedule": "cosine",
     },
 }
 
