@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(RECIPES),
         default=DEFAULT_RECIPE,
         help="Defaults of --prediction_type, --loss_weighting, --snr_gamma and --beta_schedule, each measured on "
-        "the package's benchmark (docs/training.md, choosing a recipe): "
+        "the package's benchmark (docs/results.md, the recipe screen): "
         + "; ".join(f"{name}: {recipe_text(name)}" for name in RECIPES)
         + ". Options given explicitly override the recipe's.",
     )
