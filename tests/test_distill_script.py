@@ -252,3 +252,16 @@ def test_hub_options_without_push_to_hub_are_a_usage_error(teacher, tmp_path, ca
         distill.parse_args(["--teacher", str(teacher), "--output_dir", str(tmp_path), "--hub_model_id", "alice/s"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().endswith("error: --hub_model_id needs --push_to_hub.")
+
+
+def test_one_frechet_sample_is_a_usage_error(teacher, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        distill.parse_args(["--teacher", str(teacher), "--output_dir", str(tmp_path), "--fid_num_samples", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().endswith("error: --fid_num_samples must be 0 (none) or at least 2, got 1.")
+
+
+def test_a_feature_network_that_does_not_load_is_refused_in_one_line_before_distilling(teacher, tmp_path, capsys):
+    missing = tmp_path / "missing.safetensors"
+    error = refused(tmp_path, capsys, teacher, "--fid_num_samples", "4", "--fid_features", str(missing))
+    assert error.startswith("error: --fid_features: ") and str(missing) in error
