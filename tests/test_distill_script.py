@@ -3,11 +3,13 @@ line before any training, and a run killed with SIGKILL mid-round resumed to the
 
 import json
 import random
+import shutil
 import signal
 import sys
 import time
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -76,6 +78,29 @@ def test_accelerate_launch_distils_the_teacher_into_a_pipeline_that_samples_in_i
     assert "distilled from the teacher **tiny (a local folder)** into a deterministic 2-step sampler" in card
     assert "pipe(batch_size=16).images  # its 2 distilled steps" in card
     assert (out / "samples.png").is_file()
+
+
+def test_a_distilled_student_continues_on_the_data_it_was_distilled_on_and_keeps_its_history(student, tmp_path):
+    """A 2-step student distilled on by one more round (2 -> 1): by default on the data its own metrics name (here
+    a saved dataset folder, not the quickstart's digits), recording the round before it and the teacher's
+    training, and its card says whose student its teacher was."""
+    teacher = tmp_path / "two-step"
+    shutil.copytree(student, teacher)
+    data = tmp_path / "data"
+    datasets.DatasetDict({"train": digits_dataset().select(range(100))}).save_to_disk(data)
+    metrics = json.loads((teacher / "metrics.json").read_text())
+    metrics["distillation"]["dataset"] = str(data)
+    (teacher / "metrics.json").write_text(json.dumps(metrics))
+
+    out = tmp_path / "one-step"
+    distillation(out, teacher, "--teacher_steps", "2", "--num_inference_steps", "1").finish()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["distillation"]["dataset"] == str(data)
+    assert saved["distillation"]["continues"] == metrics["distillation"]
+    assert saved["teacher_training"] == metrics["teacher_training"]  # the trained model at the root of the chain
+    assert SimpleDDPMPipeline.from_pretrained(out).scheduler.config.distilled_timesteps == [9]
+    card = (out / "README.md").read_text()
+    assert "(predicts `v_prediction`), itself a 2-step student of tiny (a local folder) |" in card
 
 
 def test_a_students_push_to_hub_uploads_its_distilled_card_and_metrics(student, monkeypatch):

@@ -196,11 +196,18 @@ def load_teacher(args) -> tuple[SimpleDDPMPipeline, dict]:
     return teacher, metrics
 
 
+def root_training_metrics(metrics: dict) -> dict:
+    """train.py's metrics of the model a chain of distillations started from: a distilled teacher's metrics.json
+    keeps them under "teacher_training" (empty where the teacher had none)."""
+    return (metrics.get("teacher_training") or {}) if "distillation" in metrics else metrics
+
+
 def default_data(args, teacher: SimpleDDPMPipeline, metrics: dict) -> None:
-    """Without data options, the teacher's training data as its metrics.json names it (a Hub id or a saved
-    folder), else the quickstart's digits; resolution, channels and class column as the teacher's."""
-    setup = metrics.get("training", {})
-    dataset = setup.get("dataset")
+    """Without data options, the teacher's data as its metrics.json names it (a Hub id or a saved folder: what
+    train.py trained it on, or what a distilled teacher was distilled on), else the quickstart's digits;
+    resolution, channels and class column as the teacher's."""
+    setup = root_training_metrics(metrics).get("training", {})
+    dataset = metrics.get("distillation", {}).get("dataset") or setup.get("dataset")
     if not (args.dataset_name or args.train_data_dir) and dataset not in (None, DIGITS_DATASET_ID):
         if "/" not in dataset and not Path(dataset).exists():
             raise InvalidTrainingInput(
@@ -396,8 +403,10 @@ def finish(
             "images_seen": progress.images_seen,
             "wall_time_s": progress.wall_time_s(),
             "dataset": data.dataset_id,
+            # a distilled teacher: how it was distilled (and, nested, how its teacher was)
+            **({"continues": teacher_metrics["distillation"]} if "distillation" in teacher_metrics else {}),
         },
-        "teacher_training": teacher_metrics,
+        "teacher_training": root_training_metrics(teacher_metrics),
         "sample_grid": FINAL_GRID_NAME,
         "num_samples": args.num_samples,
     }
