@@ -7,7 +7,8 @@
 
 Every cell trains the same `tiny` UNet on the same data for the same number of images, with the same seed, data
 order and learning-rate schedule, differing only in its recipe: prediction type (epsilon, sample, v_prediction)
-x loss weighting (simple, min_snr, p2) x beta schedule (linear, cosine, sigmoid). train.py measures the Frechet
+x loss weighting (simple, min_snr, p2) x beta schedule (linear, cosine, sigmoid), and candidates added to train.py
+(log-normal timesteps, EDM's noise distribution: `-log_normal` cells). train.py measures the Frechet
 distance of --fid-samples samples (100 DDPM steps, the same seeds every time) to the 10,000 test images four
 times during training (the curve of FD against images seen) and at the end; the features are bench_fid.py's
 Fashion-MNIST classifier (trained here on first use). A second job per cell estimates the held-out bound on the
@@ -54,19 +55,34 @@ SEEDS = {"screen": (0,), "finals": (0, 1)}
 FID_LINE = re.compile(r"step (\d+): Frechet distance ([0-9.]+)")
 
 
+# Candidates added to train.py for the grid, each on Ho et al.'s cell and the best-FD cell of the screen that can
+# use it: a cell name with a fourth part, the --timestep_sampling.
+TIMESTEP_SAMPLINGS = ("uniform", "log_normal")
+CANDIDATE_CELLS = ("epsilon-simple-linear-log_normal", "v_prediction-simple-linear-log_normal")
+
+
 def all_cells() -> list[str]:
-    return ["-".join(cell) for cell in itertools.product(PREDICTION_TYPES, WEIGHTINGS, SCHEDULES)]
+    return ["-".join(cell) for cell in itertools.product(PREDICTION_TYPES, WEIGHTINGS, SCHEDULES)] + list(
+        CANDIDATE_CELLS
+    )
 
 
-def parse_cell(cell: str) -> tuple[str, str, str]:
-    """'v_prediction-min_snr-cosine' -> ('v_prediction', 'min_snr', 'cosine')."""
-    prediction_type, weighting, schedule = cell.rsplit("-", 2)
-    if prediction_type not in PREDICTION_TYPES or weighting not in WEIGHTINGS or schedule not in SCHEDULES:
+def parse_cell(cell: str) -> tuple[str, str, str, str]:
+    """'v_prediction-min_snr-cosine' -> ('v_prediction', 'min_snr', 'cosine', 'uniform');
+    'epsilon-simple-linear-log_normal' -> (..., 'log_normal')."""
+    parts = cell.split("-")
+    prediction_type, weighting, schedule, sampling = (parts + ["uniform"])[:4] if len(parts) in (3, 4) else [""] * 4
+    if (
+        prediction_type not in PREDICTION_TYPES
+        or weighting not in WEIGHTINGS
+        or schedule not in SCHEDULES
+        or sampling not in TIMESTEP_SAMPLINGS
+    ):
         raise SystemExit(
-            f"error: cell {cell!r} is not PREDICTION-WEIGHTING-SCHEDULE of {PREDICTION_TYPES}, {WEIGHTINGS}, "
-            f"{SCHEDULES}"
+            f"error: cell {cell!r} is not PREDICTION-WEIGHTING-SCHEDULE[-SAMPLING] of {PREDICTION_TYPES}, "
+            f"{WEIGHTINGS}, {SCHEDULES}, {TIMESTEP_SAMPLINGS}"
         )
-    return prediction_type, weighting, schedule
+    return prediction_type, weighting, schedule, sampling
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -134,7 +150,7 @@ def runs(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]]:
 def train_command(args: argparse.Namespace, run: str, cell: str, steps: int, batch_size: int, seed: int) -> list[str]:
     """train.py for one run: FD every steps / --fid-points against all 10,000 test images; its own final bound
     is made trivial (one timestep), the bound job below measures it on more images."""
-    prediction_type, weighting, schedule = parse_cell(cell)
+    prediction_type, weighting, schedule, sampling = parse_cell(cell)
     return [
         sys.executable,
         str(REPO / "training" / "train.py"),
@@ -145,6 +161,7 @@ def train_command(args: argparse.Namespace, run: str, cell: str, steps: int, bat
         f"--prediction_type={prediction_type}",
         f"--loss_weighting={weighting}",
         f"--beta_schedule={schedule}",
+        f"--timestep_sampling={sampling}",
         f"--train_batch_size={batch_size}",
         f"--max_train_steps={steps}",
         f"--learning_rate={args.learning_rate}",

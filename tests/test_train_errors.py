@@ -246,6 +246,16 @@ def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
         (["--loss_type", "vlb", "--loss_weighting", "min_snr"], "--loss_weighting min_snr weighs the MSE"),
         (["--variance_type", "learned_range", "--vlb_weight", "-1"], "--vlb_weight must be >= 0, got -1.0"),
         (["--loss_weighting", "p2", "--p2_k", "0"], "--p2_k must be positive"),
+        (["--log_normal_std", "0.5"], "--log_normal_std needs --timestep_sampling log_normal"),
+        (
+            ["--timestep_sampling", "log_normal", "--log_normal_std", "0"],
+            "--log_normal_std must be finite and > 0, got 0.0",
+        ),
+        (["--timestep_sampling", "log_normal", "--log_normal_mean", "nan"], "--log_normal_mean must be finite"),
+        (
+            ["--timestep_sampling", "log_normal", "--loss_type", "vlb"],
+            "--timestep_sampling log_normal reweights the loss of each timestep",
+        ),
     ],
 )
 def test_objective_options_that_do_not_fit_together_are_one_line_exit_2(tmp_path, capsys, arguments, message):

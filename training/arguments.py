@@ -6,6 +6,7 @@ problems that need the data or the model (a dataset without images, a resolution
 """
 
 import argparse
+import math
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +22,7 @@ from simple_ddpm.scheduling_simple_ddpm import (
     PREDICTION_TYPES,
     VARIANCE_TYPES,
 )
-from simple_ddpm.timestep_samplers import TIMESTEP_SAMPLINGS
+from simple_ddpm.timestep_samplers import LOG_NORMAL_MEAN, LOG_NORMAL_STD, TIMESTEP_SAMPLINGS
 from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
 from training.recipes import DEFAULT_RECIPE, RECIPES
 
@@ -233,8 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--timestep_sampling",
         choices=TIMESTEP_SAMPLINGS,
         default="uniform",
-        help="uniform, or importance: p_t proportional to the RMS of the last 10 losses at t, each loss weighted "
-        "by 1 / (T p_t), so the objective is unchanged (Nichol & Dhariwal 2021, eq. 18).",
+        help="uniform; importance: p_t proportional to the RMS of the last 10 losses at t, each loss weighted "
+        "by 1 / (T p_t), so the objective is unchanged (Nichol & Dhariwal 2021, eq. 18); log_normal: ln sigma_t ~ "
+        "N(--log_normal_mean, --log_normal_std^2) with sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), weights 1, "
+        "so each timestep's loss counts T p_t times (EDM's noise distribution, Karras et al. 2022).",
+    )
+    model.add_argument(
+        "--log_normal_mean",
+        type=float,
+        help=f"--timestep_sampling log_normal: the mean of ln sigma. Default: EDM's {LOG_NORMAL_MEAN}.",
+    )
+    model.add_argument(
+        "--log_normal_std",
+        type=float,
+        help=f"--timestep_sampling log_normal: the std of ln sigma, > 0. Default: EDM's {LOG_NORMAL_STD}.",
     )
 
     optim = parser.add_argument_group("optimisation")
@@ -508,6 +521,27 @@ def check_objective(args: argparse.Namespace) -> None:
         if args.vlb_weight < 0:
             raise InvalidTrainingInput(f"--vlb_weight must be >= 0, got {args.vlb_weight}.")
     args.vlb_weight = DEFAULT_VLB_WEIGHT if args.vlb_weight is None else args.vlb_weight
+    check_log_normal(args)
+
+
+def check_log_normal(args: argparse.Namespace) -> None:
+    """--log_normal_mean / --log_normal_std belong to --timestep_sampling log_normal; sets their defaults."""
+    given = [name for name in ("log_normal_mean", "log_normal_std") if getattr(args, name) is not None]
+    if args.timestep_sampling != "log_normal":
+        if given:
+            raise InvalidTrainingInput(f"--{given[0]} needs --timestep_sampling log_normal.")
+        return
+    if args.loss_type == "vlb":
+        raise InvalidTrainingInput(
+            "--timestep_sampling log_normal reweights the loss of each timestep, so --loss_type vlb would no longer "
+            "train the bound; use --timestep_sampling importance, which keeps it."
+        )
+    args.log_normal_mean = LOG_NORMAL_MEAN if args.log_normal_mean is None else args.log_normal_mean
+    args.log_normal_std = LOG_NORMAL_STD if args.log_normal_std is None else args.log_normal_std
+    if not math.isfinite(args.log_normal_mean):
+        raise InvalidTrainingInput(f"--log_normal_mean must be finite, got {args.log_normal_mean}.")
+    if not (math.isfinite(args.log_normal_std) and args.log_normal_std > 0):
+        raise InvalidTrainingInput(f"--log_normal_std must be finite and > 0, got {args.log_normal_std}.")
 
 
 def check_mixed_precision(mixed_precision: str, device_type: str) -> None:

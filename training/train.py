@@ -584,6 +584,11 @@ def training_setup(args, accelerator: Accelerator, data: PreparedImages, unet: U
         "loss_type": args.loss_type,
         "vlb_weight": args.vlb_weight,
         "timestep_sampling": args.timestep_sampling,
+        **(
+            {"log_normal_mean": args.log_normal_mean, "log_normal_std": args.log_normal_std}
+            if args.timestep_sampling == "log_normal"
+            else {}
+        ),
         "learning_rate": args.learning_rate,
         "lr_scheduler": args.lr_scheduler,
         "lr_warmup_steps": args.lr_warmup_steps,
@@ -630,12 +635,19 @@ def main(argv: list[str] | None = None) -> None:
 
     unet = speed_up(args, unet.to(accelerator.device), accelerator.device)
     ema = build_ema(args, unet, accelerator.device)
-    timestep_sampler = create_timestep_sampler(args.timestep_sampling, args.num_train_timesteps)
+    scheduler = build_scheduler(args)
+    timestep_sampler = create_timestep_sampler(
+        args.timestep_sampling,
+        args.num_train_timesteps,
+        scheduler.alphas_cumprod,
+        args.log_normal_mean,
+        args.log_normal_std,
+    )
     parameter_names = [name for name, _ in unet.named_parameters()]
     checkpoint_training_state(accelerator, progress, ema, parameter_names, timestep_sampler)
     optimizer, lr_scheduler = build_optimizer(args, unet, max_steps, accelerator.num_processes, accelerator.device)
     unet, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    model = Trainee(unet, build_scheduler(args), optimizer, lr_scheduler, ema, timestep_sampler)
+    model = Trainee(unet, scheduler, optimizer, lr_scheduler, ema, timestep_sampler)
     if resume_from is not None:
         with reported_as_one_line(accelerator):
             load_checkpoint(accelerator, resume_from)

@@ -19,7 +19,7 @@ from .pipeline_simple_ddpm_img2img import SimpleDDPMImg2ImgPipeline
 from .pipeline_simple_ddpm_inpaint import SimpleDDPMInpaintPipeline
 from .pipeline_simple_ddpm_inversion import SimpleDDPMInversionPipeline
 from .scheduling_simple_ddpm import SimpleDDPMScheduler, SimpleDDPMSchedulerOutput
-from .timestep_samplers import LossSecondMomentSampler, UniformSampler, create_timestep_sampler
+from .timestep_samplers import LogNormalSampler, LossSecondMomentSampler, UniformSampler, create_timestep_sampler
 from .training_losses import TrainingLosses, diffusion_loss, training_losses
 
 __version__ = "0.1.0"
@@ -31,6 +31,7 @@ __all__ = [
     "FeatureClassifier",
     "FeatureStatistics",
     "HubAccessError",
+    "LogNormalSampler",
     "LossSecondMomentSampler",
     "SimpleDDPMEditingPipeline",
     "SimpleDDPMImg2ImgPipeline",

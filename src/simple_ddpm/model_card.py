@@ -58,6 +58,11 @@ def objective_description(setup: dict) -> str:
         )
     elif setup.get("timestep_sampling") == "importance":
         text += "; timesteps importance-sampled by the loss's second moment"
+    elif setup.get("timestep_sampling") == "log_normal":
+        text += (
+            f"; timesteps drawn with ln sigma ~ N({setup['log_normal_mean']:g}, {setup['log_normal_std']:g}^2) "
+            "(EDM's noise distribution, Karras et al. 2022)"
+        )
     return text
 
 

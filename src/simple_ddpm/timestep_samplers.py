@@ -1,5 +1,6 @@
-"""Which timesteps a training batch draws: uniform (Ho et al. 2020), or importance-sampled by the loss's second
-moment (Nichol & Dhariwal 2021, sec. 3.3, eq. 18) with weights that keep the objective unbiased.
+"""Which timesteps a training batch draws: uniform (Ho et al. 2020); importance-sampled by the loss's second
+moment (Nichol & Dhariwal 2021, sec. 3.3, eq. 18) with weights that keep the objective unbiased; or log-normal in
+the noise level (Karras et al. 2022, sec. 5), which changes the objective on purpose.
 
 A training loop draws ``timesteps, weights = sampler.sample(batch_size, device)``, minimises
 ``(weights * per_image_loss).mean()``, and reports ``sampler.update_with_losses(timesteps, per_image_loss)``.
@@ -8,9 +9,13 @@ variance when p_t follows the size of L_t. With several processes, report the lo
 that every process keeps the same history.
 """
 
+import math
+
 import torch
 
-TIMESTEP_SAMPLINGS = ("uniform", "importance")
+TIMESTEP_SAMPLINGS = ("uniform", "importance", "log_normal")
+LOG_NORMAL_MEAN = -1.2  # EDM's P_mean and P_std (Karras et al. 2022, Table 1), for data in [-1, 1]
+LOG_NORMAL_STD = 1.2
 
 
 class UniformSampler:
@@ -118,12 +123,59 @@ class LossSecondMomentSampler(UniformSampler):
         self.loss_counts = counts.long().clone()
 
 
-def create_timestep_sampler(name: str, num_train_timesteps: int) -> UniformSampler:
-    """The sampler called `name`: "uniform" or "importance" (the loss-second-moment sampler)."""
+class LogNormalSampler(UniformSampler):
+    """ln sigma_t ~ N(mean, std^2), EDM's training noise distribution (Karras et al. 2022, sec. 5, "noise
+    distribution"), on the discrete timesteps of a variance-preserving schedule: z_t / alpha_t = x_0 + sigma_t eps
+    with sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), which grows with t, so p_t is the normal's mass on t's
+    interval of ln sigma (from the midpoint to the previous timestep's to the midpoint to the next's; the first and
+    last intervals open). Every weight is 1: unlike importance sampling the draws reweight the objective, each
+    timestep's loss by T p_t, which is the point (EDM spends its training on the middle noise levels, where the
+    loss can still be reduced, rather than on t near T, where the prediction is nearly the data mean).
+
+    Args:
+        alphas_cumprod (`torch.Tensor`): alpha_bar_t of the T training timesteps (the scheduler's).
+        mean (`float`, defaults to -1.2): the mean of ln sigma (EDM's P_mean).
+        std (`float`, defaults to 1.2): its standard deviation (EDM's P_std), > 0.
+    """
+
+    def __init__(self, alphas_cumprod: torch.Tensor, mean: float = LOG_NORMAL_MEAN, std: float = LOG_NORMAL_STD):
+        super().__init__(len(alphas_cumprod))
+        if not std > 0 or not math.isfinite(mean) or not math.isfinite(std):
+            raise ValueError(f"The log-normal timestep sampling needs a finite mean and std > 0, got {mean}, {std}.")
+        self.mean, self.std = mean, std
+        alpha_bar = alphas_cumprod.double().cpu()
+        log_sigma = 0.5 * (torch.log1p(-alpha_bar) - torch.log(alpha_bar))
+        edges = (log_sigma[1:] + log_sigma[:-1]) / 2
+        cdf = torch.special.ndtr((edges - mean) / std)
+        self._probabilities = torch.diff(cdf, prepend=cdf.new_zeros(1), append=cdf.new_ones(1))
+
+    def probabilities(self) -> torch.Tensor:
+        return self._probabilities.clone()
+
+    def sample(
+        self, batch_size: int, device: torch.device | str = "cpu", generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        timesteps = torch.multinomial(self._probabilities, batch_size, replacement=True, generator=generator)
+        return timesteps.to(device), torch.ones(batch_size, device=device)
+
+
+def create_timestep_sampler(
+    name: str,
+    num_train_timesteps: int,
+    alphas_cumprod: torch.Tensor | None = None,
+    log_normal_mean: float = LOG_NORMAL_MEAN,
+    log_normal_std: float = LOG_NORMAL_STD,
+) -> UniformSampler:
+    """The sampler called `name`: "uniform", "importance" (the loss-second-moment sampler) or "log_normal" (which
+    needs the schedule's `alphas_cumprod`)."""
     if name == "uniform":
         return UniformSampler(num_train_timesteps)
     if name == "importance":
         return LossSecondMomentSampler(num_train_timesteps)
+    if name == "log_normal":
+        if alphas_cumprod is None or len(alphas_cumprod) != num_train_timesteps:
+            raise ValueError(f"The log-normal timestep sampling needs the {num_train_timesteps} alphas_cumprod.")
+        return LogNormalSampler(alphas_cumprod, log_normal_mean, log_normal_std)
     raise ValueError(
         f"Unknown timestep sampling {name!r}; valid values are: {', '.join(map(repr, TIMESTEP_SAMPLINGS))}."
     )
