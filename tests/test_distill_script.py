@@ -171,20 +171,58 @@ def test_the_students_and_teachers_frechet_distances_are_measured_recomputed_and
     assert f"| Frechet distance | student **{measured['student']:.2f}** at its 2 steps; the teacher's DDIM " in card
 
 
-def test_a_class_conditional_teacher_distils_with_its_labels(tmp_path):
-    teacher = tmp_path / "conditional"
+def conditional_teacher(folder: Path) -> SimpleDDPMPipeline:
     pipe = SimpleDDPMPipeline(
         unet=tiny_unet(num_class_embeds=11),
         scheduler=tiny_pipeline().scheduler,
         class_names=[str(d) for d in range(10)],
     )
-    save_trained_folder(pipe, teacher)
+    save_trained_folder(pipe, folder)
+    return pipe
+
+
+def test_a_class_conditional_teacher_distils_with_its_labels(tmp_path):
+    teacher = tmp_path / "conditional"
+    pipe = conditional_teacher(teacher)
     distillation(tmp_path / "student", teacher, "--checkpointing_steps", "0").finish()
     student = SimpleDDPMPipeline.from_pretrained(tmp_path / "student")
     student.set_progress_bar_config(disable=True)
     assert student.num_classes == 10 and student.config.class_names == pipe.config.class_names
     images = student(class_labels=["3", "7"], guidance_scale=1.0, output_type="pt").images
     assert images.shape == (2, 3, 8, 8) and torch.isfinite(images).all()
+
+
+def test_a_guided_distillation_teaches_the_guided_targets_and_says_so_on_the_card(tmp_path):
+    """--guidance_scale 2 on a class-conditional teacher: the student differs from the unguided one (the same seed
+    and data), and metrics.json and the card record the guidance it learned, also after one more round."""
+    teacher = tmp_path / "conditional"
+    conditional_teacher(teacher)
+    plain, guided = tmp_path / "plain", tmp_path / "guided"
+    distillation(plain, teacher, "--checkpointing_steps", "0").finish()
+    distillation(guided, teacher, "--checkpointing_steps", "0", "--guidance_scale", "2").finish()
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    first, second = load_any(plain / weights), load_any(guided / weights)
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert json.loads((guided / "metrics.json").read_text())["distillation"]["guidance_scale"] == 2.0
+    card = "| guidance | learned: the targets of the chain's first round are the teacher guided with w = 2.0"
+    assert card in (guided / "README.md").read_text() and card not in (plain / "README.md").read_text()
+    further = tmp_path / "further"
+    distillation(further, guided, "--teacher_steps", "2", "--num_inference_steps", "1").finish()
+    assert json.loads((further / "metrics.json").read_text())["distillation"]["guidance_scale"] == 0.0
+    assert card in (further / "README.md").read_text()  # the guidance its teacher learned
+
+
+def test_guidance_of_an_unconditional_teacher_or_with_unlabelled_frechet_samples_is_refused(teacher, tmp_path, capsys):
+    error = refused(tmp_path, capsys, teacher, "--guidance_scale", "2")
+    assert error == "error: --guidance_scale 2 guides a class-conditional teacher; this one has no classes."
+    for extra, message in [
+        (["--guidance_scale", "-1"], "error: --guidance_scale must be a finite number >= 0, got -1.0."),
+        (["--guidance_scale", "1", "--fid_num_samples", "4"], "error: --fid_num_samples draws without labels"),
+    ]:  # usage errors, before the teacher is read
+        with pytest.raises(SystemExit) as exit_info:
+            distill.parse_args(["--teacher", str(teacher), "--output_dir", str(tmp_path / "out"), *extra])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def refused(tmp_path, capsys, teacher: Path, *extra: str) -> str:

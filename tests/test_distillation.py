@@ -17,6 +17,7 @@ from simple_ddpm.distillation import (
     paired_distance,
     round_steps,
     teacher_target,
+    teacher_x0,
     trailing_timesteps,
 )
 
@@ -81,6 +82,52 @@ def test_two_step_target_is_the_one_ddim_step_that_lands_where_two_teacher_steps
     torch.testing.assert_close(landed, expected_z2, rtol=1e-9, atol=1e-9)
     if t2 == DATA:  # the last step's target is the teacher's final image itself
         torch.testing.assert_close(target, expected_z2, rtol=1e-9, atol=1e-9)
+
+
+class AffineConditionalNetwork(torch.nn.Module):
+    """out(z, t, y) = (0.1 + 0.2 y) z + 1e-4 t: a class-conditional stand-in whose guided output is known by hand."""
+
+    def forward(self, z: torch.Tensor, t: torch.Tensor, class_labels: torch.Tensor | None = None) -> SimpleNamespace:
+        labels = torch.zeros(len(z)) if class_labels is None else class_labels
+        slope = (0.1 + 0.2 * labels.double()).view(-1, 1, 1, 1)
+        return SimpleNamespace(sample=slope * z + 1e-4 * torch.as_tensor(t).double().view(-1, 1, 1, 1))
+
+
+def test_a_guided_teacher_predicts_from_the_guided_output_and_its_two_steps_are_the_schedulers_ddim():
+    """Meng et al.'s target: x_hat of (1 + w) out(z, y) - w out(z, no label), written out here in float64; its two
+    DDIM steps are the scheduler's own (eta = 0) on the guided output; a dropped label stays unguided."""
+    scheduler, network, w, null = teacher_scheduler(), AffineConditionalNetwork(), 2.0, 3
+    z = torch.randn(4, *SHAPE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    labels, t = torch.tensor([0, 1, 2, null]), torch.full((4,), 700)
+    guided = teacher_x0(network, scheduler, clip=False, guidance_scale=w, null_label=null)
+
+    def guided_eps(z, t):
+        return (1 + w) * network(z, t, labels).sample - w * network(z, t, torch.full_like(labels, null)).sample
+
+    alpha_bar = scheduler.alphas_cumprod[700].double()
+    expected = (z - (1 - alpha_bar).sqrt() * guided_eps(z, t)) / alpha_bar.sqrt()
+    torch.testing.assert_close(guided(z, t, class_labels=labels), expected, rtol=1e-12, atol=1e-12)
+    unguided = teacher_x0(network, scheduler, clip=False)(z, t, class_labels=labels)
+    torch.testing.assert_close(guided(z, t, class_labels=labels)[3], unguided[3], rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(guided(z, t, class_labels=labels)[:3], unguided[:3])
+
+    expected_z2 = ddim_two_steps_float64(
+        scheduler, lambda z, t: SimpleNamespace(sample=guided_eps(z, t)), z, [700, 500, 300]
+    )
+    target = teacher_target(guided, scheduler, z, torch.tensor([[700, 500, 300]] * 4), class_labels=labels)
+    one_step = SimpleDDPMScheduler.from_config(scheduler.config, prediction_type="sample")
+    one_step.set_timesteps(timesteps=[700, 300])
+    torch.testing.assert_close(one_step.step(target, 700, z, eta=0).prev_sample, expected_z2, rtol=1e-9, atol=1e-9)
+
+
+def test_a_guided_teacher_needs_its_no_label_token_and_the_labels():
+    scheduler, network = teacher_scheduler(), AffineConditionalNetwork()
+    with pytest.raises(ValueError, match="no-label token"):
+        teacher_x0(network, scheduler, clip=False, guidance_scale=1.0)
+    with pytest.raises(ValueError, match="needs the images' class_labels"):
+        teacher_x0(network, scheduler, clip=False, guidance_scale=1.0, null_label=3)(
+            torch.zeros(1, *SHAPE), torch.tensor([5])
+        )
 
 
 def affine_two_step_map(scheduler, denoiser, t: int, t1: int, t2: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -110,6 +110,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "alpha explodes at t = T, where alpha is small), else the teacher's.",
     )
     parser.add_argument(
+        "--guidance_scale",
+        type=float,
+        default=0.0,
+        help="A class-conditional teacher: the first round's targets follow its classifier-free guided output with "
+        "this w (Meng et al. 2023), so the student draws guided samples at guidance_scale 0. 0: the teacher as is.",
+    )
+    parser.add_argument(
         "--max_train_steps_per_round",
         type=positive_int,
         default=150,
@@ -165,6 +172,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             raise InvalidTrainingInput("--fid_num_samples must be 0 (none) or at least 2, got 1.")
         if not args.learning_rate > 0:
             raise InvalidTrainingInput(f"--learning_rate must be positive, got {args.learning_rate}.")
+        if not (math.isfinite(args.guidance_scale) and args.guidance_scale >= 0):
+            raise InvalidTrainingInput(f"--guidance_scale must be a finite number >= 0, got {args.guidance_scale}.")
+        if args.guidance_scale and args.fid_num_samples:
+            raise InvalidTrainingInput(
+                "--fid_num_samples draws without labels, which a guided student was not taught; draw its samples "
+                "with `simple-ddpm sample --class` and measure the folder with `simple-ddpm fid FOLDER REFERENCE`."
+            )
         check_output_dir_writable(Path(args.output_dir))
     except InvalidTrainingInput as error:
         parser.error(str(error))
@@ -184,6 +198,10 @@ def load_teacher(args) -> tuple[SimpleDDPMPipeline, dict]:
         raise InvalidTrainingInput(
             f"The teacher learns its variance ({config.variance_type}); distillation follows its deterministic DDIM "
             "path, which uses no variance, but the student's output channels would still hold one: not supported."
+        )
+    if args.guidance_scale and teacher.num_classes is None:
+        raise InvalidTrainingInput(
+            f"--guidance_scale {args.guidance_scale:g} guides a class-conditional teacher; this one has no classes."
         )
     if config.get("distilled_timesteps") is not None:
         chain = config.distilled_timesteps
@@ -285,7 +303,9 @@ def distil(args, accelerator, data, student, teacher_unet, optimizer, schedulers
             for group in optimizer.param_groups:
                 group["lr"] = args.learning_rate * (1 - step_in_round / per_round)
             teacher_scheduler, clip = schedulers[min(round_index, 1)]
-            teacher = teacher_x0(teacher_unet, teacher_scheduler, clip)
+            # Guidance goes into the first round's targets; later teachers are students that learned it.
+            guidance = args.guidance_scale if round_index == 0 else 0.0
+            teacher = teacher_x0(teacher_unet, teacher_scheduler, clip, guidance, null_label)
             pixels, labels = next(batches)
             x0 = pixels_to_model_input(pixels.to(accelerator.device))
             if labels is not None:
@@ -392,6 +412,7 @@ def finish(
             "timesteps": scheduler.config.distilled_timesteps,
             "prediction_type": scheduler.config.prediction_type,
             "teacher_prediction_type": teacher_prediction_type,
+            "guidance_scale": args.guidance_scale,
             "updates_per_round": args.max_train_steps_per_round,
             "learning_rate": args.learning_rate,
             "train_batch_size": args.train_batch_size,

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 
+from .guidance import classifier_free_guidance
 from .scheduling_simple_ddpm import SimpleDDPMScheduler
 
 DATA = -1  # the index after a chain's last step: x itself, alpha = 1, sigma = 0
@@ -128,11 +129,29 @@ def round_steps(teacher_chain: list[int], index: torch.Tensor) -> torch.Tensor:
     return torch.stack([padded[2 * index], padded[2 * index + 1], padded[2 * index + 2]], 1)
 
 
-def teacher_x0(unet: torch.nn.Module, scheduler: SimpleDDPMScheduler, clip: bool) -> XPrediction:
-    """x_hat(z, t) of a teacher network, clipped as its sampler clips it (`clip`)."""
+def teacher_x0(
+    unet: torch.nn.Module,
+    scheduler: SimpleDDPMScheduler,
+    clip: bool,
+    guidance_scale: float = 0.0,
+    null_label: int | None = None,
+) -> XPrediction:
+    """x_hat(z, t) of a teacher network, clipped as its sampler clips it (`clip`). With `guidance_scale` w != 0 (a
+    class-conditional teacher, `null_label` its no-label token) x_hat of the guided output (1 + w) out(z, t, y) -
+    w out(z, t, no label), classifier-free guidance as the pipeline samples it: the target of Meng et al. 2023
+    ("On distillation of guided diffusion models"), whose student then draws guided samples without guidance."""
+    if guidance_scale and null_label is None:
+        raise ValueError("Guiding the teacher needs its no-label token (null_label).")
 
     def predict(z: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
-        x_hat = predicted_x0(scheduler, unet(z, t, **conditioning).sample.to(z.dtype), z, t)
+        output = unet(z, t, **conditioning).sample
+        if guidance_scale:
+            labels = conditioning.get("class_labels")
+            if labels is None:
+                raise ValueError("A guided teacher needs the images' class_labels.")
+            unconditional = unet(z, t, class_labels=torch.full_like(labels, null_label)).sample
+            output = classifier_free_guidance(output, unconditional, guidance_scale)
+        x_hat = predicted_x0(scheduler, output.to(z.dtype), z, t)
         return scheduler.clip_predicted_x0(x_hat) if clip else x_hat
 
     return predict

@@ -203,6 +203,16 @@ def pipeline_model_card(pipe: DiffusionPipeline, repo_id: str, template_path: Pa
     )
 
 
+def learned_guidance(distillation: dict) -> float | None:
+    """The classifier-free guidance w that a student learned: its own run's --guidance_scale, else that of the run
+    it continues (and so on down the chain); None if none was guided."""
+    while distillation:
+        if distillation.get("guidance_scale"):
+            return distillation["guidance_scale"]
+        distillation = distillation.get("continues")
+    return None
+
+
 def distilled_model_card(
     metrics: dict, pipe_config: dict, repo_id: str, template_path: Path = TEMPLATE_PATH
 ) -> ModelCard:
@@ -219,6 +229,7 @@ def distilled_model_card(
         repo_id=repo_id,
         distillation=distillation,
         distillation_fd=metrics.get("frechet_distance"),
+        distillation_guidance=learned_guidance(distillation),
         teacher_wall_time_s=teacher.get("wall_time_s"),
         model_description=(teacher.get("training") or {}).get("model_description"),
         resolution=size if isinstance(size, int) else "x".join(map(str, size)),
