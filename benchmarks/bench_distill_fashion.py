@@ -6,15 +6,16 @@
     python benchmarks/bench_distill_fashion.py --table    # the table and plot again, from the results on disk
 
 Issue 25's benchmark on the screen's teachers (tiny UNet, 600 x 32 Fashion-MNIST images, seed 0): Ho et al.'s
-epsilon recipe and v-prediction, the same budget. For each, `training/distill.py` runs one round per command,
-16 -> 8 -> 4 -> 2 -> 1 trailing DDIM steps (each round's student is the next round's teacher, so every student is a
-pipeline folder and distill.py measures its own Frechet distance), 300 updates of 32 images per round. Then this
-script measures every row with the same 1,000 seeds (image i from seed i, so every row starts from the same x_T),
+epsilon recipe and v-prediction, the same budget. Chains ("eps", "v": from 16 trailing DDIM steps; "v64": the v
+teacher from 64) run as `training/distill.py` commands, 16 -> 8 (or 64 -> 8 in three rounds), then 8 -> 4, 4 -> 2,
+2 -> 1, each command's student the next one's teacher, 300 updates of 32 images per round. Then this script
+measures every row with the same 1,000 seeds (image i from seed i, so every row starts from the same x_T),
 bench_fid's Fashion-MNIST classifier features and the 10,000 test images as reference: the teacher's DDIM (eta 0,
-trailing) at 16, 8, 4, 2, 1 steps, its DDPM (eta 1, trailing) at 8, 4, 2, 1, each student, and the RMS pixel
-distance (in [-1, 1]) of each student's images to the teacher's 16-step DDIM images (what the chain imitates) and
-to its DDIM at the student's steps. The teacher's best sampler is its 100-step DDPM, measured by the screen
-(the same seeds and features; a 1,000-step row costs 1,000,000 network calls, about 3 CPU-hours here).
+trailing) at the chain's start and at 8, 4, 2, 1 steps, its DDPM (eta 1, trailing) at 8, 4, 2, 1, each student,
+and the RMS pixel distance (in [-1, 1]) of each student's images to the teacher's DDIM images at the chain's start
+(what the chain imitates) and at the student's steps. The teacher's best sampler is its 100-step DDPM, measured
+by the screen (the same seeds and features; a 1,000-step row costs 1,000,000 network calls, about 3 CPU-hours
+here).
 """
 
 import argparse
@@ -43,17 +44,19 @@ from training.frechet_eval import FrechetEvaluation  # noqa: E402
 
 RECIPE_WORK = BENCHMARKS / "_work" / "recipe"
 WORK = BENCHMARKS / "_work" / "distill_fashion"
-TEACHERS = {  # short name -> the screen's run
-    "eps": "epsilon-simple-linear-600x32-seed0",
-    "v": "v_prediction-simple-linear-600x32-seed0",
+# chain name -> (the screen's teacher run, the distill.py commands as (teacher steps, student steps)); each
+# command's student is the next one's teacher. "v64" starts from a 4x longer DDIM chain of the v teacher.
+CHAINS = {
+    "eps": ("epsilon-simple-linear-600x32-seed0", [(16, 8), (8, 4), (4, 2), (2, 1)]),
+    "v": ("v_prediction-simple-linear-600x32-seed0", [(16, 8), (8, 4), (4, 2), (2, 1)]),
+    "v64": ("v_prediction-simple-linear-600x32-seed0", [(64, 8), (8, 4), (4, 2), (2, 1)]),
 }
-FIRST_CHAIN = 16
 STUDENT_STEPS = (8, 4, 2, 1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--teachers", nargs="+", choices=list(TEACHERS), default=list(TEACHERS))
+    parser.add_argument("--chains", nargs="+", choices=list(CHAINS), default=list(CHAINS))
     parser.add_argument("--updates-per-round", type=int, default=300)
     parser.add_argument("--batch-size", type=int, default=32, help="images per distillation update")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per Frechet-distance row")
@@ -62,28 +65,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def round_folder(teacher: str, steps: int) -> Path:
-    return WORK / f"{teacher}-{steps}to{steps // 2}"
+def student_folder(chain: str, steps: int) -> Path:
+    """The folder of the chain's student of `steps` steps (the output of the command that ends there)."""
+    start = dict((student, teacher) for teacher, student in CHAINS[chain][1])[steps]
+    return WORK / f"{chain}-{start}to{steps}"
 
 
-def distil_chain(args, teacher: str) -> None:
-    """One distill.py command per round, 16 -> 8 -> 4 -> 2 -> 1, each skipped when its folder is finished."""
-    source, steps = RECIPE_WORK / TEACHERS[teacher], FIRST_CHAIN
-    while steps > 1:
-        out = round_folder(teacher, steps)
+def first_steps(chain: str) -> int:
+    return CHAINS[chain][1][0][0]
+
+
+def distil_chain(args, chain: str) -> None:
+    """One distill.py command per entry of the chain, each skipped when its folder is finished; the first
+    measures its FD (the student's and the teacher's DDIM at the chain's start), the others leave it to
+    `measure`."""
+    source = RECIPE_WORK / CHAINS[chain][0]
+    for index, (steps, student_steps) in enumerate(CHAINS[chain][1]):
+        out = student_folder(chain, student_steps)
         if not (out / "metrics.json").is_file():
             command = [
                 sys.executable, str(REPO / "training" / "distill.py"), "--teacher", str(source),
-                "--output_dir", str(out), "--teacher_steps", str(steps), "--num_inference_steps", str(steps // 2),
-                "--max_train_steps_per_round", str(args.updates_per_round), "--train_batch_size",
-                str(args.batch_size), "--eval_split", "test", "--num_eval_images", "10000",
-                "--fid_num_samples", str(args.num_samples),
+                "--output_dir", str(out), "--teacher_steps", str(steps), "--num_inference_steps",
+                str(student_steps), "--max_train_steps_per_round", str(args.updates_per_round),
+                "--train_batch_size", str(args.batch_size), "--eval_split", "test", "--num_eval_images", "10000",
+                "--fid_num_samples", str(args.num_samples if index == 0 else 0),
                 "--fid_features", str(RECIPE_WORK / "fid" / "classifier.safetensors"), "--report_to", "none",
             ]  # fmt: skip
             env = bench_quality.job_environment(REPO, args.threads)
             print(f"{time.strftime('%H:%M:%S')} distil {out.name}", flush=True)
             subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
-        source, steps = out, steps // 2
+        source = out
 
 
 def load(path: Path, **scheduler_options) -> SimpleDDPMPipeline:
@@ -94,88 +105,95 @@ def load(path: Path, **scheduler_options) -> SimpleDDPMPipeline:
     return pipe
 
 
-def measure(args, teacher: str) -> dict:
-    """Every row of one teacher's table (kept on disk as measured): FD, and the students' paired distances."""
-    path = WORK / f"{teacher}-rows.json"
+def measure(args, chain: str) -> dict:
+    """Every row of one chain's table (kept on disk as measured): the teacher's rows (shared by the chains of one
+    teacher), each student's FD and its paired distances."""
+    run = CHAINS[chain][0]
+    teacher_path, path = WORK / f"{run}-rows.json", WORK / f"{chain}-rows.json"
+    teacher_rows = json.loads(teacher_path.read_text()) if teacher_path.is_file() else {}
     rows = json.loads(path.read_text()) if path.is_file() else {}
     held_out = ((bench_quality.test_images(10_000) + 1) * 127.5).round().to(torch.uint8)
     fid = FrechetEvaluation.load(
         str(RECIPE_WORK / "fid" / "classifier.safetensors"), held_out, "cpu",
-        num_samples=args.num_samples, num_inference_steps=FIRST_CHAIN, batch_size=250, seed=0,
+        num_samples=args.num_samples, num_inference_steps=16, batch_size=250, seed=0,
     )  # fmt: skip
-    ddim = load(RECIPE_WORK / TEACHERS[teacher], timestep_spacing="trailing")
+    ddim = load(RECIPE_WORK / run, timestep_spacing="trailing")
     cache: dict[str, torch.Tensor] = {}
 
-    def images(name: str, pipe: SimpleDDPMPipeline, steps: int, eta: float | None) -> torch.Tensor:
+    def images(name: str, pipe: SimpleDDPMPipeline, steps: int, eta: float | None, table: dict, file: Path):
         if name not in cache:
             start = time.process_time()
             cache[name] = generate_images(
                 pipe, args.num_samples, batch_size=250, seed=0, num_inference_steps=steps, eta=eta, progress=False
             ).float()
-            if name not in rows:
+            if name not in table:
                 pixels = (cache[name] * 255).round().to(torch.uint8)
                 statistics = pixel_statistics(fid.extractor, pixels, batch_size=250, progress=False)
-                rows[name] = {"steps": steps, "frechet": frechet_distance(statistics, fid.reference),
-                              "process_cpu_s": time.process_time() - start}  # fmt: skip
-                path.write_text(json.dumps(rows, indent=2))
-                print(f"{teacher} {name}: {json.dumps(rows[name])}", flush=True)
+                table[name] = {"steps": steps, "frechet": frechet_distance(statistics, fid.reference),
+                               "process_cpu_s": time.process_time() - start}  # fmt: skip
+                file.write_text(json.dumps(table, indent=2))
+                print(f"{chain} {name}: {json.dumps(table[name])}", flush=True)
         return cache[name]
 
-    for steps in (FIRST_CHAIN, *STUDENT_STEPS):
-        images(f"ddim-{steps}", ddim, steps, 0.0)
+    def teacher(name: str, steps: int, eta: float) -> torch.Tensor:
+        return images(name, ddim, steps, eta, teacher_rows, teacher_path)
+
+    start = first_steps(chain)
+    for steps in (start, *STUDENT_STEPS):
+        teacher(f"ddim-{steps}", steps, 0.0)
     for steps in STUDENT_STEPS:
-        if f"ddpm-{steps}" not in rows:
-            images(f"ddpm-{steps}", ddim, steps, 1.0)
+        if f"ddpm-{steps}" not in teacher_rows:
+            teacher(f"ddpm-{steps}", steps, 1.0)
+    grid_rows = [teacher(f"ddim-{start}", start, 0.0)[:16]]
     for steps in STUDENT_STEPS:
         name = f"student-{steps}"
-        if name in rows and "paired_rms_to_teacher_ddim_16" in rows[name]:
-            continue
-        student = images(name, load(round_folder(teacher, steps * 2)), steps, None)
-        rows[name] |= {
-            "paired_rms_to_teacher_ddim_16": paired_distance(student * 2, images("ddim-16", ddim, 16, 0.0) * 2),
-            "paired_rms_to_teacher_ddim_same_steps": paired_distance(
-                student * 2, images(f"ddim-{steps}", ddim, steps, 0.0) * 2
-            ),
-        }
-        path.write_text(json.dumps(rows, indent=2))
-    grid_rows = [images("ddim-16", ddim, 16, 0.0)[:16]]
-    for steps in STUDENT_STEPS:
-        grid_rows += [images(f"student-{steps}", load(round_folder(teacher, steps * 2)), steps, None)[:16]]
-        grid_rows += [images(f"ddim-{steps}", ddim, steps, 0.0)[:16]]
-    image_grid(torch.cat(grid_rows), cols=16).save(BENCHMARKS / f"distill_fashion_{teacher}_samples.png")
+        student = images(name, load(student_folder(chain, steps)), steps, None, rows, path)
+        if "paired_rms_to_teacher_ddim_start" not in rows[name]:
+            rows[name] |= {
+                "paired_rms_to_teacher_ddim_start": paired_distance(
+                    student * 2, teacher(f"ddim-{start}", start, 0.0) * 2
+                ),
+                "paired_rms_to_teacher_ddim_same_steps": paired_distance(
+                    student * 2, teacher(f"ddim-{steps}", steps, 0.0) * 2
+                ),
+            }
+            path.write_text(json.dumps(rows, indent=2))
+        grid_rows += [student[:16], teacher(f"ddim-{steps}", steps, 0.0)[:16]]
+    image_grid(torch.cat(grid_rows), cols=16).save(BENCHMARKS / f"distill_fashion_{chain}_samples.png")
     return rows
 
 
-def costs(teacher: str) -> list[dict]:
+def costs(chain: str) -> list[dict]:
     """Each round's updates and CPU seconds (the distill.py process, one thread), as its metrics.json records."""
     rounds = []
-    for steps in (FIRST_CHAIN, *STUDENT_STEPS[:-1]):
-        metrics = json.loads((round_folder(teacher, steps) / "metrics.json").read_text())["distillation"]
-        rounds += metrics["rounds"]
+    for _, student_steps in CHAINS[chain][1]:
+        rounds += json.loads((student_folder(chain, student_steps) / "metrics.json").read_text())["distillation"][
+            "rounds"
+        ]
     return rounds
 
 
 def print_table(args) -> None:
-    for teacher in args.teachers:
-        rows = json.loads((WORK / f"{teacher}-rows.json").read_text())
-        best = json.loads((RECIPE_WORK / TEACHERS[teacher] / "metrics.json").read_text())["frechet_distance"]["value"]
-        print(f"\n{TEACHERS[teacher]}: FD of {args.num_samples} samples (seeds 0-{args.num_samples - 1}); the "
-              f"teacher's 100-step DDPM {best:.1f}")  # fmt: skip
-        print(
-            "| steps | student FD | vs DDPM-100 | teacher DDIM FD | teacher DDPM FD | RMS to DDIM-16 "
-            "| RMS to DDIM same |"
-        )
+    for chain in args.chains:
+        run, start = CHAINS[chain][0], first_steps(chain)
+        teacher_rows = json.loads((WORK / f"{run}-rows.json").read_text())
+        rows = teacher_rows | json.loads((WORK / f"{chain}-rows.json").read_text())
+        best = json.loads((RECIPE_WORK / run / "metrics.json").read_text())["frechet_distance"]["value"]
+        print(f"\n{chain}: {run} distilled from its {start}-step DDIM chain; FD of {args.num_samples} samples "
+              f"(seeds 0-{args.num_samples - 1}); the teacher's 100-step DDPM {best:.1f}")  # fmt: skip
+        print(f"| steps | student FD | vs DDPM-100 | teacher DDIM FD | teacher DDPM FD | RMS to DDIM-{start} "
+              "| RMS to DDIM same |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
         for steps in STUDENT_STEPS:
             student = rows[f"student-{steps}"]
             print(
                 f"| {steps} | {student['frechet']:.1f} | {100 * (student['frechet'] / best - 1):+.0f}% | "
                 f"{rows[f'ddim-{steps}']['frechet']:.1f} | {rows[f'ddpm-{steps}']['frechet']:.1f} | "
-                f"{student['paired_rms_to_teacher_ddim_16']:.3f} | "
+                f"{student['paired_rms_to_teacher_ddim_start']:.3f} | "
                 f"{student['paired_rms_to_teacher_ddim_same_steps']:.3f} |"
             )
-        print(f"| 16 (teacher) | - | - | {rows['ddim-16']['frechet']:.1f} | - | 0 | - |")
-        rounds = costs(teacher)
+        print(f"| {start} (teacher) | - | - | {rows[f'ddim-{start}']['frechet']:.1f} | - | 0 | - |")
+        rounds = costs(chain)
         total = sum(r["process_cpu_s"] for r in rounds) / 60
         print("rounds: " + "; ".join(f"{r['teacher_steps']} -> {r['student_steps']}: {r['updates']} updates, "
                                      f"{r['process_cpu_s'] / 60:.1f} CPU-min" for r in rounds))  # fmt: skip
@@ -188,18 +206,22 @@ def draw_plot(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, len(args.teachers), figsize=(5.5 * len(args.teachers), 4), squeeze=False)
-    for axis, teacher in zip(axes[0], args.teachers, strict=True):
-        rows = json.loads((WORK / f"{teacher}-rows.json").read_text())
-        best = json.loads((RECIPE_WORK / TEACHERS[teacher] / "metrics.json").read_text())["frechet_distance"]["value"]
+    teachers = list(dict.fromkeys(CHAINS[chain][0] for chain in args.chains))
+    figure, axes = plt.subplots(1, len(teachers), figsize=(5.5 * len(teachers), 4), squeeze=False)
+    for axis, run in zip(axes[0], teachers, strict=True):
+        teacher_rows = json.loads((WORK / f"{run}-rows.json").read_text())
+        best = json.loads((RECIPE_WORK / run / "metrics.json").read_text())["frechet_distance"]["value"]
         steps = list(STUDENT_STEPS)
-        axis.plot(steps, [rows[f"student-{n}"]["frechet"] for n in steps], "o-", label="distilled student")
-        ddim_steps = [FIRST_CHAIN, *steps]
-        axis.plot(ddim_steps, [rows[f"ddim-{n}"]["frechet"] for n in ddim_steps], "s--", label="teacher DDIM")
-        axis.plot(steps, [rows[f"ddpm-{n}"]["frechet"] for n in steps], "^:", label="teacher DDPM")
+        for chain in (c for c in args.chains if CHAINS[c][0] == run):
+            rows = json.loads((WORK / f"{chain}-rows.json").read_text())
+            axis.plot(steps, [rows[f"student-{n}"]["frechet"] for n in steps], "o-",
+                      label=f"student, from {first_steps(chain)} DDIM steps")  # fmt: skip
+        ddim_steps = sorted((n for n in (1, 2, 4, 8, 16, 64) if f"ddim-{n}" in teacher_rows), reverse=True)
+        axis.plot(ddim_steps, [teacher_rows[f"ddim-{n}"]["frechet"] for n in ddim_steps], "s--", label="teacher DDIM")
+        axis.plot(steps, [teacher_rows[f"ddpm-{n}"]["frechet"] for n in steps], "^:", label="teacher DDPM")
         axis.axhline(best, color="k", lw=0.8, label="teacher DDPM, 100 steps")
         axis.set(xscale="log", yscale="log", xlabel="sampling steps (network calls)", ylabel="Frechet distance",
-                 title=f"{TEACHERS[teacher]}")  # fmt: skip
+                 title=run)  # fmt: skip
         axis.set_xticks(ddim_steps, labels=[str(n) for n in ddim_steps])
         axis.legend(fontsize=8)
     figure.suptitle(f"Progressive distillation on Fashion-MNIST, {args.num_samples} samples per point")
@@ -212,11 +234,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     WORK.mkdir(parents=True, exist_ok=True)
     if not args.table:
-        for teacher in args.teachers:
-            if not (RECIPE_WORK / TEACHERS[teacher] / "metrics.json").is_file():
-                raise SystemExit(f"error: no teacher {TEACHERS[teacher]}; train it with bench_recipe.py (see above)")
-            distil_chain(args, teacher)
-            measure(args, teacher)
+        for chain in args.chains:
+            if not (RECIPE_WORK / CHAINS[chain][0] / "metrics.json").is_file():
+                raise SystemExit(f"error: no teacher {CHAINS[chain][0]}; train it with bench_recipe.py (see above)")
+            distil_chain(args, chain)
+            measure(args, chain)
     print_table(args)
     draw_plot(args)
 
