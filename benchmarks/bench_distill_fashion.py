@@ -207,6 +207,7 @@ def draw_plot(args) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     teachers = list(dict.fromkeys(CHAINS[chain][0] for chain in args.chains))
     figure, axes = plt.subplots(1, len(teachers), figsize=(5.5 * len(teachers), 4), squeeze=False)
@@ -226,6 +227,9 @@ def draw_plot(args) -> None:
         axis.set(xscale="log", yscale="log", xlabel="sampling steps (network calls)", ylabel="Frechet distance",
                  title=run)  # fmt: skip
         axis.set_xticks(ddim_steps, labels=[str(n) for n in ddim_steps])
+        axis.xaxis.set_minor_formatter(NullFormatter())
+        axis.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+        axis.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
         axis.legend(fontsize=8)
     figure.suptitle(f"Progressive distillation on Fashion-MNIST, {args.num_samples} samples per point")
     figure.tight_layout()
