@@ -18,7 +18,12 @@ from training.recipes import DEFAULT_RECIPE, RECIPE_OPTIONS, RECIPES, recipe_dep
 
 ROOT = Path(__file__).resolve().parents[1]
 # Ho et al. 2020, written out here rather than read from training.recipes.
-HO_ET_AL = {"prediction_type": "epsilon", "loss_weighting": "simple", "beta_schedule": "linear"}
+HO_ET_AL = {
+    "prediction_type": "epsilon",
+    "loss_weighting": "simple",
+    "beta_schedule": "linear",
+    "timestep_sampling": "uniform",
+}
 
 
 def objective(args) -> dict:

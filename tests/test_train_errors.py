@@ -256,6 +256,7 @@ def test_pruning_keeps_the_newest_checkpoints_by_step_not_by_name(tmp_path):
             ["--timestep_sampling", "log_normal", "--loss_type", "vlb"],
             "--timestep_sampling log_normal reweights the loss of each timestep",
         ),
+        (["--recipe", "likelihood", "--loss_type", "vlb"], "--timestep_sampling log_normal (--recipe likelihood's)"),
     ],
 )
 def test_objective_options_that_do_not_fit_together_are_one_line_exit_2(tmp_path, capsys, arguments, message):

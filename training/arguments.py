@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--recipe",
         choices=list(RECIPES),
         default=DEFAULT_RECIPE,
-        help="Defaults of --prediction_type, --loss_weighting, --snr_gamma and --beta_schedule, each measured on "
+        help="Defaults of --prediction_type, --loss_weighting, --snr_gamma, --beta_schedule and "
+        "--timestep_sampling, each measured on "
         "the package's benchmark (docs/results.md, the recipe screen): "
         + "; ".join(f"{name}: {recipe_text(name)}" for name in RECIPES)
         + ". Options given explicitly override the recipe's.",
@@ -233,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument(
         "--timestep_sampling",
         choices=TIMESTEP_SAMPLINGS,
-        default="uniform",
-        help="uniform; importance: p_t proportional to the RMS of the last 10 losses at t, each loss weighted "
-        "by 1 / (T p_t), so the objective is unchanged (Nichol & Dhariwal 2021, eq. 18); log_normal: ln sigma_t ~ "
+        help="uniform; importance: p_t proportional to the RMS of the last 10 losses at t, each loss weighted by "
+        "1 / (T p_t), so the objective is unchanged (Nichol & Dhariwal 2021, eq. 18); log_normal: ln sigma_t ~ "
         "N(--log_normal_mean, --log_normal_std^2) with sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t), weights 1, "
-        "so each timestep's loss counts T p_t times (EDM's noise distribution, Karras et al. 2022).",
+        "so each timestep's loss counts T p_t times (EDM's noise distribution, Karras et al. 2022). --recipe sets "
+        "its default.",
     )
     model.add_argument(
         "--log_normal_mean",
@@ -420,7 +421,8 @@ def recipe_text(name: str) -> str:
     weighting = recipe["loss_weighting"]
     if weighting == "min_snr":
         weighting = f"min_snr (gamma {recipe['snr_gamma']:g})"
-    return f"{recipe['prediction_type']}, {weighting}, {recipe['beta_schedule']}"
+    sampling = "" if recipe["timestep_sampling"] == "uniform" else f", {recipe['timestep_sampling']} timesteps"
+    return f"{recipe['prediction_type']}, {weighting}, {recipe['beta_schedule']}{sampling}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -532,9 +534,10 @@ def check_log_normal(args: argparse.Namespace) -> None:
             raise InvalidTrainingInput(f"--{given[0]} needs --timestep_sampling log_normal.")
         return
     if args.loss_type == "vlb":
+        origin = f" (--recipe {args.recipe}'s)" if RECIPES[args.recipe]["timestep_sampling"] == "log_normal" else ""
         raise InvalidTrainingInput(
-            "--timestep_sampling log_normal reweights the loss of each timestep, so --loss_type vlb would no longer "
-            "train the bound; use --timestep_sampling importance, which keeps it."
+            f"--timestep_sampling log_normal{origin} reweights the loss of each timestep, so --loss_type vlb would "
+            "no longer train the bound; use --timestep_sampling importance, which keeps it."
         )
     args.log_normal_mean = LOG_NORMAL_MEAN if args.log_normal_mean is None else args.log_normal_mean
     args.log_normal_std = LOG_NORMAL_STD if args.log_normal_std is None else args.log_normal_std
