@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import threading
@@ -51,6 +52,7 @@ SCHEDULES = ("linear", "cosine", "sigmoid")
 DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe, train.py's defaults
 # stage -> [(optimizer steps, images per step)]
 BUDGETS = {"screen": [(600, 32)], "finals": [(2400, 32), (938, 64)]}
+BUDGET_IMAGES_SCREEN = 600 * 32
 SEEDS = {"screen": (0,), "finals": (0, 1)}
 FID_LINE = re.compile(r"step (\d+): Frechet distance ([0-9.]+)")
 
@@ -277,19 +279,35 @@ def load_run(args: argparse.Namespace, run: str) -> dict | None:
         "fd": metrics["frechet_distance"]["value"],
         "fd_samples": metrics["frechet_distance"]["num_samples"],
         "bounds": {variance: (b["bits_per_dim"], b["standard_error"]) for variance, b in bounds.items()},
+        "group_means": {variance: b["group_means"] for variance, b in bounds.items()},
         "images_seen": metrics["images_seen"],
         "minutes": metrics["wall_time_s"] / 60,
     }
 
 
+def paired_difference(result: dict, reference: dict, variance: str) -> tuple[float, float] | None:
+    """Mean and standard error of the group-by-group difference of two runs' bounds with `variance`: the groups
+    see the same images, timesteps and noise (bench_quality.grouped_bound), so the difference is paired."""
+    if variance not in result["group_means"] or variance not in reference["group_means"]:
+        return None
+    pairs = zip(result["group_means"][variance], reference["group_means"][variance], strict=True)
+    differences = [a - b for a, b in pairs]
+    return statistics.fmean(differences), statistics.stdev(differences) / len(differences) ** 0.5
+
+
 def print_tables(args: argparse.Namespace) -> None:
-    """One table per budget: each cell's final FD (mean over seeds, and the spread), its bounds and its cost."""
+    """One table per budget: each cell's final FD (mean over seeds, and the spread), its bounds, the paired
+    difference of its analytic-variance bound to today's default's, and its cost."""
     total_minutes = 0.0
     for steps, batch_size in BUDGETS[args.stage]:
         print(f"\n{steps} x {batch_size} images, FD of {args.fid_samples} samples at 100 DDPM steps (lower is better)")
-        print("| recipe | FD | FD by seed | bits/dim, trained variance | bits/dim, analytic variance | minutes |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| recipe | FD | FD by seed | bits/dim, trained variance | bits/dim, analytic variance "
+            f"| analytic bound minus {DEFAULT_CELL}'s (paired) | minutes |"
+        )
+        print("|---|---|---|---|---|---|---|")
         rows = []
+        default = load_run(args, run_name(DEFAULT_CELL, steps, batch_size, SEEDS[args.stage][0]))
         for cell in args.cells:
             results = [load_run(args, run_name(cell, steps, batch_size, seed)) for seed in SEEDS[args.stage]]
             results = [r for r in results if r is not None]
@@ -299,32 +317,41 @@ def print_tables(args: argparse.Namespace) -> None:
             total_minutes += sum(r["minutes"] for r in results)
             bounds = results[0]["bounds"]
             trained = next((b for variance, b in bounds.items() if variance != "analytic"), None)
-            rows.append((sum(fds) / len(fds), cell, fds, trained, bounds.get("analytic"), results[0]["minutes"]))
-        for fd, cell, fds, trained, analytic, minutes in sorted(rows):
+            paired = None if default is None else paired_difference(results[0], default, "analytic")
+            analytic, minutes = bounds.get("analytic"), results[0]["minutes"]
+            rows.append((sum(fds) / len(fds), cell, fds, trained, analytic, paired, minutes))
+        for fd, cell, fds, trained, analytic, paired, minutes in sorted(rows):
             bits = ["-" if b is None else f"{b[0]:.3f} +- {b[1]:.3f}" for b in (trained, analytic)]
+            difference = "-" if paired is None or cell == DEFAULT_CELL else f"{paired[0]:+.3f} +- {paired[1]:.3f}"
             by_seed = " / ".join(f"{value:.1f}" for value in fds)
-            print(f"| {cell} | {fd:.1f} | {by_seed} | {bits[0]} | {bits[1]} | {minutes:.0f} |")
+            print(f"| {cell} | {fd:.1f} | {by_seed} | {bits[0]} | {bits[1]} | {difference} | {minutes:.0f} |")
     print(f"\nTraining time of the finished runs: {total_minutes:.0f} minutes (wall clock per run, summed)")
 
 
+def plot_folder(args: argparse.Namespace) -> Path:
+    """benchmarks/ for the plots of real budgets; --work for a smoke test's (a budget under the screen's), which
+    stays out of the repository."""
+    small = any(steps * batch_size < BUDGET_IMAGES_SCREEN for steps, batch_size in BUDGETS[args.stage])
+    return args.work if small else BENCHMARKS
+
+
 def draw_curve(args: argparse.Namespace) -> None:
-    """FD against images seen at the stage's largest budget: today's default and the best cell of its table."""
+    """FD against images seen at the stage's largest budget, seed 0: every finished cell (today's default among
+    them), with today's default's final FD as a dashed line (the level another recipe should reach with fewer
+    images)."""
     steps, batch_size = BUDGETS[args.stage][-1]
     finished = {cell: load_run(args, run_name(cell, steps, batch_size, 0)) for cell in args.cells}
     finished = {cell: result for cell, result in finished.items() if result is not None}
-    if not finished:
-        return
-    best = min(finished, key=lambda cell: finished[cell]["fd"])
-    series = {cell: finished[cell]["curve"] for cell in dict.fromkeys([DEFAULT_CELL, best]) if cell in finished}
-    if all(len(curve) < 2 for curve in series.values()):
+    if not finished or all(len(result["curve"]) < 2 for result in finished.values()):
         return  # --fid-points 1: one point per run, no curve
-    folder = args.work if args.budget else BENCHMARKS  # a smoke test's plot stays out of the repository
+    default = finished.get(DEFAULT_CELL)
     line_plot(
-        folder / f"recipe_fd_{args.stage}.png",
-        series,
+        plot_folder(args) / f"recipe_fd_{args.stage}.png",
+        {cell: result["curve"] for cell, result in finished.items()},
         title=f"Frechet distance during training, {steps} x {batch_size} images (seed 0)",
         x_label="images seen",
         y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
+        reference=None if default is None else (default["fd"], f"{DEFAULT_CELL}, final"),
         log_x=False,
     )
 
@@ -338,9 +365,8 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
         result = load_run(args, run_name(cell, steps, batch_size, 0))
         if result is not None and result["bounds"]:
             points[cell] = (min(bits for bits, _ in result["bounds"].values()), result["fd"])
-    folder = args.work if args.budget else BENCHMARKS
     scatter_plot(
-        folder / f"recipe_tradeoff_{args.stage}.png",
+        plot_folder(args) / f"recipe_tradeoff_{args.stage}.png",
         points,
         title=f"Samples against likelihood, {steps} x {batch_size} images (seed 0)",
         x_label="held-out bits/dim (the lower of trained and analytic variance)",
