@@ -336,11 +336,11 @@ def plot_folder(args: argparse.Namespace) -> Path:
 
 
 def draw_curve(args: argparse.Namespace) -> None:
-    """FD against images seen at the stage's largest budget, seed 0: every finished cell (today's default among
-    them), with today's default's final FD as a dashed line (the level another recipe should reach with fewer
-    images)."""
+    """FD against images seen at the stage's largest budget, seed 0: every finished cell on disk, whatever
+    --cells names (a run of a few cells redraws the whole plot), with today's default's final FD as a dashed line
+    (the level another recipe should reach with fewer images)."""
     steps, batch_size = BUDGETS[args.stage][-1]
-    finished = {cell: load_run(args, run_name(cell, steps, batch_size, 0)) for cell in args.cells}
+    finished = {cell: load_run(args, run_name(cell, steps, batch_size, 0)) for cell in all_cells()}
     finished = {cell: result for cell, result in finished.items() if result is not None}
     if not finished or all(len(result["curve"]) < 2 for result in finished.values()):
         return  # --fid-points 1: one point per run, no curve
@@ -357,11 +357,11 @@ def draw_curve(args: argparse.Namespace) -> None:
 
 
 def draw_tradeoff(args: argparse.Namespace) -> None:
-    """Each cell's FD against its held-out bound (the analytic variance's where measured, the better of the two
-    for x- and v-prediction) at the stage's first budget, seed 0."""
+    """Each finished cell's FD against its held-out bound (the analytic variance's where measured, the better of
+    the two for x- and v-prediction) at the stage's first budget, seed 0, whatever --cells names."""
     steps, batch_size = BUDGETS[args.stage][0]
     points = {}
-    for cell in args.cells:
+    for cell in all_cells():
         result = load_run(args, run_name(cell, steps, batch_size, 0))
         if result is not None and result["bounds"]:
             points[cell] = (min(bits for bits, _ in result["bounds"].values()), result["fd"])
