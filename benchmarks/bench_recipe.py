@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ SCHEDULES = ("linear", "cosine", "sigmoid")
 DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe, train.py's defaults
 # stage -> [(optimizer steps, images per step)]
 BUDGETS = {"screen": [(600, 32)], "finals": [(2400, 32), (938, 64)]}
-BUDGET_IMAGES_SCREEN = 600 * 32
+BUDGET_IMAGES_SCREEN = BUDGETS["screen"][0][0] * BUDGETS["screen"][0][1]  # before --budget can replace it
 SEEDS = {"screen": (0,), "finals": (0, 1)}
 FID_LINE = re.compile(r"step (\d+): Frechet distance ([0-9.]+)")
 
@@ -285,14 +284,14 @@ def load_run(args: argparse.Namespace, run: str) -> dict | None:
     }
 
 
-def paired_difference(result: dict, reference: dict, variance: str) -> tuple[float, float] | None:
-    """Mean and standard error of the group-by-group difference of two runs' bounds with `variance`: the groups
-    see the same images, timesteps and noise (bench_quality.grouped_bound), so the difference is paired."""
+def paired_difference(result: dict, reference: dict, variance: str) -> str:
+    """'mean +- standard error' of the group-by-group difference of two runs' bounds with `variance` ('-' where
+    either lacks it): the groups see the same images, timesteps and noise (bench_quality.grouped_bound), so the
+    difference is paired."""
     if variance not in result["group_means"] or variance not in reference["group_means"]:
-        return None
+        return "-"
     pairs = zip(result["group_means"][variance], reference["group_means"][variance], strict=True)
-    differences = [a - b for a, b in pairs]
-    return statistics.fmean(differences), statistics.stdev(differences) / len(differences) ** 0.5
+    return bench_quality.mean_and_error([a - b for a, b in pairs], "+")
 
 
 def print_tables(args: argparse.Namespace) -> None:
@@ -317,12 +316,12 @@ def print_tables(args: argparse.Namespace) -> None:
             total_minutes += sum(r["minutes"] for r in results)
             bounds = results[0]["bounds"]
             trained = next((b for variance, b in bounds.items() if variance != "analytic"), None)
-            paired = None if default is None else paired_difference(results[0], default, "analytic")
+            paired = "-" if default is None else paired_difference(results[0], default, "analytic")
             analytic, minutes = bounds.get("analytic"), results[0]["minutes"]
             rows.append((sum(fds) / len(fds), cell, fds, trained, analytic, paired, minutes))
         for fd, cell, fds, trained, analytic, paired, minutes in sorted(rows):
             bits = ["-" if b is None else f"{b[0]:.3f} +- {b[1]:.3f}" for b in (trained, analytic)]
-            difference = "-" if paired is None or cell == DEFAULT_CELL else f"{paired[0]:+.3f} +- {paired[1]:.3f}"
+            difference = "-" if cell == DEFAULT_CELL else paired
             by_seed = " / ".join(f"{value:.1f}" for value in fds)
             print(f"| {cell} | {fd:.1f} | {by_seed} | {bits[0]} | {bits[1]} | {difference} | {minutes:.0f} |")
     print(f"\nTraining time of the finished runs: {total_minutes:.0f} minutes (wall clock per run, summed)")
