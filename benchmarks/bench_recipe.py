@@ -294,36 +294,61 @@ def paired_difference(result: dict, reference: dict, variance: str) -> str:
     return bench_quality.mean_and_error([a - b for a, b in pairs], "+")
 
 
+def by_seed(values: list[str]) -> str:
+    """One entry per seed, 'a / b' where there are several."""
+    return " / ".join(values) if values else "-"
+
+
 def print_tables(args: argparse.Namespace) -> None:
-    """One table per budget: each cell's final FD (mean over seeds, and the spread), its bounds, the paired
-    difference of its analytic-variance bound to today's default's, and its cost."""
+    """One table per budget: each cell's final FD (mean over seeds, and each seed's), its bounds, the paired
+    difference of its analytic-variance bound to today's default's trained with the same seed, and its cost; with
+    several seeds, each column lists every seed's value (seed order), then the seed-to-seed spread of each cell."""
     total_minutes = 0.0
     for steps, batch_size in BUDGETS[args.stage]:
-        print(f"\n{steps} x {batch_size} images, FD of {args.fid_samples} samples at 100 DDPM steps (lower is better)")
+        seeds = SEEDS[args.stage]
+        print(
+            f"\n{steps} x {batch_size} images, seeds {', '.join(map(str, seeds))}, FD of {args.fid_samples} "
+            "samples at 100 DDPM steps (lower is better)"
+        )
         print(
             "| recipe | FD | FD by seed | bits/dim, trained variance | bits/dim, analytic variance "
-            f"| analytic bound minus {DEFAULT_CELL}'s (paired) | minutes |"
+            f"| analytic bound minus {DEFAULT_CELL}'s (paired, same seed) | minutes |"
         )
         print("|---|---|---|---|---|---|---|")
-        rows = []
-        default = load_run(args, run_name(DEFAULT_CELL, steps, batch_size, SEEDS[args.stage][0]))
+        rows, spreads = [], []
+        defaults = {seed: load_run(args, run_name(DEFAULT_CELL, steps, batch_size, seed)) for seed in seeds}
         for cell in args.cells:
-            results = [load_run(args, run_name(cell, steps, batch_size, seed)) for seed in SEEDS[args.stage]]
-            results = [r for r in results if r is not None]
+            results = {seed: load_run(args, run_name(cell, steps, batch_size, seed)) for seed in seeds}
+            results = {seed: r for seed, r in results.items() if r is not None}
             if not results:
                 continue
-            fds = [r["fd"] for r in results]
-            total_minutes += sum(r["minutes"] for r in results)
-            bounds = results[0]["bounds"]
-            trained = next((b for variance, b in bounds.items() if variance != "analytic"), None)
-            paired = "-" if default is None else paired_difference(results[0], default, "analytic")
-            analytic, minutes = bounds.get("analytic"), results[0]["minutes"]
-            rows.append((sum(fds) / len(fds), cell, fds, trained, analytic, paired, minutes))
-        for fd, cell, fds, trained, analytic, paired, minutes in sorted(rows):
-            bits = ["-" if b is None else f"{b[0]:.3f} +- {b[1]:.3f}" for b in (trained, analytic)]
-            difference = "-" if cell == DEFAULT_CELL else paired
-            by_seed = " / ".join(f"{value:.1f}" for value in fds)
-            print(f"| {cell} | {fd:.1f} | {by_seed} | {bits[0]} | {bits[1]} | {difference} | {minutes:.0f} |")
+            fds = [r["fd"] for r in results.values()]
+            minutes = [r["minutes"] for r in results.values()]
+            total_minutes += sum(minutes)
+            trained, analytic, paired = [], [], []
+            for seed, result in results.items():
+                bounds = result["bounds"]
+                trained += [f"{b[0]:.3f} +- {b[1]:.3f}" for v, b in bounds.items() if v != "analytic"][:1]
+                analytic += [f"{b[0]:.3f} +- {b[1]:.3f}" for v, b in bounds.items() if v == "analytic"]
+                if cell != DEFAULT_CELL and defaults[seed] is not None:
+                    paired.append(paired_difference(result, defaults[seed], "analytic"))
+            if len(results) > 1:
+                spreads.append((cell, max(fds) - min(fds), results))
+            row = [cell, f"{sum(fds) / len(fds):.1f}", by_seed([f"{fd:.1f}" for fd in fds]), by_seed(trained)]
+            row += [by_seed(analytic), by_seed(paired), by_seed([f"{m:.0f}" for m in minutes])]
+            rows.append((sum(fds) / len(fds), row))
+        for _, row in sorted(rows, key=lambda item: item[0]):
+            print("| " + " | ".join(row) + " |")
+        for cell, fd_range, results in spreads:
+            (seed_a, a), (seed_b, b) = list(results.items())[:2]
+            bounds = ", ".join(
+                f"{variance} {paired_difference(a, b, variance)}"
+                for variance in sorted(a["bounds"].keys() & b["bounds"].keys())
+            )
+            print(
+                f"Seed spread of {cell}: FD range {fd_range:.1f}; bits/dim seed {seed_a} minus seed {seed_b}: "
+                f"{bounds or '-'} (paired: the same test images and noise)"
+            )
     print(f"\nTraining time of the finished runs: {total_minutes:.0f} minutes (wall clock per run, summed)")
 
 
