@@ -326,12 +326,14 @@ def print_tables(args: argparse.Namespace) -> None:
             minutes = [r["minutes"] for r in results.values()]
             total_minutes += sum(minutes)
             trained, analytic, paired = [], [], []
-            for seed, result in results.items():
+            for seed, result in results.items():  # "-" where a seed lacks a value, so columns stay aligned
                 bounds = result["bounds"]
-                trained += [f"{b[0]:.3f} +- {b[1]:.3f}" for v, b in bounds.items() if v != "analytic"][:1]
-                analytic += [f"{b[0]:.3f} +- {b[1]:.3f}" for v, b in bounds.items() if v == "analytic"]
-                if cell != DEFAULT_CELL and defaults[seed] is not None:
-                    paired.append(paired_difference(result, defaults[seed], "analytic"))
+                trained_bound = next((b for variance, b in bounds.items() if variance != "analytic"), None)
+                for column, bound in ((trained, trained_bound), (analytic, bounds.get("analytic"))):
+                    column.append("-" if bound is None else f"{bound[0]:.3f} +- {bound[1]:.3f}")
+                if cell != DEFAULT_CELL:
+                    reference = defaults[seed]
+                    paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
             if len(results) > 1:
                 spreads.append((cell, max(fds) - min(fds), results))
             row = [cell, f"{sum(fds) / len(fds):.1f}", by_seed([f"{fd:.1f}" for fd in fds]), by_seed(trained)]
