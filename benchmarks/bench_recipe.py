@@ -336,9 +336,10 @@ def print_tables(args: argparse.Namespace) -> None:
                     paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
             if len(results) > 1:
                 spreads.append((cell, max(fds) - min(fds), results))
-            row = [cell, f"{sum(fds) / len(fds):.1f}", by_seed([f"{fd:.1f}" for fd in fds]), by_seed(trained)]
+            mean_fd = sum(fds) / len(fds)
+            row = [cell, f"{mean_fd:.1f}", by_seed([f"{fd:.1f}" for fd in fds]), by_seed(trained)]
             row += [by_seed(analytic), by_seed(paired), by_seed([f"{m:.0f}" for m in minutes])]
-            rows.append((sum(fds) / len(fds), row))
+            rows.append((mean_fd, row))
         for _, row in sorted(rows, key=lambda item: item[0]):
             print("| " + " | ".join(row) + " |")
         for cell, fd_range, results in spreads:
