@@ -3,9 +3,10 @@
     nice -n 15 python benchmarks/bench_distill.py          # trains what is missing, measures, prints, plots
     python benchmarks/bench_distill.py --table             # the table and plot again, from the results on disk
 
-A reduced version of the issue's benchmark that fits a 2-core CPU: the teacher is the README's quickstart model
-(`python training/train.py`: tiny UNet, 8x8 digits, epsilon prediction, 2,000 steps of 128 images), trained here
-when missing, with its CPU time measured. Steps, each skipped when its result exists under benchmarks/_work/distill:
+A reduced version of the issue's benchmark that fits a 2-core CPU: the teacher is the README's quickstart model as
+it was trained when this ran (`python training/train.py --recipe ddpm`: tiny UNet, 8x8 digits, epsilon prediction,
+2,000 steps of 128 images), trained here when missing, with its CPU time measured. Steps, each skipped when its
+result exists under benchmarks/_work/distill:
 
 1. curve: one round (the teacher's 8 trailing DDIM steps -> 4) run in-process with `simple_ddpm.distillation`'s
    loss, for a v-prediction and an epsilon-prediction student (both from the teacher's weights): the paired error
@@ -94,8 +95,8 @@ def train_teacher(args) -> dict:
     # The quickstart's training; its final evaluation cut to the 100-term bound and no analytic table, so that the
     # cost measured is the training's.
     command = [
-        sys.executable, "training/train.py", "--output_dir", str(args.work / "teacher"), "--report_to", "none",
-        "--final_eval_timesteps", "100", "--analytic_images", "0", "--sample_every", "0",
+        sys.executable, "training/train.py", "--recipe", "ddpm", "--output_dir", str(args.work / "teacher"),
+        "--report_to", "none", "--final_eval_timesteps", "100", "--analytic_images", "0", "--sample_every", "0",
     ]  # fmt: skip
     return run_measured(command, args.work / "teacher_cost.json")
 

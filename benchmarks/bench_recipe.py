@@ -48,7 +48,7 @@ WORK = BENCHMARKS / "_work" / "recipe"
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 WEIGHTINGS = ("simple", "min_snr", "p2")
 SCHEDULES = ("linear", "cosine", "sigmoid")
-DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe, train.py's defaults
+DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe (--recipe ddpm), train.py's default before the grid
 # stage -> [(optimizer steps, images per step)]
 BUDGETS = {"screen": [(600, 32)], "finals": [(2400, 32), (938, 64)]}
 BUDGET_IMAGES_SCREEN = BUDGETS["screen"][0][0] * BUDGETS["screen"][0][1]  # before --budget can replace it
@@ -301,7 +301,7 @@ def by_seed(values: list[str]) -> str:
 
 def print_tables(args: argparse.Namespace) -> None:
     """One table per budget: each cell's final FD (mean over seeds, and each seed's), its bounds, the paired
-    difference of its analytic-variance bound to today's default's trained with the same seed, and its cost; with
+    difference of its analytic-variance bound to Ho et al.'s recipe's trained with the same seed, and its cost; with
     several seeds, each column lists every seed's value (seed order), then the seed-to-seed spread of each cell."""
     total_minutes = 0.0
     for steps, batch_size in BUDGETS[args.stage]:
@@ -364,7 +364,7 @@ def plot_folder(args: argparse.Namespace) -> Path:
 
 def draw_curve(args: argparse.Namespace) -> None:
     """FD against images seen at the stage's largest budget, seed 0: every finished cell on disk, whatever
-    --cells names (a run of a few cells redraws the whole plot), with today's default's final FD as a dashed line
+    --cells names (a run of a few cells redraws the whole plot), with Ho et al.'s recipe's final FD as a dashed line
     (the level another recipe should reach with fewer images)."""
     steps, batch_size = BUDGETS[args.stage][-1]
     finished = {cell: load_run(args, run_name(cell, steps, batch_size, 0)) for cell in all_cells()}

@@ -24,7 +24,7 @@ from simple_ddpm.scheduling_simple_ddpm import (
 )
 from simple_ddpm.timestep_samplers import LOG_NORMAL_MEAN, LOG_NORMAL_STD, TIMESTEP_SAMPLINGS
 from simple_ddpm.training_losses import DEFAULT_VLB_WEIGHT, LOSS_TYPES
-from training.recipes import DEFAULT_RECIPE, RECIPES
+from training.recipes import DEFAULT_RECIPE, RECIPE_PURPOSES, RECIPES
 
 MODEL_PRESETS = ("tiny", "small", "ddpm-cifar10")
 # With no data option, the run trains on scikit-learn's digits for this many steps (the README's quickstart).
@@ -180,9 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(RECIPES),
         default=DEFAULT_RECIPE,
         help="Defaults of --prediction_type, --loss_weighting, --snr_gamma, --beta_schedule and "
-        "--timestep_sampling, each measured on "
-        "the package's benchmark (docs/results.md, the recipe screen): "
-        + "; ".join(f"{name}: {recipe_text(name)}" for name in RECIPES)
+        "--timestep_sampling, each measured on the package's Fashion-MNIST benchmark (docs/results.md, training "
+        "recipes): "
+        + "; ".join(f"{name}: {recipe_text(name)} ({RECIPE_PURPOSES[name]})" for name in RECIPES)
         + ". Options given explicitly override the recipe's.",
     )
     model.add_argument(
