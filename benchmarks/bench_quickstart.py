@@ -5,12 +5,13 @@
 
 Each recipe's run is the README's quickstart, `accelerate launch training/train.py --recipe R` (the tiny UNet,
 2,000 steps of 128 of the 1,617 training digits), trained under benchmarks/_work/quickstart/R when its folder has
-no metrics.json, and timed. Then, for every run:
+no metrics.json (train.py's metrics.json times it). Then, for every run:
 - the exact bound on the 180 held-out digits with train.py's images, seed and noise, with the trained variance
   (what train.py reports) and with the analytic variance (Bao et al. 2022; the table train.py stores), per image,
   so the difference of two recipes is paired (the same images and noise);
 - the Frechet distance of --num-samples samples (image i from seed i, so every row starts from the same x_T;
-  DDPM at 100 and at 1,000 steps) to all 1,797 digits, in the features of bench_distill.py's digit classifier.
+  DDPM at 100 and at 1,000 steps) to all 1,797 digits, in the features of bench_distill.py's digit classifier;
+  and again at 100 steps from seeds 1000 on (other x_T): how much FD moves with the samples alone.
 """
 
 import argparse
@@ -28,17 +29,19 @@ sys.path.insert(0, str(BENCHMARKS))
 sys.path.insert(0, str(REPO))
 
 import bench_distill  # noqa: E402
-from bench_distill import digits_pixels, feature_extractor, samples  # noqa: E402
+from bench_distill import digits_pixels, feature_extractor  # noqa: E402
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
 from simple_ddpm.frechet import frechet_distance  # noqa: E402
 from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 from simple_ddpm.sample_quality import pixel_statistics  # noqa: E402
+from simple_ddpm.sampling import generate_images  # noqa: E402
 from training.arguments import parse_args as train_args  # noqa: E402
 from training.image_data import prepare_images  # noqa: E402
 from training.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
 
-SAMPLE_STEPS = (100, 1000)
+# (DDPM steps, seed of image 0): the second 100-step row, from other x_T, measures the sampling noise of FD
+SAMPLE_RUNS = ((100, 0), (1000, 0), (100, 1000))
 VARIANCES = ("trained", "analytic")
 
 
@@ -78,11 +81,13 @@ def bounds(folder: Path, eval_pixels: torch.Tensor, seed: int, batch_size: int) 
     return per_image
 
 
-def frechet(args, folder: Path, steps: int) -> float:
+def frechet(args, folder: Path, steps: int, seed: int) -> float:
     extractor = feature_extractor(argparse.Namespace(work=args.work))
     reference = pixel_statistics(extractor, digits_pixels(), batch_size=500, progress=False)
     pipe = bench_distill.load(folder)
-    images = samples(pipe, args.num_samples, steps, None)
+    images = generate_images(
+        pipe, args.num_samples, batch_size=500, seed=seed, num_inference_steps=steps, progress=False
+    ).float()
     statistics = pixel_statistics(extractor, (images * 255).round().to(torch.uint8), batch_size=500, progress=False)
     return frechet_distance(statistics, reference)
 
@@ -96,9 +101,10 @@ def measure(args, recipe: str, eval_pixels: torch.Tensor, options) -> dict:
         torch.save(per_image, args.work / f"{recipe}_bits.pt")
         row["bounds"] = {name: bits.mean().item() for name, bits in per_image.items()}
         row["reported"] = json.loads((folder / "metrics.json").read_text())["held_out_bits_per_dim"]
-    for steps in SAMPLE_STEPS:
-        if f"fd_{steps}" not in row:
-            row[f"fd_{steps}"] = frechet(args, folder, steps)
+    for steps, seed in SAMPLE_RUNS:
+        name = f"fd_{steps}" if seed == 0 else f"fd_{steps}_seed{seed}"
+        if name not in row:
+            row[name] = frechet(args, folder, steps, seed)
         path.write_text(json.dumps(row, indent=2))
     return row
 
@@ -125,14 +131,15 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"| recipe | bits/dim, trained variance (train.py's) | minus {base}'s, paired | bits/dim, analytic variance "
         f"| minus {base}'s, paired | FD, {args.num_samples} samples, 100 steps | FD, 1,000 steps "
-        "| train.py's wall time |"
+        "| FD, 100 steps, other x_T | train.py's wall time |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for recipe, row in rows.items():
         trained, analytic = ("-", "-") if recipe == base else (paired(recipe, base, args.work, v) for v in VARIANCES)
         print(
             f"| {recipe} | {row['bounds']['trained']:.4f} | {trained} | {row['bounds']['analytic']:.4f} | {analytic} "
-            f"| {row['fd_100']:.2f} | {row['fd_1000']:.2f} | {row['wall_s'] / 60:.1f} min |"
+            f"| {row['fd_100']:.2f} | {row['fd_1000']:.2f} | {row['fd_100_seed1000']:.2f} "
+            f"| {row['wall_s'] / 60:.1f} min |"
         )
 
 
