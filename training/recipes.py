@@ -14,9 +14,10 @@ RECIPE_OPTIONS = ("prediction_type", "loss_weighting", "snr_gamma", "beta_schedu
 # default unless its bound with the analytic variance is more than 1.5x likelihood's: it is 4.6x, so the default
 # is `balanced`, the least Frechet distance among the recipes that pass the rule.
 RECIPES = {
-    # v-prediction (Salimans & Ho 2022) with ddpm's other options: at one epoch FD 22.2 and SEED1FD (seeds 0, 1)
-    # against ddpm's 58.3 and 59.7, at 3.975 and SEED1BOUND bits/dim (analytic variance), 1.11x and SEED1RATIO
-    # likelihood's; on the screen FD 64.2 against 104.7, at 4.266 against 4.013.
+    # v-prediction (Salimans & Ho 2022) with ddpm's other options: at one epoch FD 22.2 and 21.3 (seeds 0, 1)
+    # against ddpm's 58.3 and 59.7, at 3.975 and 3.953 bits/dim (analytic variance; paired +0.198 and +0.151),
+    # 1.11x and 1.105x likelihood's; on the screen FD 64.2 against 104.7, at 4.266 against 4.013. On the quickstart's
+    # digits it is slightly worse than ddpm (4.6048 against 4.5264 bits/dim, FD 1.76 against 1.54).
     "balanced": {
         "prediction_type": "v_prediction",
         "loss_weighting": "simple",
