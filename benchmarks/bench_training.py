@@ -236,7 +236,7 @@ class PhaseClock:
 def train_options(args, output_dir: str) -> list[str]:
     """train.py's options for the benchmarked setup; train.py's defaults for everything that makes a step fast."""
     # --recipe ddpm: the stock loop's objective (epsilon, L_simple, linear betas), as train.py's default was when
-    # the tables of RESULTS.md were measured; the default recipe's step costs the same.
+    # the tables of RESULTS.md were measured; the default recipe's step differs only in its target.
     common = ["--recipe=ddpm", "--report_to=none", f"--output_dir={output_dir}"]
     if args.unet == "tiny":  # the quickstart's data and batch (digits: no --eval_split, 10% held out)
         return [*common, "--num_eval_images=180", *args.extra]
