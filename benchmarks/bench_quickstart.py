@@ -33,12 +33,12 @@ from bench_distill import digits_pixels, feature_extractor  # noqa: E402
 
 from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler  # noqa: E402
 from simple_ddpm.frechet import frechet_distance  # noqa: E402
-from simple_ddpm.image_processing import pixels_to_model_input  # noqa: E402
 from simple_ddpm.sample_quality import pixel_statistics  # noqa: E402
 from simple_ddpm.sampling import generate_images  # noqa: E402
 from training.arguments import parse_args as train_args  # noqa: E402
 from training.image_data import prepare_images  # noqa: E402
 from training.recipes import DEFAULT_RECIPE, RECIPES  # noqa: E402
+from training.train import held_out_bits  # noqa: E402
 
 # (DDPM steps, seed of image 0): the second 100-step row, from other x_T, measures the sampling noise of FD
 SAMPLE_RUNS = ((100, 0), (1000, 0), (100, 1000))
@@ -64,47 +64,38 @@ def train(args, recipe: str) -> float:
     return json.loads((folder / "metrics.json").read_text())["wall_time_s"]
 
 
-def bounds(folder: Path, eval_pixels: torch.Tensor, seed: int, batch_size: int) -> dict[str, torch.Tensor]:
-    """Per-image exact bits/dim, as train.py's final bound, with the trained and the analytic variance."""
-    pipe = SimpleDDPMPipeline.from_pretrained(folder)
-    pipe.set_progress_bar_config(disable=True)
-    trained = pipe.scheduler.config.variance_type
+def bounds(pipe: SimpleDDPMPipeline, eval_pixels: torch.Tensor, options) -> dict[str, torch.Tensor]:
+    """Per-image exact bits/dim, train.py's final bound, with the trained and the analytic variance."""
+    trained = pipe.scheduler
     per_image = {}
-    for variance in (trained, "analytic"):
-        pipe.scheduler = SimpleDDPMScheduler.from_config(pipe.scheduler.config, variance_type=variance)
-        output = pipe.elbo(
-            pixels_to_model_input(eval_pixels),
-            generator=torch.Generator().manual_seed(seed),
-            batch_size=batch_size,
-        )
-        per_image["trained" if variance == trained else "analytic"] = output.bits_per_dim.double()
+    for name, variance in zip(VARIANCES, (trained.config.variance_type, "analytic"), strict=True):
+        pipe.scheduler = SimpleDDPMScheduler.from_config(trained.config, variance_type=variance)
+        per_image[name] = held_out_bits(pipe, eval_pixels, options, None).double()
+    pipe.scheduler = trained
     return per_image
 
 
-def frechet(args, folder: Path, steps: int, seed: int) -> float:
-    extractor = feature_extractor(argparse.Namespace(work=args.work))
-    reference = pixel_statistics(extractor, digits_pixels(), batch_size=500, progress=False)
-    pipe = bench_distill.load(folder)
-    images = generate_images(
-        pipe, args.num_samples, batch_size=500, seed=seed, num_inference_steps=steps, progress=False
-    ).float()
-    statistics = pixel_statistics(extractor, (images * 255).round().to(torch.uint8), batch_size=500, progress=False)
-    return frechet_distance(statistics, reference)
+def frechet(pipe: SimpleDDPMPipeline, features: tuple, num_samples: int, steps: int, seed: int) -> float:
+    """FD of `num_samples` DDPM samples (image i from seed + i) to the digits' `features` (extractor, statistics)."""
+    extractor, reference = features
+    images = generate_images(pipe, num_samples, batch_size=500, seed=seed, num_inference_steps=steps, progress=False)
+    pixels = (images.float() * 255).round().to(torch.uint8)
+    return frechet_distance(pixel_statistics(extractor, pixels, batch_size=500, progress=False), reference)
 
 
-def measure(args, recipe: str, eval_pixels: torch.Tensor, options) -> dict:
+def measure(args, recipe: str, eval_pixels: torch.Tensor, options, features: tuple) -> dict:
+    """The row of `recipe`, each measurement kept on disk once made."""
     path = args.work / f"{recipe}.json"
     row = json.loads(path.read_text()) if path.is_file() else {}
-    folder = args.work / recipe
+    pipe = bench_distill.load(args.work / recipe)
     if "bounds" not in row:
-        per_image = bounds(folder, eval_pixels, options.seed, options.eval_batch_size)
+        per_image = bounds(pipe, eval_pixels, options)
         torch.save(per_image, args.work / f"{recipe}_bits.pt")
         row["bounds"] = {name: bits.mean().item() for name, bits in per_image.items()}
-        row["reported"] = json.loads((folder / "metrics.json").read_text())["held_out_bits_per_dim"]
     for steps, seed in SAMPLE_RUNS:
         name = f"fd_{steps}" if seed == 0 else f"fd_{steps}_seed{seed}"
         if name not in row:
-            row[name] = frechet(args, folder, steps, seed)
+            row[name] = frechet(pipe, features, args.num_samples, steps, seed)
         path.write_text(json.dumps(row, indent=2))
     return row
 
@@ -123,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     options = train_args([])  # the quickstart's data split, seed and batch size
     eval_pixels = prepare_images(options).eval
+    extractor = feature_extractor(argparse.Namespace(work=args.work))
+    features = (extractor, pixel_statistics(extractor, digits_pixels(), batch_size=500, progress=False))
     rows = {}
     for recipe in args.recipes:
         wall = train(args, recipe)
-        rows[recipe] = measure(args, recipe, eval_pixels, options) | {"wall_s": wall}
+        rows[recipe] = measure(args, recipe, eval_pixels, options, features) | {"wall_s": wall}
     base = args.recipes[0]
     print(
         f"| recipe | bits/dim, trained variance (train.py's) | minus {base}'s, paired | bits/dim, analytic variance "

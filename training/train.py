@@ -307,14 +307,14 @@ def final_eval_timesteps(args, num_eval_images: int, images_seen: int) -> int | 
     return None if cheap else sampled_timesteps(estimate, args.num_train_timesteps)
 
 
-def held_out_bits_per_dim(
+def held_out_bits(
     pipe: SimpleDDPMPipeline,
     eval_pixels: torch.Tensor,
     args,
     num_timesteps: int | None,
     eval_labels: torch.Tensor | None = None,
-) -> float:
-    """Mean negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare):
+) -> torch.Tensor:
+    """Per-image negative ELBO in bits/dim of the fixed held-out images, with fixed noise (evaluations compare):
     exact, or the unbiased stratified estimate from `num_timesteps` terms. With `eval_labels`, the bound on
     -log p(x | y); a class-conditional model without them gives the bound on -log p(x) (the no-label token)."""
     output = pipe.elbo(
@@ -324,7 +324,18 @@ def held_out_bits_per_dim(
         num_timesteps=sampled_timesteps(num_timesteps, args.num_train_timesteps),
         class_labels=eval_labels,
     )
-    return output.bits_per_dim.mean().item()
+    return output.bits_per_dim
+
+
+def held_out_bits_per_dim(
+    pipe: SimpleDDPMPipeline,
+    eval_pixels: torch.Tensor,
+    args,
+    num_timesteps: int | None,
+    eval_labels: torch.Tensor | None = None,
+) -> float:
+    """The mean of `held_out_bits`: what train.py logs and writes to metrics.json."""
+    return held_out_bits(pipe, eval_pixels, args, num_timesteps, eval_labels).mean().item()
 
 
 def log_grid(accelerator: Accelerator, grid: np.ndarray, step: int) -> None:
