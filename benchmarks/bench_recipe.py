@@ -57,9 +57,14 @@ FID_LINE = re.compile(r"step (\d+): Frechet distance ([0-9.]+)")
 
 
 # Candidates added to train.py for the grid, each on Ho et al.'s cell and the best-FD cell of the screen that can
-# use it: a cell name with a fourth part, the --timestep_sampling.
+# use it, and log-normal timesteps on the cosine schedule (the two least bounds of the screen together): a cell
+# name with a fourth part, the --timestep_sampling.
 TIMESTEP_SAMPLINGS = ("uniform", "log_normal")
-CANDIDATE_CELLS = ("epsilon-simple-linear-log_normal", "v_prediction-simple-linear-log_normal")
+CANDIDATE_CELLS = (
+    "epsilon-simple-linear-log_normal",
+    "v_prediction-simple-linear-log_normal",
+    "epsilon-simple-cosine-log_normal",
+)
 
 
 def all_cells() -> list[str]:
