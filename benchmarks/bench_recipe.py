@@ -367,38 +367,58 @@ def plot_folder(args: argparse.Namespace) -> Path:
     return args.work if small else BENCHMARKS
 
 
+def earlier_plot(path: Path, steps: int, batch_size: int) -> dict:
+    """The data of the plot at `path` as last drawn (its JSON; empty if none, or if drawn for another budget): the
+    cells measured by earlier sessions, whose run folders this checkout may not hold, stay in the plot; a cell
+    on disk replaces its earlier values."""
+    spec_path = path.with_suffix(".json")
+    if not spec_path.is_file():
+        return {}
+    spec = json.loads(spec_path.read_text())
+    return spec if f"{steps} x {batch_size} images" in spec["title"] else {}
+
+
 def draw_curve(args: argparse.Namespace) -> None:
     """FD against images seen at the stage's largest budget, seed 0: every finished cell on disk, whatever
-    --cells names (a run of a few cells redraws the whole plot), with Ho et al.'s recipe's final FD as a dashed line
-    (the level another recipe should reach with fewer images)."""
+    --cells names, and the cells of the plot as last drawn (a run of a few cells redraws the whole plot), with Ho et
+    al.'s recipe's final FD as a dashed line (the level another recipe should reach with fewer images)."""
     steps, batch_size = BUDGETS[args.stage][-1]
-    finished = {cell: load_run(args, run_name(cell, steps, batch_size, 0)) for cell in all_cells()}
-    finished = {cell: result for cell, result in finished.items() if result is not None}
-    if not finished or all(len(result["curve"]) < 2 for result in finished.values()):
+    path = plot_folder(args) / f"recipe_fd_{args.stage}.png"
+    earlier = earlier_plot(path, steps, batch_size)
+    curves = {cell: [tuple(point) for point in curve] for cell, curve in earlier.get("series", {}).items()}
+    reference = earlier.get("reference")
+    for cell in all_cells():
+        result = load_run(args, run_name(cell, steps, batch_size, 0))
+        if result is not None:
+            curves[cell] = result["curve"]
+            if cell == DEFAULT_CELL:
+                reference = (result["fd"], f"{DEFAULT_CELL}, final")
+    if all(len(curve) < 2 for curve in curves.values()):
         return  # --fid-points 1: one point per run, no curve
-    default = finished.get(DEFAULT_CELL)
     line_plot(
-        plot_folder(args) / f"recipe_fd_{args.stage}.png",
-        {cell: result["curve"] for cell, result in finished.items()},
+        path,
+        curves,
         title=f"Frechet distance during training, {steps} x {batch_size} images (seed 0)",
         x_label="images seen",
         y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
-        reference=None if default is None else (default["fd"], f"{DEFAULT_CELL}, final"),
+        reference=None if reference is None else tuple(reference),
         log_x=False,
     )
 
 
 def draw_tradeoff(args: argparse.Namespace) -> None:
     """Each finished cell's FD against its held-out bound (the analytic variance's where measured, the better of
-    the two for x- and v-prediction) at the stage's first budget, seed 0, whatever --cells names."""
+    the two for x- and v-prediction) at the stage's first budget, seed 0, whatever --cells names, with the cells
+    of the plot as last drawn."""
     steps, batch_size = BUDGETS[args.stage][0]
-    points = {}
+    path = plot_folder(args) / f"recipe_tradeoff_{args.stage}.png"
+    points = {cell: tuple(point) for cell, point in earlier_plot(path, steps, batch_size).get("points", {}).items()}
     for cell in all_cells():
         result = load_run(args, run_name(cell, steps, batch_size, 0))
         if result is not None and result["bounds"]:
             points[cell] = (min(bits for bits, _ in result["bounds"].values()), result["fd"])
     scatter_plot(
-        plot_folder(args) / f"recipe_tradeoff_{args.stage}.png",
+        path,
         points,
         title=f"Samples against likelihood, {steps} x {batch_size} images (seed 0)",
         x_label="held-out bits/dim (the lower of trained and analytic variance)",
