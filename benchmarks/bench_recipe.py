@@ -53,6 +53,7 @@ DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe (--recipe ddpm), tr
 BUDGETS = {"screen": [(600, 32)], "finals": [(2400, 32), (938, 64)]}
 BUDGET_IMAGES_SCREEN = BUDGETS["screen"][0][0] * BUDGETS["screen"][0][1]  # before --budget can replace it
 SEEDS = {"screen": (0,), "finals": (0, 1)}
+LEARNING_RATE, WARMUP = 1e-3, 50  # the grid's; a run with others is a variant (settings_tag)
 FID_LINE = re.compile(r"step (\d+): Frechet distance ([0-9.]+)")
 
 
@@ -102,10 +103,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="budgets instead of the stage's, e.g. 20x8 for a smoke test of the benchmark itself",
     )
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds instead of the stage's (screen: 0; finals: 0 1)")
-    parser.add_argument("--learning-rate", type=float, default=1e-3, help="train.py --learning_rate (default 1e-3)")
-    parser.add_argument("--warmup", type=int, default=50, help="lr warmup steps (default 50)")
     parser.add_argument(
-        "--use-ema", action=argparse.BooleanOptionalAction, help="train.py --use_ema or --no-use_ema (default: its)"
+        "--learning-rate",
+        type=float,
+        default=LEARNING_RATE,
+        help=f"train.py --learning_rate (default {LEARNING_RATE:g}; another makes each run a variant of its cell)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=WARMUP, help=f"lr warmup steps (default {WARMUP}; another makes a variant)"
+    )
+    parser.add_argument(
+        "--use-ema",
+        action=argparse.BooleanOptionalAction,
+        help="train.py --use_ema or --no-use_ema (default: its, EMA on; --no-use-ema makes a variant)",
     )
     parser.add_argument("--fid-samples", type=int, default=1000, help="samples per FD measurement (default 1000)")
     parser.add_argument("--fid-points", type=int, default=4, help="FD measurements during training (default 4)")
@@ -141,14 +151,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run_name(cell: str, steps: int, batch_size: int, seed: int) -> str:
-    return f"{cell}-{steps}x{batch_size}-seed{seed}"
+def settings_tag(args: argparse.Namespace) -> str:
+    """'' for the grid's learning rate, warmup and EMA; else what differs, e.g. 'lr0.002-no_ema': a variant's runs
+    get their own folders, and its table pairs each cell with the same cell at the grid's settings."""
+    tags = [f"lr{args.learning_rate:g}"] if args.learning_rate != LEARNING_RATE else []
+    tags += [f"warmup{args.warmup}"] if args.warmup != WARMUP else []
+    tags += ["no_ema"] if args.use_ema is False else []
+    return "-".join(tags)
+
+
+def run_name(cell: str, steps: int, batch_size: int, seed: int, tag: str = "") -> str:
+    return f"{cell}-{steps}x{batch_size}-seed{seed}" + (f"-{tag}" if tag else "")
 
 
 def runs(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]]:
     """(run name, cell, steps, batch size, seed) of every run of the stage."""
     return [
-        (run_name(cell, steps, batch_size, seed), cell, steps, batch_size, seed)
+        (run_name(cell, steps, batch_size, seed, settings_tag(args)), cell, steps, batch_size, seed)
         for (steps, batch_size), seed, cell in itertools.product(BUDGETS[args.stage], SEEDS[args.stage], args.cells)
     ]
 
@@ -307,23 +326,25 @@ def by_seed(values: list[str]) -> str:
 def print_tables(args: argparse.Namespace) -> None:
     """One table per budget: each cell's final FD (mean over seeds, and each seed's), its bounds, the paired
     difference of its analytic-variance bound to Ho et al.'s recipe's trained with the same seed, and its cost; with
-    several seeds, each column lists every seed's value (seed order), then the seed-to-seed spread of each cell."""
-    total_minutes = 0.0
+    several seeds, each column lists every seed's value (seed order), then the seed-to-seed spread of each cell.
+    A variant (another learning rate, warmup or EMA) pairs each cell with the same cell at the grid's settings."""
+    total_minutes, tag = 0.0, settings_tag(args)
     for steps, batch_size in BUDGETS[args.stage]:
         seeds = SEEDS[args.stage]
         print(
             f"\n{steps} x {batch_size} images, seeds {', '.join(map(str, seeds))}, FD of {args.fid_samples} "
-            "samples at 100 DDPM steps (lower is better)"
+            f"samples at 100 DDPM steps (lower is better){f'; variant {tag}' if tag else ''}"
         )
+        reference_name = "the same cell's at the grid's settings" if tag else f"{DEFAULT_CELL}'s"
         print(
             "| recipe | FD | FD by seed | bits/dim, trained variance | bits/dim, analytic variance "
-            f"| analytic bound minus {DEFAULT_CELL}'s (paired, same seed) | minutes |"
+            f"| analytic bound minus {reference_name} (paired, same seed) | minutes |"
         )
         print("|---|---|---|---|---|---|---|")
         rows, spreads = [], []
         defaults = {seed: load_run(args, run_name(DEFAULT_CELL, steps, batch_size, seed)) for seed in seeds}
         for cell in args.cells:
-            results = {seed: load_run(args, run_name(cell, steps, batch_size, seed)) for seed in seeds}
+            results = {seed: load_run(args, run_name(cell, steps, batch_size, seed, tag)) for seed in seeds}
             results = {seed: r for seed, r in results.items() if r is not None}
             if not results:
                 continue
@@ -336,7 +357,10 @@ def print_tables(args: argparse.Namespace) -> None:
                 trained_bound = next((b for variance, b in bounds.items() if variance != "analytic"), None)
                 for column, bound in ((trained, trained_bound), (analytic, bounds.get("analytic"))):
                     column.append("-" if bound is None else f"{bound[0]:.3f} +- {bound[1]:.3f}")
-                if cell != DEFAULT_CELL:
+                if tag:
+                    reference = load_run(args, run_name(cell, steps, batch_size, seed))
+                    paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
+                elif cell != DEFAULT_CELL:
                     reference = defaults[seed]
                     paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
             if len(results) > 1:
@@ -382,6 +406,8 @@ def draw_curve(args: argparse.Namespace) -> None:
     """FD against images seen at the stage's largest budget, seed 0: every finished cell on disk, whatever
     --cells names, and the cells of the plot as last drawn (a run of a few cells redraws the whole plot), with Ho et
     al.'s recipe's final FD as a dashed line (the level another recipe should reach with fewer images)."""
+    if settings_tag(args):
+        return  # the plots draw the grid at its settings; a variant is in its table
     steps, batch_size = BUDGETS[args.stage][-1]
     path = plot_folder(args) / f"recipe_fd_{args.stage}.png"
     earlier = earlier_plot(path, steps, batch_size)
@@ -410,6 +436,8 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
     """Each finished cell's FD against its held-out bound (the analytic variance's where measured, the better of
     the two for x- and v-prediction) at the stage's first budget, seed 0, whatever --cells names, with the cells
     of the plot as last drawn."""
+    if settings_tag(args):
+        return
     steps, batch_size = BUDGETS[args.stage][0]
     path = plot_folder(args) / f"recipe_tradeoff_{args.stage}.png"
     points = {cell: tuple(point) for cell, point in earlier_plot(path, steps, batch_size).get("points", {}).items()}
