@@ -51,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=BENCHMARKS / "_work" / "quickstart")
     parser.add_argument("--num-samples", type=int, default=1000, help="samples per Frechet distance")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of the measurements")
+    parser.add_argument(
+        "--mixed-precision",
+        help="train.py --mixed_precision for the runs (default: train.py's auto; `no` keeps float32 on a CPU with "
+        "native bf16, to compare with runs on one without)",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,6 +64,7 @@ def train(args, recipe: str) -> float:
     folder = args.work / recipe
     if not (folder / "metrics.json").is_file():
         command = ["accelerate", "launch", "training/train.py", "--recipe", recipe, "--output_dir", str(folder)]
+        command += [] if args.mixed_precision is None else ["--mixed_precision", args.mixed_precision]
         print(" ".join(command), flush=True)
         subprocess.run(command, check=True, cwd=REPO)
     return json.loads((folder / "metrics.json").read_text())["wall_time_s"]

@@ -14,15 +14,16 @@ RECIPE_OPTIONS = ("prediction_type", "loss_weighting", "snr_gamma", "beta_schedu
 # default unless its bound with the analytic variance is more than 1.5x likelihood's: it is 4.6x, so the default
 # is `balanced`, the least Frechet distance among the recipes that pass the rule.
 RECIPES = {
-    # v-prediction (Salimans & Ho 2022) with ddpm's other options: at one epoch FD 22.2 and 21.3 (seeds 0, 1)
-    # against ddpm's 58.3 and 59.7, at 3.975 and 3.953 bits/dim (analytic variance; paired +0.198 and +0.151),
-    # 1.11x and 1.105x likelihood's; on the screen FD 64.2 against 104.7, at 4.266 against 4.013. On the quickstart's
-    # digits it is slightly worse than ddpm (4.6048 against 4.5264 bits/dim, FD 1.76 against 1.54).
+    # v-prediction (Salimans & Ho 2022) on the cosine schedule (Nichol & Dhariwal 2021), L_simple, uniform
+    # timesteps: at one epoch FD 21.6 and 19.8 (seeds 0, 1) against ddpm's 58.3 and 59.7, at 3.808 and 3.776
+    # bits/dim with the analytic variance (ddpm's 3.778 and 3.801), 1.065x and 1.056x likelihood's; v-prediction
+    # on linear betas (the default before 2026-12-04's second change) draws about the same FD (21.8 and 21.3) at
+    # 0.17 bits/dim more. On the screen FD 57.1 (linear betas: 64.2; sigmoid: 79.7) against ddpm's 104.7.
     "balanced": {
         "prediction_type": "v_prediction",
         "loss_weighting": "simple",
         "snr_gamma": 5.0,
-        "beta_schedule": "linear",
+        "beta_schedule": "cosine",
         "timestep_sampling": "uniform",
     },
     # Ho et al. 2020: epsilon prediction, L_simple, linear betas, uniform timesteps; train.py's default before the
