@@ -49,6 +49,7 @@ PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 WEIGHTINGS = ("simple", "min_snr", "p2")
 SCHEDULES = ("linear", "cosine", "sigmoid")
 DEFAULT_CELL = "epsilon-simple-linear"  # Ho et al.'s recipe (--recipe ddpm), train.py's default before the grid
+BALANCED_CELL = "v_prediction-simple-cosine"  # --recipe balanced, train.py's default since the grid
 # stage -> [(optimizer steps, images per step)]
 BUDGETS = {"screen": [(600, 32)], "finals": [(2400, 32), (938, 64)]}
 BUDGET_IMAGES_SCREEN = BUDGETS["screen"][0][0] * BUDGETS["screen"][0][1]  # before --budget can replace it
@@ -451,7 +452,7 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
         title=f"Samples against likelihood, {steps} x {batch_size} images (seed 0)",
         x_label="held-out bits/dim (the lower of trained and analytic variance)",
         y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
-        highlight=[DEFAULT_CELL],
+        highlight=[DEFAULT_CELL, BALANCED_CELL],
         log_x=True,
     )
 
