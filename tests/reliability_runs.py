@@ -30,7 +30,8 @@ STEPS = 8
 # Float32 given: on a CPU with native bf16 `auto` measures both precisions at start-up, and two runs started side
 # by side (the uninterrupted one and the killed one) may choose differently; a resumed run keeps its checkpoint's.
 TINY_RUN = [
-    "--report_to", "none", "--mixed_precision", "no", "--max_train_samples", "96", "--train_batch_size", "8", "--num_train_timesteps", "20",
+    "--report_to", "none", "--mixed_precision", "no",
+    "--max_train_samples", "96", "--train_batch_size", "8", "--num_train_timesteps", "20",
     "--lr_warmup_steps", "2", "--random_flip", "--num_samples", "4", "--num_inference_steps", "5",
     "--num_eval_images", "8", "--final_eval_timesteps", "3", "--sample_every", "4", "--eval_every", "0",
     "--checkpointing_steps", "2", "--checkpoints_total_limit", "10", "--max_train_steps", str(STEPS),
