@@ -32,8 +32,11 @@ pytestmark = pytest.mark.slow
 
 UPDATES_PER_ROUND = 4
 # A T = 10 teacher: its 8 trailing steps distilled to 2 in two rounds of 4 updates, a checkpoint every 2 updates.
+# Float32 given, as in reliability_runs.TINY_RUN: side by side under `auto`, two runs on a CPU with native bf16 may
+# measure different precisions.
 TINY_DISTILLATION = [
-    "--report_to", "none", "--teacher_steps", "8", "--num_inference_steps", "2", "--max_train_samples", "64",
+    "--report_to", "none", "--mixed_precision", "no",
+    "--teacher_steps", "8", "--num_inference_steps", "2", "--max_train_samples", "64",
     "--train_batch_size", "8", "--num_eval_images", "8", "--num_samples", "4", "--learning_rate", "1e-3",
     "--max_train_steps_per_round", str(UPDATES_PER_ROUND), "--checkpointing_steps", "2",
     "--checkpoints_total_limit", "10",
