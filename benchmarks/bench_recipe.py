@@ -358,11 +358,8 @@ def print_tables(args: argparse.Namespace) -> None:
                 trained_bound = next((b for variance, b in bounds.items() if variance != "analytic"), None)
                 for column, bound in ((trained, trained_bound), (analytic, bounds.get("analytic"))):
                     column.append("-" if bound is None else f"{bound[0]:.3f} +- {bound[1]:.3f}")
-                if tag:
-                    reference = load_run(args, run_name(cell, steps, batch_size, seed))
-                    paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
-                elif cell != DEFAULT_CELL:
-                    reference = defaults[seed]
+                if tag or cell != DEFAULT_CELL:
+                    reference = load_run(args, run_name(cell, steps, batch_size, seed)) if tag else defaults[seed]
                     paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
             if len(results) > 1:
                 spreads.append((cell, max(fds) - min(fds), results))
@@ -407,8 +404,6 @@ def draw_curve(args: argparse.Namespace) -> None:
     """FD against images seen at the stage's largest budget, seed 0: every finished cell on disk, whatever
     --cells names, and the cells of the plot as last drawn (a run of a few cells redraws the whole plot), with Ho et
     al.'s recipe's final FD as a dashed line (the level another recipe should reach with fewer images)."""
-    if settings_tag(args):
-        return  # the plots draw the grid at its settings; a variant is in its table
     steps, batch_size = BUDGETS[args.stage][-1]
     path = plot_folder(args) / f"recipe_fd_{args.stage}.png"
     earlier = earlier_plot(path, steps, batch_size)
@@ -437,8 +432,6 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
     """Each finished cell's FD against its held-out bound (the analytic variance's where measured, the better of
     the two for x- and v-prediction) at the stage's first budget, seed 0, whatever --cells names, with the cells
     of the plot as last drawn."""
-    if settings_tag(args):
-        return
     steps, batch_size = BUDGETS[args.stage][0]
     path = plot_folder(args) / f"recipe_tradeoff_{args.stage}.png"
     points = {cell: tuple(point) for cell, point in earlier_plot(path, steps, batch_size).get("points", {}).items()}
@@ -472,8 +465,9 @@ def main() -> None:
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         run_jobs(args)
     print_tables(args)
-    draw_curve(args)
-    draw_tradeoff(args)
+    if not settings_tag(args):  # the plots draw the grid at its settings; a variant is in its table
+        draw_curve(args)
+        draw_tradeoff(args)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 from tiny_pipeline import save_trained_folder, tiny_pipeline
 
-from simple_ddpm import SimpleDDPMPipeline
+from simple_ddpm import SimpleDDPMPipeline, SimpleDDPMScheduler
 from simple_ddpm.model_card import recipe_description, write_model_card
 from training.arguments import parse_args
 from training.recipes import DEFAULT_RECIPE, RECIPE_OPTIONS, RECIPE_PURPOSES, RECIPES, recipe_departures
@@ -112,8 +112,8 @@ def test_the_saved_scheduler_follows_the_recipe_the_model_was_trained_with(tmp_p
     train(tmp_path / "run", *([] if recipe is None else ["--recipe", recipe]))
     recipe = recipe or DEFAULT_RECIPE
     config = SimpleDDPMPipeline.from_pretrained(tmp_path / "run").scheduler.config
-    # the scheduler stores the cosine schedule under diffusers' name, which DDPMScheduler reads
-    schedule = {"cosine": "squaredcos_cap_v2"}.get(RECIPES[recipe]["beta_schedule"], RECIPES[recipe]["beta_schedule"])
+    # the name the scheduler stores for the recipe's schedule (the cosine one under diffusers' name)
+    schedule = SimpleDDPMScheduler(beta_schedule=RECIPES[recipe]["beta_schedule"]).config.beta_schedule
     assert (config.prediction_type, config.beta_schedule) == (RECIPES[recipe]["prediction_type"], schedule)
     card = ModelCard.load(tmp_path / "run" / "README.md").text
     assert f"| recipe | `{recipe}` (train.py --recipe) |" in card
