@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -276,3 +278,41 @@ def test_a_resumed_auto_run_keeps_the_precision_its_checkpoint_was_trained_in(tm
     assert choice.precision == "bf16" and "resumed checkpoint" in choice.reason
     args = train.parse_args(["--mixed_precision", "no"])  # an explicit choice still wins
     assert train.choose_precision(args, resumed_precision="bf16").precision == "no"
+
+
+def test_runs_started_side_by_side_share_one_measurement(tmp_path):
+    """Two runs that reach the measurement together: without the cache's lock each would time the contended
+    machine and could choose differently (seen on a Zen 5 with native bf16); with it the second reads the first's
+    choice. The first measurement is slow, so the second asks while it runs."""
+    cache = tmp_path / "precision.json"
+    measured, started = [], threading.Event()
+
+    def measure(seconds: dict[str, float]):
+        def timed() -> dict[str, float]:
+            measured.append(seconds)
+            started.set()
+            time.sleep(0.5)
+            return seconds
+
+        return timed
+
+    choices = {}
+    first = threading.Thread(
+        target=lambda: choices.update(
+            first=hardware.measured_precision("key", measure({"no": 2.0, "bf16": 1.0}), cache)
+        )
+    )
+    first.start()
+    assert started.wait(10)
+    choices["second"] = hardware.measured_precision("key", measure({"no": 1.0, "bf16": 2.0}), cache)
+    first.join()
+    assert measured == [{"no": 2.0, "bf16": 1.0}]
+    assert (choices["first"].precision, choices["first"].cached) == ("bf16", False)
+    assert (choices["second"].precision, choices["second"].cached) == ("bf16", True)
+
+
+def test_an_unwritable_cache_still_measures(tmp_path):
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    choice = hardware.measured_precision("key", lambda: {"no": 1.0, "bf16": 2.0}, blocker / "precision.json")
+    assert (choice.precision, choice.cached) == ("no", False)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from filelock import FileLock
+from filelock import Timeout as FileLockTimeout
 from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
@@ -20,6 +22,7 @@ MEASURED_PRECISIONS = ("no", "bf16")  # what "auto" chooses between by measureme
 # bf16 is taken only when it saves at least this share of the float32 time: a tie is noise, and float32 is exact.
 MIN_BF16_GAIN = 0.05
 PRECISION_CACHE_ENV = "SIMPLE_DDPM_CACHE"
+PRECISION_LOCK_TIMEOUT_S = 600  # a measurement takes seconds; a lock held longer is a stuck run
 
 
 def native_bf16(device_type: str) -> bool:
@@ -197,7 +200,24 @@ def write_cached_choice(key: str, choice: PrecisionChoice, path: Path | None = N
 def measured_precision(
     key: str, measure: Callable[[], dict[str, float]], cache_path: Path | None = None
 ) -> PrecisionChoice:
-    """The cached choice for `key`, else the faster precision of `measure()`'s times, cached."""
+    """The cached choice for `key`, else the faster precision of `measure()`'s times, cached. Runs started side by
+    side on one machine take turns through a lock beside the cache: the first measures, the others read its choice
+    (measuring at the same time, they would each time a contended machine and might choose differently). Where the
+    lock cannot be taken (an unwritable cache, or held for PRECISION_LOCK_TIMEOUT_S), it measures without it."""
+    cache_path = cache_path or precision_cache_path()
+    lock = FileLock(cache_path.with_name(f"{cache_path.name}.lock"))
+    try:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=PRECISION_LOCK_TIMEOUT_S)
+    except (OSError, FileLockTimeout):
+        return _cached_or_measured(key, measure, cache_path)
+    try:
+        return _cached_or_measured(key, measure, cache_path)
+    finally:
+        lock.release()
+
+
+def _cached_or_measured(key: str, measure: Callable[[], dict[str, float]], cache_path: Path) -> PrecisionChoice:
     cached = read_cached_choice(key, cache_path)
     if cached is not None:
         return cached
