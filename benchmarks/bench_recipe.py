@@ -133,6 +133,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--work", type=Path, default=WORK, help=f"results and runs (default {WORK})")
+    parser.add_argument(
+        "--reference",
+        default=BALANCED_CELL,
+        help=f"the cell each table pairs the bounds with (default {BALANCED_CELL}, train.py's default recipe; "
+        f"{DEFAULT_CELL} is Ho et al.'s)",
+    )
     parser.add_argument("--table", action="store_true", help="only print the tables and draw the plot")
     parser.add_argument("--job", help=argparse.SUPPRESS)  # internal: the bound of one run, in this process
     args = parser.parse_args(argv)
@@ -140,7 +146,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.stage != "screen" and not args.table:
             parser.error("--stage finals needs --cells: the finalists of the screening table")
         args.cells = all_cells()
-    for cell in args.cells:
+    for cell in [*args.cells, args.reference]:
         parse_cell(cell)
     if args.seeds:
         SEEDS[args.stage] = tuple(args.seeds)
@@ -326,7 +332,7 @@ def by_seed(values: list[str]) -> str:
 
 def print_tables(args: argparse.Namespace) -> None:
     """One table per budget: each cell's final FD (mean over seeds, and each seed's), its bounds, the paired
-    difference of its analytic-variance bound to Ho et al.'s recipe's trained with the same seed, and its cost; with
+    difference of its analytic-variance bound to --reference's trained with the same seed, and its cost; with
     several seeds, each column lists every seed's value (seed order), then the seed-to-seed spread of each cell.
     A variant (another learning rate, warmup or EMA) pairs each cell with the same cell at the grid's settings."""
     total_minutes, tag = 0.0, settings_tag(args)
@@ -336,14 +342,14 @@ def print_tables(args: argparse.Namespace) -> None:
             f"\n{steps} x {batch_size} images, seeds {', '.join(map(str, seeds))}, FD of {args.fid_samples} "
             f"samples at 100 DDPM steps (lower is better){f'; variant {tag}' if tag else ''}"
         )
-        reference_name = "the same cell's at the grid's settings" if tag else f"{DEFAULT_CELL}'s"
+        reference_name = "the same cell's at the grid's settings" if tag else f"{args.reference}'s"
         print(
             "| recipe | FD | FD by seed | bits/dim, trained variance | bits/dim, analytic variance "
             f"| analytic bound minus {reference_name} (paired, same seed) | minutes |"
         )
         print("|---|---|---|---|---|---|---|")
         rows, spreads = [], []
-        defaults = {seed: load_run(args, run_name(DEFAULT_CELL, steps, batch_size, seed)) for seed in seeds}
+        references = {seed: load_run(args, run_name(args.reference, steps, batch_size, seed)) for seed in seeds}
         for cell in args.cells:
             results = {seed: load_run(args, run_name(cell, steps, batch_size, seed, tag)) for seed in seeds}
             results = {seed: r for seed, r in results.items() if r is not None}
@@ -358,8 +364,8 @@ def print_tables(args: argparse.Namespace) -> None:
                 trained_bound = next((b for variance, b in bounds.items() if variance != "analytic"), None)
                 for column, bound in ((trained, trained_bound), (analytic, bounds.get("analytic"))):
                     column.append("-" if bound is None else f"{bound[0]:.3f} +- {bound[1]:.3f}")
-                if tag or cell != DEFAULT_CELL:
-                    reference = load_run(args, run_name(cell, steps, batch_size, seed)) if tag else defaults[seed]
+                if tag or cell != args.reference:
+                    reference = load_run(args, run_name(cell, steps, batch_size, seed)) if tag else references[seed]
                     paired.append("-" if reference is None else paired_difference(result, reference, "analytic"))
             if len(results) > 1:
                 spreads.append((cell, max(fds) - min(fds), results))
