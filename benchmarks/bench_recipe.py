@@ -453,7 +453,36 @@ def draw_tradeoff(args: argparse.Namespace) -> None:
         y_label=f"Frechet distance ({args.fid_samples} samples, 100 DDPM steps)",
         highlight=[DEFAULT_CELL, BALANCED_CELL],
         log_x=True,
+        styles={cell: cell_style(cell) for cell in points},
+        legends=[
+            ("prediction", [(name, {"color": colour, "marker": "o"}) for name, colour in PREDICTION_COLOURS.items()]),
+            ("betas", [(name, {"color": "grey", "marker": marker}) for name, marker in SCHEDULE_MARKERS.items()]),
+            (
+                "loss weighting",
+                [
+                    (name, {"color": "grey", "marker": "o", "fillstyle": fill})
+                    for name, fill in WEIGHTING_FILLS.items()
+                ],
+            ),
+        ],
     )
+
+
+# The tradeoff plot's styles: colour by prediction type, marker by schedule, fill by weighting; a log-normal
+# timestep cell is labelled with its name.
+PREDICTION_COLOURS = {"epsilon": "tab:blue", "sample": "tab:orange", "v_prediction": "tab:green"}
+SCHEDULE_MARKERS = {"linear": "o", "cosine": "s", "sigmoid": "^"}
+WEIGHTING_FILLS = {"simple": "full", "min_snr": "none", "p2": "left"}
+
+
+def cell_style(cell: str) -> dict:
+    prediction_type, weighting, schedule, sampling = parse_cell(cell)
+    return {
+        "color": PREDICTION_COLOURS[prediction_type],
+        "marker": SCHEDULE_MARKERS[schedule],
+        "fillstyle": WEIGHTING_FILLS[weighting],
+        "label": sampling != "uniform",
+    }
 
 
 def main() -> None:

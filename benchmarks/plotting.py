@@ -67,9 +67,13 @@ def scatter_plot(
     y_label: str,
     highlight: list[str] = (),
     log_x: bool = False,
+    styles: dict[str, dict] | None = None,
+    legends: list[tuple[str, list[tuple[str, dict]]]] = (),
 ) -> None:
-    """Write `path` (PNG) and its data as JSON: one labelled point per name (name -> (x, y)); the `highlight`ed
-    names drawn larger, in colour."""
+    """Write `path` (PNG) and its data as JSON: one point per name (name -> (x, y)), the `highlight`ed names drawn
+    larger. Without `styles` every point is labelled with its name; with them each point takes its style (matplotlib
+    `color`, `marker`, `fillstyle`; `label`: whether to write its name beside it, as every highlighted one is), and
+    `legends` explain the styles: (title, [(entry, style)]) per legend."""
     spec = {
         "kind": "scatter",
         "title": title,
@@ -78,6 +82,11 @@ def scatter_plot(
         "points": {name: list(point) for name, point in points.items()},
         "highlight": list(highlight),
         "log_x": log_x,
+        **(
+            {"styles": styles, "legends": [[title, [list(e) for e in entries]] for title, entries in legends]}
+            if styles
+            else {}
+        ),
     }
     if not points:
         return
@@ -98,15 +107,31 @@ def pyplot():
 def draw_scatter(spec: dict, path: Path) -> None:
     plt = pyplot()
     figure, axes = plt.subplots(figsize=(8.4, 5.6), dpi=100)
+    styles = spec.get("styles")
     for name, (x, y) in spec["points"].items():
         highlighted = name in spec["highlight"]
-        axes.scatter(x, y, s=48 if highlighted else 18, color="tab:red" if highlighted else "tab:blue", zorder=3)
-        axes.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+        if styles is None:
+            axes.scatter(x, y, s=48 if highlighted else 18, color="tab:red" if highlighted else "tab:blue", zorder=3)
+        else:
+            style = {key: value for key, value in styles[name].items() if key != "label"}
+            axes.plot(
+                x, y, linestyle="none", markersize=10 if highlighted else 7, markeredgewidth=1.3, zorder=3, **style
+            )
+        if styles is None or highlighted or styles[name].get("label"):
+            axes.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    for title, entries in spec.get("legends", []):
+        handles = [
+            axes.plot([], [], linestyle="none", markersize=7, markeredgewidth=1.3, label=entry, **style)[0]
+            for entry, style in entries
+        ]
+        corner = ("upper right", "center right", "lower right")[len(axes.artists) % 3]
+        axes.add_artist(axes.legend(handles=handles, title=title, loc=corner, fontsize=7, title_fontsize=8))
     xs = [x for x, _ in spec["points"].values()]
     if spec["log_x"] and max(xs) > 5 * min(xs):  # a log axis only where the points span a factor of five
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))  # 3, 5, 10, 20, ...
         axes.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
         axes.xaxis.set_minor_formatter(NullFormatter())
     axes.margins(x=0.2)
