@@ -22,7 +22,7 @@ MEASURED_PRECISIONS = ("no", "bf16")  # what "auto" chooses between by measureme
 # bf16 is taken only when it saves at least this share of the float32 time: a tie is noise, and float32 is exact.
 MIN_BF16_GAIN = 0.05
 PRECISION_CACHE_ENV = "SIMPLE_DDPM_CACHE"
-PRECISION_LOCK_TIMEOUT_S = 600  # a measurement takes seconds; a lock held longer is a stuck run
+PRECISION_LOCK_TIMEOUT_S = 600  # a measurement takes 5 to 60 s (docs/performance.md); a lock held longer is stuck
 
 
 def native_bf16(device_type: str) -> bool:
