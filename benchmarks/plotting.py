@@ -119,12 +119,13 @@ def draw_scatter(spec: dict, path: Path) -> None:
             )
         if styles is None or highlighted or styles[name].get("label"):
             axes.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=7)
-    for title, entries in spec.get("legends", []):
+    corners = ("upper right", "center right", "lower right")
+    for index, (title, entries) in enumerate(spec.get("legends", [])):
         handles = [
             axes.plot([], [], linestyle="none", markersize=7, markeredgewidth=1.3, label=entry, **style)[0]
             for entry, style in entries
         ]
-        corner = ("upper right", "center right", "lower right")[len(axes.artists) % 3]
+        corner = corners[index % len(corners)]
         axes.add_artist(axes.legend(handles=handles, title=title, loc=corner, fontsize=7, title_fontsize=8))
     xs = [x for x, _ in spec["points"].values()]
     if spec["log_x"] and max(xs) > 5 * min(xs):  # a log axis only where the points span a factor of five
