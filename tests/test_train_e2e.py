@@ -207,7 +207,11 @@ TWO_PROCESSES = (
 
 def test_two_processes_split_each_batch_and_the_main_one_saves(tmp_path):
     output_dir = tmp_path / "run"
-    run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", launcher=TWO_PROCESSES)
+    launcher = (*TWO_PROCESSES, str(Path(__file__).parent / "ddp_release_check.py"))
+    result = run_train(*SMALL_RUN, "--output_dir", str(output_dir), "--max_train_steps", "4", launcher=launcher)
+    # Both processes freed the DDP-wrapped UNet before the process group (else one may hang at exit, holding the GIL).
+    for rank in (0, 1):
+        assert f"rank {rank}: 0 DDP modules alive at end_training" in result.stderr, result.stderr[-3000:]
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert metrics["training"]["num_processes"] == 2
     assert metrics["images_seen"] == 4 * 16 * 2

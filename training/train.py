@@ -668,23 +668,28 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("simple-ddpm", config=tracker_config(args))
 
+    exit_status = 0
     try:
         with reported_as_one_line(accelerator), stop_signals.handling():
             train(args, accelerator, data, model, progress, max_steps, uploader, fid)
         accelerator.wait_for_everyone()
-        pushed = True
         if accelerator.is_main_process:
             finish(args, accelerator, data, model, progress, uploader.repo_id if uploader else None, fid)
-            if uploader is not None:
-                pushed = push_final(Path(args.output_dir), uploader, hub_token)
+            if uploader is not None and not push_final(Path(args.output_dir), uploader, hub_token):
+                exit_status = 1
     except (TrainingDiverged, SaveRefused, TrainingInterrupted) as error:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
-        accelerator.end_training()
-        sys.exit(error.exit_status)
-    accelerator.end_training()
-    if not pushed:
-        sys.exit(1)
+        exit_status = error.exit_status
+    # The prepared UNet goes before the process group. With several processes its DDP reducer holds the group;
+    # were the reducer the group's last owner when main() returns, its destructor (which keeps the GIL, unlike
+    # the group's own) would join the group's worker thread while that thread waits for the GIL to free a
+    # finished barrier's tensor: a process that hangs after its run is saved (seen once on a CI run).
+    del model, unet, optimizer, lr_scheduler
+    accelerator.free_memory()  # the accelerator's own references, then gc.collect()
+    accelerator.end_training()  # destroys the process group
+    if exit_status:
+        sys.exit(exit_status)
 
 
 def tracker_config(args) -> dict:
