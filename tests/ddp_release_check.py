@@ -1,6 +1,6 @@
-"""Runs a script (training/train.py) and reports, as each process calls Accelerator.end_training, how many
-DistributedDataParallel modules are still alive: train.py must free its prepared UNet first, or the DDP reducer
-may become the last owner of the process group and hang the process at exit (see train.py's main).
+"""Runs a script (training/train.py, distill.py) and reports, as each process calls Accelerator.end_training, how many
+DistributedDataParallel modules are still alive: the script must free its prepared model first, or the DDP reducer
+may become the last owner of the process group and hang the process at exit (training/run_setup.py's end_processes).
 
     accelerate launch --multi_gpu --num_processes 2 tests/ddp_release_check.py training/train.py [options]
 """

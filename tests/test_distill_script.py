@@ -296,7 +296,13 @@ def test_a_distillation_killed_mid_round_resumes_to_the_uninterrupted_student(te
 def test_two_processes_distil_and_a_killed_two_process_run_resumes_to_the_uninterrupted_student(teacher, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2` (gloo on the CPU): each process its share of the batch, the
     launcher and both workers killed at once, resumed bitwise to the uninterrupted two-process student."""
-    uninterrupted = distillation(tmp_path / "uninterrupted", teacher, launcher=TWO_PROCESSES)
+    # the uninterrupted run through tests/ddp_release_check.py: both processes free the DDP-wrapped student before
+    # the process group (else one may hang at exit; see training/run_setup.py's end_processes)
+    check = Path(__file__).parent / "ddp_release_check.py"
+    uninterrupted = Run(
+        tmp_path / "uninterrupted", "--teacher", str(teacher), launcher=TWO_PROCESSES, script=check,
+        base=(str(DISTILL), *TINY_DISTILLATION),
+    )  # fmt: skip
     output_dir = tmp_path / "run"
     killed = distillation(output_dir, teacher, launcher=TWO_PROCESSES)
     killed.wait_for(output_dir / "checkpoint-2")
@@ -306,6 +312,8 @@ def test_two_processes_distil_and_a_killed_two_process_run_resumes_to_the_uninte
     distillation(output_dir, teacher, "--resume_from_checkpoint", "latest", launcher=TWO_PROCESSES).finish()
     assert partial_saves(output_dir) == []
     assert_same_distillation_state(uninterrupted.finish().output_dir, output_dir)
+    for rank in (0, 1):
+        assert f"rank {rank}: 0 DDP modules alive at end_training" in uninterrupted.output()
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in (output_dir / LAST).iterdir()}
     metrics = json.loads((output_dir / "metrics.json").read_text())["distillation"]
     assert metrics["num_processes"] == 2 and metrics["images_seen"] == 2 * UPDATES_PER_ROUND * 8 * 2

@@ -68,6 +68,7 @@ from training.run_setup import (
     build_accelerator,
     choose_precision,
     connect_hub,
+    end_processes,
     push_final,
     reported_as_one_line,
     sampling_pipeline,
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         accelerator.init_trackers("simple-ddpm-distill", config={k: str(v) for k, v in vars(args).items()})
 
-    pushed = True
+    exit_status = 0
     try:
         with reported_as_one_line(accelerator), stop_signals.handling():
             distil(args, accelerator, data, student, teacher_unet, optimizer, schedulers, chains, progress, rounds)
@@ -515,16 +516,14 @@ def main(argv: list[str] | None = None) -> None:
                 args, accelerator, student, scheduler, data, progress, rounds, teacher_metrics,
                 teacher_prediction_type, repo_id, fid,
             )  # fmt: skip
-            if uploader is not None:
-                pushed = push_final(Path(args.output_dir), uploader, hub_token, "distilled")
+            if uploader is not None and not push_final(Path(args.output_dir), uploader, hub_token, "distilled"):
+                exit_status = 1
     except (SaveRefused, TrainingInterrupted) as error:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
-        accelerator.end_training()
-        sys.exit(error.exit_status)
-    accelerator.end_training()
-    if not pushed:
-        sys.exit(1)
+        exit_status = error.exit_status
+    del student, optimizer  # before the process group: see end_processes
+    end_processes(accelerator, exit_status)
 
 
 if __name__ == "__main__":

@@ -158,3 +158,15 @@ def push_final(output_dir: Path, uploader: BackgroundUploader, token: str | None
         return False
     logger.info("Pushed %s to https://huggingface.co/%s (%s)", output_dir, uploader.repo_id, url)
     return True
+
+
+def end_processes(accelerator: Accelerator, exit_status: int) -> None:
+    """Free the accelerator's prepared objects, destroy the process group, and exit with `exit_status` if nonzero.
+    The caller first drops its own references to what it prepared: with several processes the DDP wrapper's reducer
+    holds the group, and were it the group's last owner when the script's main() returns, its destructor (which
+    keeps the GIL, unlike the group's own) would join the group's worker thread while that thread waits for the GIL
+    to free a finished barrier's tensor, and the process would hang after its run is saved (seen once on CI)."""
+    accelerator.free_memory()  # the accelerator's references, then gc.collect()
+    accelerator.end_training()  # destroys the process group
+    if exit_status:
+        sys.exit(exit_status)

@@ -69,6 +69,7 @@ from training.run_setup import (
     build_accelerator,
     choose_precision,
     connect_hub,
+    end_processes,
     push_final,
     reported_as_one_line,
     sampling_pipeline,
@@ -681,15 +682,8 @@ def main(argv: list[str] | None = None) -> None:
         if accelerator.is_main_process:
             print(error, file=sys.stderr)
         exit_status = error.exit_status
-    # The prepared UNet goes before the process group. With several processes its DDP reducer holds the group;
-    # were the reducer the group's last owner when main() returns, its destructor (which keeps the GIL, unlike
-    # the group's own) would join the group's worker thread while that thread waits for the GIL to free a
-    # finished barrier's tensor: a process that hangs after its run is saved (seen once on a CI run).
-    del model, unet, optimizer, lr_scheduler
-    accelerator.free_memory()  # the accelerator's own references, then gc.collect()
-    accelerator.end_training()  # destroys the process group
-    if exit_status:
-        sys.exit(exit_status)
+    del model, unet, optimizer, lr_scheduler  # before the process group: see end_processes
+    end_processes(accelerator, exit_status)
 
 
 def tracker_config(args) -> dict:
